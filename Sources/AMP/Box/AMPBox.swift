@@ -1,0 +1,105 @@
+import NIOCore
+
+/// One AMP box: an unordered set of key/value pairs.
+///
+/// Keys are text (every key AMP and Vertex use is ASCII); values are raw bytes. Pairs
+/// keep arrival order so that "last one wins" for a duplicated key, as in Twisted,
+/// which stores a received box into a dictionary. Lookups scan linearly: boxes hold a
+/// handful of keys, and a scan over inline small strings beats hashing them.
+public struct AMPBox: Sendable, Equatable {
+    public struct Field: Sendable, Equatable {
+        public var key: String
+        public var value: ByteBuffer
+
+        public init(key: String, value: ByteBuffer) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public private(set) var fields: [Field]
+
+    public init() {
+        self.fields = []
+    }
+
+    public init(_ fields: [Field]) {
+        self.fields = fields
+    }
+
+    public init(_ pairs: KeyValuePairs<String, String>) {
+        self.fields = pairs.map { Field(key: $0.key, value: ByteBuffer(string: $0.value)) }
+    }
+
+    public var isEmpty: Bool { fields.isEmpty }
+    public var count: Int { fields.count }
+
+    /// The value of `key`; for a key sent twice, the last one (Twisted's behaviour).
+    public subscript(key: String) -> ByteBuffer? {
+        get {
+            var index = fields.endIndex
+            while index > fields.startIndex {
+                index -= 1
+                if fields[index].key == key { return fields[index].value }
+            }
+            return nil
+        }
+        set {
+            fields.removeAll { $0.key == key }
+            if let newValue {
+                fields.append(Field(key: key, value: newValue))
+            }
+        }
+    }
+
+    /// The value of `key` as text, decoded leniently; for reserved keys and messages.
+    public func string(_ key: String) -> String? {
+        self[key].map { String(buffer: $0) }
+    }
+
+    /// Adds a pair without looking for an existing one: the fast path for building a box
+    /// whose keys are known to be distinct (an encoder's output).
+    public mutating func append(key: String, value: ByteBuffer) {
+        fields.append(Field(key: key, value: value))
+    }
+
+    public mutating func append(key: String, string: String) {
+        fields.append(Field(key: key, value: ByteBuffer(string: string)))
+    }
+
+    /// Keys with their last values, in wire order (sorted bytewise), as Twisted writes them.
+    var canonicalFields: [Field] {
+        var unique: [Field] = []
+        unique.reserveCapacity(fields.count)
+        for field in fields.reversed() where !unique.contains(where: { $0.key == field.key }) {
+            unique.append(field)
+        }
+        unique.sort { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+        return unique
+    }
+
+    public static func == (lhs: AMPBox, rhs: AMPBox) -> Bool {
+        lhs.canonicalFields == rhs.canonicalFields
+    }
+}
+
+extension AMPBox: CustomStringConvertible {
+    public var description: String {
+        let inner = canonicalFields.map { field -> String in
+            let bytes = field.value.readableBytesView
+            let printable = bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
+            let shown = printable
+                ? "\"\(String(decoding: bytes.prefix(64), as: UTF8.self))\""
+                : "0x" + bytes.prefix(32).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+            let ellipsis = bytes.count > (printable ? 64 : 32) ? "…(\(bytes.count) bytes)" : ""
+            return "\(field.key)=\(shown)\(ellipsis)"
+        }
+        return "AMPBox(" + inner.joined(separator: ", ") + ")"
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}

@@ -1,0 +1,557 @@
+import Logging
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// What the peer answered to one of our requests, before it is decoded for the caller.
+enum AMPReply: Sendable {
+    case answer(AMPBox)
+    case error(code: String, description: String)
+}
+
+/// All of AMP's I/O on one connection: framing, dispatch of the peer's requests to
+/// responders, matching answers to our calls, StartTLS and protocol switching, and
+/// read backpressure. It lives on the channel's event loop; ``AMPConnection`` is its
+/// thread-safe face.
+final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = Never
+    typealias OutboundOut = ByteBuffer
+
+    /// Where the connection is in its life; boxes flow only in `.amp`.
+    private enum Mode {
+        case amp
+        /// We sent StartTLS (tag); our further boxes wait in `held` until TLS is on.
+        case awaitingTLSAnswer(tag: String)
+        /// We sent a protocol-switching command (tag); no more boxes may be sent.
+        case awaitingSwitchAnswer(tag: String)
+        /// The peer asked for TLS or a switch; reading waits for our responder's answer.
+        case answeringSwitch
+        /// AMP has left the connection.
+        case switched
+        case closed(reason: String)
+    }
+
+    private struct PendingTLS {
+        var configuration: TLSConfiguration
+        var serverHostname: String?
+        var handshake: EventLoopPromise<Void>
+    }
+
+    private let responders: AMPResponders
+    private let limits: AMPLimits
+    private let isTCPServer: Bool
+    private var logger: Logger
+    private var parser: AMPBoxParser
+    private var received = ByteBuffer()
+    private var context: ChannelHandlerContext?
+    private(set) var connection: AMPConnection?
+
+    private var mode: Mode = .amp
+    private var outstanding: [String: EventLoopPromise<AMPReply>] = [:]
+    private var held: [ByteBuffer] = []
+    private var pendingTLS: PendingTLS?
+    private var tlsHandshake: EventLoopPromise<Void>?
+    private var pendingSwitch: AMPProtocolSwitch?
+    private var tlsStarted = false
+
+    private var incomingInFlight = 0
+    private var readHeld = false
+    private var flushScheduled = false
+    private var inChannelRead = false
+    private var writabilityWaiters: [EventLoopPromise<Void>] = []
+
+    init(responders: AMPResponders, limits: AMPLimits, isTCPServer: Bool, logger: Logger) {
+        self.responders = responders
+        self.limits = limits
+        self.isTCPServer = isTCPServer
+        self.logger = logger
+        self.parser = AMPBoxParser(limits: limits)
+    }
+
+    func bind(_ connection: AMPConnection) {
+        self.connection = connection
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let remote = context.channel.remoteAddress {
+            logger[metadataKey: "amp.peer"] = "\(remote)"
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if case .switched = mode, received.readableBytes > 0 {
+            // Bytes after the switching box belong to the new protocol.
+            let leftover = received
+            received = ByteBuffer()
+            context.fireChannelRead(wrapInboundOut(leftover))
+        }
+        self.context = nil
+        self.connection = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        shutDown(reason: "connection lost")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("AMP connection error", metadata: ["error": "\(error)"])
+        shutDown(reason: "\(error)")
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            tlsHandshake?.succeed()
+            tlsHandshake = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            let waiters = writabilityWaiters
+            writabilityWaiters = []
+            waiters.forEach { $0.succeed() }
+            releaseReadIfPossible()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        // Backpressure: while the peer has many requests in progress, or our answers are
+        // not draining, stop reading so that nothing accumulates without bound.
+        if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !context.channel.isWritable {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func releaseReadIfPossible() {
+        guard readHeld, let context,
+              incomingInFlight < limits.maximumConcurrentIncomingRequests,
+              context.channel.isWritable else { return }
+        readHeld = false
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        switch mode {
+        case .switched:
+            context.fireChannelRead(data)
+            return
+        case .closed:
+            return
+        default:
+            break
+        }
+        if received.readableBytes == 0 {
+            received = bytes
+        } else {
+            received.writeBuffer(&bytes)
+        }
+        inChannelRead = true
+        processReceived()
+        inChannelRead = false
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: Incoming boxes
+
+    /// Boxes are parsed in normal operation and while waiting for the answer that
+    /// starts TLS or a protocol switch; not while our own responder decides on one.
+    private var parsesBoxes: Bool {
+        switch mode {
+        case .amp, .awaitingTLSAnswer, .awaitingSwitchAnswer: return true
+        case .answeringSwitch, .switched, .closed: return false
+        }
+    }
+
+    private func processReceived() {
+        while parsesBoxes, let box = nextBoxOrFail() {
+            dispatch(box)
+        }
+        if received.readableBytes == 0 {
+            received.clear()
+        } else if received.readerIndex > 65536 {
+            received.discardReadBytes()
+        }
+    }
+
+    private func nextBoxOrFail() -> AMPBox? {
+        do {
+            return try parser.nextBox(from: &received)
+        } catch {
+            fail(error, "malformed AMP framing")
+            return nil
+        }
+    }
+
+    private func dispatch(_ box: AMPBox) {
+        if let tag = box.string("_answer") {
+            deliver(.answer(box), tag: tag)
+        } else if let tag = box.string("_error") {
+            guard let code = box.string("_error_code"), let description = box.string("_error_description") else {
+                fail(AMPConnectionError.badResponse("error box without _error_code or _error_description"), "bad error answer")
+                return
+            }
+            deliver(.error(code: code, description: description), tag: tag)
+        } else if let command = box.string("_command") {
+            handleRequest(command: command, box: box)
+        } else {
+            fail(AMPConnectionError.badResponse("a box with neither _command, _answer nor _error"), "empty box")
+        }
+    }
+
+    private func deliver(_ reply: AMPReply, tag: String) {
+        guard let promise = outstanding.removeValue(forKey: tag) else {
+            fail(AMPConnectionError.badResponse("answer for unknown tag '\(tag.prefix(32))'"), "answer for unknown tag")
+            return
+        }
+        switch mode {
+        case .awaitingTLSAnswer(let tlsTag) where tlsTag == tag:
+            finishStartTLS(reply: reply)
+        case .awaitingSwitchAnswer(let switchTag) where switchTag == tag:
+            finishSwitch(reply: reply, promise: promise)
+            return
+        default:
+            break
+        }
+        promise.succeed(reply)
+    }
+
+    private func handleRequest(command: String, box: AMPBox) {
+        let tag = box.string("_ask")
+        guard let entry = responders.entry(for: command), let connection else {
+            guard let tag else {
+                // Nowhere to report it: Twisted drops the connection.
+                fail(AMPRemoteError(code: AMPRemoteError.unhandledCode, description: "unhandled command \(command)"),
+                     "unknown command without _ask")
+                return
+            }
+            sendErrorAnswer(tag: tag, code: AMPRemoteError.unhandledCode,
+                            description: "Unhandled Command: \(pythonBytesRepr(command))", fatal: false)
+            return
+        }
+        if entry.switchesProtocol { mode = .answeringSwitch }
+        incomingInFlight += 1
+        let requestContext = AMPRequestContext(connection: connection)
+        let eventLoop = connection.channel.eventLoop
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        let respond = entry.respond
+        // Responders run as tasks; most never suspend, so start them at once on this thread.
+        Task.immediate {
+            let outcome: Result<AMPResponderOutcome, any Error>
+            do {
+                outcome = .success(try await respond(box, requestContext))
+            } catch {
+                outcome = .failure(error)
+            }
+            if eventLoop.inEventLoop {
+                loopBound.value.finishRequest(command: command, tag: tag, outcome: outcome)
+            } else {
+                eventLoop.execute { loopBound.value.finishRequest(command: command, tag: tag, outcome: outcome) }
+            }
+        }
+    }
+
+    private func finishRequest(command: String, tag: String?, outcome: Result<AMPResponderOutcome, any Error>) {
+        incomingInFlight -= 1
+        defer { releaseReadIfPossible() }
+        guard let context else { return }
+        if case .answeringSwitch = mode { mode = .amp }
+        switch outcome {
+        case .failure(let error):
+            logger.warning("AMP responder failed", metadata: ["command": "\(command)", "error": "\(error)"])
+            guard let tag else {
+                fail(error, "responder for \(command) failed on a request without _ask")
+                return
+            }
+            sendErrorAnswer(tag: tag, code: AMPRemoteError.unknownCode, description: "Unknown Error", fatal: true)
+        case .success(.declaredError(let code, let description, let fatal)):
+            guard let tag else {
+                if fatal { fail(AMPRemoteError(code: code, description: description), "fatal error on a request without _ask") }
+                return
+            }
+            sendErrorAnswer(tag: tag, code: code, description: description, fatal: fatal)
+        case .success(.answer(var box)):
+            guard let tag else { break }
+            box.append(key: "_answer", string: tag)
+            write(box, context: context)
+        case .success(.answerThenStartTLS(var box, let configuration)):
+            if let tag {
+                box.append(key: "_answer", string: tag)
+                write(box, context: context)
+                context.flush()
+            }
+            do {
+                try addTLSHandler(configuration: configuration, serverHostname: nil, context: context)
+            } catch {
+                fail(error, "cannot start TLS")
+                return
+            }
+            mode = .amp
+            processReceived()
+        case .success(.answerThenSwitch(var box, let install)):
+            if let tag {
+                box.append(key: "_answer", string: tag)
+                write(box, context: context)
+                context.flush()
+            }
+            switchAway(install: install, context: context)
+        }
+    }
+
+    private func sendErrorAnswer(tag: String, code: String, description: String, fatal: Bool) {
+        guard let context else { return }
+        var box = AMPBox()
+        box.append(key: "_error", string: tag)
+        box.append(key: "_error_code", string: code)
+        box.append(key: "_error_description", string: description)
+        write(box, context: context)
+        if fatal {
+            context.flush()
+            shutDown(reason: "fatal error \(code) answered")
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Outgoing
+
+    private func write(_ box: AMPBox, context: ChannelHandlerContext) {
+        do {
+            let bytes = try box.serialized(allocator: context.channel.allocator)
+            write(bytes, context: context)
+        } catch {
+            logger.error("cannot serialise an AMP box", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func write(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        if !inChannelRead, let eventLoop = context?.eventLoop {
+            // Coalesce the flushes of every call made in this event loop tick.
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.execute { loopBound.value.flushIfNeeded() }
+        }
+    }
+
+    private func flushIfNeeded() {
+        guard flushScheduled else { return }
+        flushScheduled = false
+        context?.flush()
+    }
+
+    /// Sends a request serialised by the caller. `tag` is the `_ask` inside it, if any.
+    func sendRequest(_ bytes: ByteBuffer, tag: String?, promise: EventLoopPromise<AMPReply>?) {
+        guard let context else {
+            promise?.fail(AMPConnectionError.connectionClosed(reason: closedReason))
+            return
+        }
+        switch mode {
+        case .amp, .answeringSwitch:
+            if let tag, let promise { outstanding[tag] = promise }
+            write(bytes, context: context)
+        case .awaitingTLSAnswer:
+            if let tag, let promise { outstanding[tag] = promise }
+            held.append(bytes)
+        case .awaitingSwitchAnswer:
+            promise?.fail(AMPConnectionError.busySwitching)
+        case .switched:
+            promise?.fail(AMPConnectionError.protocolSwitched)
+        case .closed(let reason):
+            promise?.fail(AMPConnectionError.connectionClosed(reason: reason))
+        }
+    }
+
+    /// Succeeds when the channel can take more writes (for fire-and-forget sends).
+    func whenWritable(_ promise: EventLoopPromise<Void>) {
+        guard let context, context.channel.isActive else {
+            promise.fail(AMPConnectionError.connectionClosed(reason: closedReason))
+            return
+        }
+        if context.channel.isWritable {
+            promise.succeed()
+        } else {
+            writabilityWaiters.append(promise)
+        }
+    }
+
+    // MARK: StartTLS
+
+    func startTLS(request: ByteBuffer, tag: String, reply: EventLoopPromise<AMPReply>,
+                  configuration: TLSConfiguration, serverHostname: String?, handshake: EventLoopPromise<Void>) {
+        guard case .amp = mode, context != nil else {
+            let error: any Error = {
+                switch mode {
+                case .closed(let reason): return AMPConnectionError.connectionClosed(reason: reason)
+                case .switched: return AMPConnectionError.protocolSwitched
+                default: return AMPConnectionError.busySwitching
+                }
+            }()
+            reply.fail(error)
+            handshake.fail(error)
+            return
+        }
+        guard !tlsStarted else {
+            reply.fail(AMPConnectionError.tlsAlreadyStarted)
+            handshake.fail(AMPConnectionError.tlsAlreadyStarted)
+            return
+        }
+        sendRequest(request, tag: tag, promise: reply)
+        mode = .awaitingTLSAnswer(tag: tag)
+        pendingTLS = PendingTLS(configuration: configuration, serverHostname: serverHostname, handshake: handshake)
+    }
+
+    private func finishStartTLS(reply: AMPReply) {
+        mode = .amp
+        guard let pending = pendingTLS, let context else { return }
+        pendingTLS = nil
+        if case .error(let code, let description) = reply {
+            // No TLS: the peer refused. Release what was held, still in clear.
+            pending.handshake.fail(AMPRemoteError(code: code, description: description))
+        } else {
+            do {
+                try addTLSHandler(configuration: pending.configuration, serverHostname: pending.serverHostname,
+                                  context: context, handshake: pending.handshake)
+            } catch {
+                pending.handshake.fail(error)
+                fail(error, "cannot start TLS")
+                return
+            }
+        }
+        let toSend = held
+        held = []
+        for bytes in toSend { write(bytes, context: context) }
+        // Bytes after the answer in the same read were already TLS: run them through it.
+        if tlsStarted, received.readableBytes > 0 {
+            let early = received
+            received = ByteBuffer()
+            context.pipeline.fireChannelRead(early)
+        }
+    }
+
+    private func addTLSHandler(configuration: TLSConfiguration, serverHostname: String?,
+                               context: ChannelHandlerContext, handshake: EventLoopPromise<Void>? = nil) throws {
+        guard !tlsStarted else { throw AMPConnectionError.tlsAlreadyStarted }
+        let sslContext = try NIOSSLContext(configuration: configuration)
+        // TLS roles follow TCP roles, as in Twisted: the side that accepted is the server.
+        let handler: NIOSSLHandler = isTCPServer
+            ? NIOSSLServerHandler(context: sslContext)
+            : try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
+        try context.pipeline.syncOperations.addHandler(handler, position: .first)
+        tlsStarted = true
+        tlsHandshake = handshake ?? context.eventLoop.makePromise()
+        connection?.markTLSStarted()
+    }
+
+    // MARK: Protocol switch
+
+    func switchProtocol(request: ByteBuffer, tag: String, reply: EventLoopPromise<AMPReply>, install: @escaping AMPProtocolSwitch) {
+        guard case .amp = mode else {
+            sendRequest(request, tag: tag, promise: reply)  // fails with the mode's reason
+            return
+        }
+        sendRequest(request, tag: tag, promise: reply)
+        mode = .awaitingSwitchAnswer(tag: tag)
+        pendingSwitch = install
+    }
+
+    private func finishSwitch(reply: AMPReply, promise: EventLoopPromise<AMPReply>) {
+        let install = pendingSwitch
+        pendingSwitch = nil
+        guard case .answer = reply, let install, let context else {
+            mode = .amp
+            promise.succeed(reply)
+            return
+        }
+        promise.succeed(reply)
+        switchAway(install: install, context: context)
+    }
+
+    private func switchAway(install: AMPProtocolSwitch, context: ChannelHandlerContext) {
+        mode = .switched
+        failOutstanding(with: AMPConnectionError.protocolSwitched)
+        connection?.markSwitched()
+        do {
+            try install(context.channel)
+        } catch {
+            fail(error, "the new protocol could not be installed")
+            return
+        }
+        context.flush()
+        // handlerRemoved forwards what was read after the switching box.
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    // MARK: Shutting down
+
+    private var closedReason: String {
+        if case .closed(let reason) = mode { return reason }
+        return "connection closed"
+    }
+
+    private func fail(_ error: any Error, _ what: String) {
+        logger.warning("closing AMP connection: \(what)", metadata: ["error": "\(error)"])
+        shutDown(reason: "\(what): \(error)")
+        context?.close(promise: nil)
+    }
+
+    private func failOutstanding(with error: any Error) {
+        let pending = outstanding
+        outstanding = [:]
+        pending.values.forEach { $0.fail(error) }
+        let waiters = writabilityWaiters
+        writabilityWaiters = []
+        waiters.forEach { $0.fail(error) }
+    }
+
+    private func shutDown(reason: String) {
+        if case .closed = mode { return }
+        if case .switched = mode { return }
+        mode = .closed(reason: reason)
+        let error = AMPConnectionError.connectionClosed(reason: reason)
+        failOutstanding(with: error)
+        pendingTLS?.handshake.fail(error)
+        pendingTLS = nil
+        tlsHandshake?.fail(error)
+        tlsHandshake = nil
+        held = []
+    }
+}
+
+/// Python's `repr()` of a bytes object, which Twisted puts in its UNHANDLED description.
+func pythonBytesRepr(_ text: String) -> String {
+    let bytes = Array(text.utf8)
+    let quote: UInt8 = bytes.contains(UInt8(ascii: "'")) && !bytes.contains(UInt8(ascii: "\"")) ? UInt8(ascii: "\"") : UInt8(ascii: "'")
+    var out = "b" + String(UnicodeScalar(quote))
+    for byte in bytes {
+        switch byte {
+        case UInt8(ascii: "\\"): out += "\\\\"
+        case quote: out += "\\" + String(UnicodeScalar(quote))
+        case UInt8(ascii: "\t"): out += "\\t"
+        case UInt8(ascii: "\n"): out += "\\n"
+        case UInt8(ascii: "\r"): out += "\\r"
+        case 0x20..<0x7F: out += String(UnicodeScalar(byte))
+        default: out += "\\x" + String(byte, radix: 16).leftPadded(to: 2)
+        }
+    }
+    return out + String(UnicodeScalar(quote))
+}

@@ -1,0 +1,232 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// One AMP connection: make calls to the peer and answer its calls, concurrently,
+/// in both directions.
+///
+/// ```swift
+/// let connection = try await AMPConnection.connect(host: "127.0.0.1", port: 8788)
+/// let reply = try await connection.call(Sum.self, .init(values: [1, 2, 3]))
+/// ```
+///
+/// Calls may be made from any task. If the connection is lost, every call waiting for
+/// an answer fails with ``AMPConnectionError/connectionClosed(reason:)``.
+public final class AMPConnection: Sendable {
+    public let channel: any Channel
+    let handler: NIOLoopBound<AMPChannelHandler>
+    private let nextTag = Atomic<Int>(1)
+    private let state = Mutex<(tls: Bool, switched: Bool)>((false, false))
+
+    init(channel: any Channel, handler: AMPChannelHandler) {
+        self.channel = channel
+        self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+    }
+
+    public var remoteAddress: SocketAddress? { channel.remoteAddress }
+    public var localAddress: SocketAddress? { channel.localAddress }
+    /// Whether TLS was started on this connection.
+    public var isTLS: Bool { state.withLock { $0.tls } }
+
+    func markTLSStarted() { state.withLock { $0.tls = true } }
+    func markSwitched() { state.withLock { $0.switched = true } }
+
+    /// `_ask` tags are lowercase hex of a per-connection counter from 1, as Twisted's.
+    private func makeTag() -> String {
+        String(nextTag.wrappingAdd(1, ordering: .relaxed).oldValue, radix: 16)
+    }
+
+    private func request<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: String?) throws -> ByteBuffer {
+        var box = try AMPBoxEncoder().encode(arguments)
+        box.append(key: "_command", string: Command.name)
+        if let tag { box.append(key: "_ask", string: tag) }
+        return try box.serialized(allocator: channel.allocator)
+    }
+
+    /// Calls `command` on the peer and waits for its answer.
+    ///
+    /// Throws the command's declared error when the peer answers with one, an
+    /// ``AMPRemoteError`` for any other error answer (`UNHANDLED`, `UNKNOWN`, …), and
+    /// ``AMPConnectionError`` when the connection fails first.
+    public func call<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws -> Command.Response {
+        let tag = makeTag()
+        let bytes = try request(command, arguments, tag: tag)
+        let promise = channel.eventLoop.makePromise(of: AMPReply.self)
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.sendRequest(bytes, tag: tag, promise: promise)
+        }
+        return try Self.decode(command, try await promise.futureResult.get())
+    }
+
+    /// Sends `command` without asking for an answer (`requiresAnswer == false`: no `_ask`).
+    /// Waits while the connection cannot take more writes, so a fast sender cannot
+    /// outrun a slow peer.
+    public func send<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws {
+        let bytes = try request(command, arguments, tag: nil)
+        let writable = channel.eventLoop.makePromise(of: Void.self)
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.sendRequest(bytes, tag: nil, promise: nil)
+            handler.value.whenWritable(writable)
+        }
+        try await writable.futureResult.get()
+    }
+
+    /// Sends a StartTLS-style command and, once the peer answers, switches this
+    /// connection to TLS with `configuration` (as the TLS client when this side made
+    /// the TCP connection, else as the server). Returns when the handshake has
+    /// completed. Calls made meanwhile are held and sent over TLS.
+    public func startTLS<Command: AMPCommand>(
+        _ command: Command.Type,
+        _ arguments: Command.Arguments,
+        configuration: TLSConfiguration,
+        serverHostname: String? = nil
+    ) async throws -> Command.Response {
+        let tag = makeTag()
+        let bytes = try request(command, arguments, tag: tag)
+        let reply = channel.eventLoop.makePromise(of: AMPReply.self)
+        let handshake = channel.eventLoop.makePromise(of: Void.self)
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.startTLS(request: bytes, tag: tag, reply: reply, configuration: configuration,
+                                   serverHostname: serverHostname, handshake: handshake)
+        }
+        let response = try Self.decode(command, try await reply.futureResult.get())
+        try await handshake.futureResult.get()
+        return response
+    }
+
+    /// Sends a protocol-switching command (Twisted's `ProtocolSwitchCommand`). When the
+    /// peer answers, `install` adds the new protocol's handlers and AMP leaves the
+    /// channel; bytes that followed the answer go to the new protocol. On an error
+    /// answer the connection stays AMP and the error is thrown.
+    public func switchProtocol<Command: AMPCommand>(
+        _ command: Command.Type,
+        _ arguments: Command.Arguments,
+        install: @escaping AMPProtocolSwitch
+    ) async throws -> Command.Response {
+        let tag = makeTag()
+        let bytes = try request(command, arguments, tag: tag)
+        let reply = channel.eventLoop.makePromise(of: AMPReply.self)
+        let handler = self.handler
+        channel.eventLoop.execute {
+            handler.value.switchProtocol(request: bytes, tag: tag, reply: reply, install: install)
+        }
+        return try Self.decode(command, try await reply.futureResult.get())
+    }
+
+    private static func decode<Command: AMPCommand>(_ command: Command.Type, _ reply: AMPReply) throws -> Command.Response {
+        switch reply {
+        case .answer(let box):
+            do {
+                return try AMPBoxDecoder().decode(Command.Response.self, from: box)
+            } catch {
+                throw AMPConnectionError.badResponse("\(Command.name): \(error)")
+            }
+        case .error(let code, let description):
+            if let declared = Command.Failure(code: code, description: description) {
+                throw declared
+            }
+            throw AMPRemoteError(code: code, description: description)
+        }
+    }
+
+    /// The certificate the peer presented in TLS, if TLS is on and it presented one.
+    public func peerCertificate() async throws -> NIOSSLCertificate? {
+        try await channel.nioSSL_peerCertificate().get()
+    }
+
+    /// Closes the connection; waiting calls fail.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    /// Returns when the connection has closed.
+    public func waitUntilClosed() async {
+        try? await channel.closeFuture.get()
+    }
+}
+
+// MARK: - Making connections
+
+extension AMPConnection {
+    /// Adds AMP to a channel and returns the connection. Must run on the channel's
+    /// event loop (as in a bootstrap's channel initializer).
+    /// `isTCPServer` decides the TLS role should StartTLS be used.
+    public static func install(
+        on channel: any Channel,
+        responders: AMPResponders,
+        isTCPServer: Bool,
+        limits: AMPLimits = .default,
+        logger: Logger = Logger(label: "vertex.amp")
+    ) throws -> AMPConnection {
+        let handler = AMPChannelHandler(responders: responders, limits: limits, isTCPServer: isTCPServer, logger: logger)
+        let connection = AMPConnection(channel: channel, handler: handler)
+        handler.bind(connection)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        return connection
+    }
+
+    /// Connects to an AMP peer over TCP.
+    public static func connect(
+        host: String,
+        port: Int,
+        responders: AMPResponders = AMPResponders(),
+        limits: AMPLimits = .default,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "vertex.amp")
+    ) async throws -> AMPConnection {
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: host, port: port).get()
+        return try await channel.eventLoop.submit {
+            try AMPConnection.install(on: channel, responders: responders, isTCPServer: false, limits: limits, logger: logger)
+        }.get()
+    }
+}
+
+/// A TCP listener whose every connection speaks AMP with the same responders.
+public final class AMPServer: Sendable {
+    public let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    /// The address actually bound (useful with port 0).
+    public var localAddress: SocketAddress? { channel.localAddress }
+    public var port: Int? { channel.localAddress?.port }
+
+    /// Listens on `host:port`. `onConnection` is told of each new connection on its event loop.
+    public static func bind(
+        host: String,
+        port: Int,
+        responders: AMPResponders,
+        limits: AMPLimits = .default,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "vertex.amp"),
+        onConnection: (@Sendable (AMPConnection) -> Void)? = nil
+    ) async throws -> AMPServer {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connection = try AMPConnection.install(
+                        on: channel, responders: responders, isTCPServer: true, limits: limits, logger: logger)
+                    onConnection?(connection)
+                }
+            }
+            .bind(host: host, port: port).get()
+        return AMPServer(channel: channel)
+    }
+
+    /// Stops listening; connections already made stay open.
+    public func close() async {
+        try? await channel.close()
+    }
+}
