@@ -1,0 +1,139 @@
+import AMP
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Synchronization
+
+typealias RawChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+/// Plain TCP sockets on loopback that write and read exact bytes, to see what our AMP
+/// side does with input a well-behaved peer would never send.
+enum RawPeer {
+    static let group = MultiThreadedEventLoopGroup.singleton
+
+    static func connect(port: Int) async throws -> RawChannel {
+        try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture { try RawChannel(wrappingChannelSynchronously: channel) }
+        }
+    }
+
+    /// Listens on loopback; `body` gets the port and an iterator of accepted sockets.
+    static func withListener<T: Sendable>(
+        _ body: (Int, inout NIOAsyncChannelInboundStream<RawChannel>.AsyncIterator) async throws -> T
+    ) async throws -> T {
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: "127.0.0.1", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture { try RawChannel(wrappingChannelSynchronously: channel) }
+            }
+        let port = server.channel.localAddress!.port!
+        defer { server.channel.close(promise: nil) }
+        return try await server.executeThenClose { inbound in
+            var iterator = inbound.makeAsyncIterator()
+            return try await body(port, &iterator)
+        }
+    }
+
+    /// Reads what arrives within `window`, and whether the peer closed.
+    static func readAll(_ channel: RawChannel, window: Duration) async throws -> (bytes: [UInt8], closed: Bool) {
+        let timedOut = NIOLockedValueBox(false)
+        let timer = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(window.components.seconds) * 1_000_000_000 + window.components.attoseconds / 1_000_000_000)) {
+            timedOut.withLockedValue { $0 = true }
+            channel.channel.close(promise: nil)
+        }
+        var collected: [UInt8] = []
+        try? await channel.executeThenClose { inbound, _ in
+            // A reset counts as closed, like an orderly close.
+            for try await chunk in inbound {
+                collected += chunk.readableBytesView
+            }
+        }
+        timer.cancel()
+        return (collected, !timedOut.withLockedValue { $0 })
+    }
+
+    /// Sends `bytes` to our AMP server (in one write, or one byte per write) and returns
+    /// what it answered within `window`, and whether it closed the connection.
+    static func exchange(port: Int, bytes: [UInt8], byteByByte: Bool, window: Duration) async throws -> (bytes: [UInt8], closed: Bool) {
+        let channel = try await connect(port: port)
+        if byteByByte {
+            for byte in bytes {
+                try await channel.channel.writeAndFlush(ByteBuffer(bytes: [byte]))
+            }
+        } else {
+            try await channel.channel.writeAndFlush(ByteBuffer(bytes: bytes))
+        }
+        return try await readAll(channel, window: window)
+    }
+
+    /// Makes `count` sequential calls from our client and returns the `_ask` tags the
+    /// raw server saw.
+    static func recordAskTags(count: Int) async throws -> [String] {
+        try await withListener { port, accepted in
+            let connection = try await AMPConnection.connect(host: "127.0.0.1", port: port)
+            let serverSide = try await accepted.next()!
+            let client = Task {
+                for _ in 0..<count { _ = try await connection.call(Empty.self, AMPEmpty()) }
+            }
+            var tags: [String] = []
+            try await serverSide.executeThenClose { inbound, outbound in
+                var parser = AMPBoxParser()
+                var buffer = ByteBuffer()
+                for try await var chunk in inbound {
+                    buffer.writeBuffer(&chunk)
+                    while let box = try parser.nextBox(from: &buffer) {
+                        let tag = box.string("_ask")!
+                        tags.append(tag)
+                        try await outbound.write(AMPBox(["_answer": tag]).serialized())
+                    }
+                    if tags.count == count { break }
+                }
+            }
+            try await client.value
+            await connection.close()
+            return tags
+        }
+    }
+
+    struct PipelineResult: Sendable {
+        var requestStream: [UInt8]
+        var completionOrder: [String]
+    }
+
+    /// Three `Optional` calls in flight; the raw server answers them with `answers`,
+    /// one byte per write.
+    static func pipelinedOptionalCalls(answers: Data) async throws -> PipelineResult {
+        try await withListener { port, accepted in
+            let connection = try await AMPConnection.connect(host: "127.0.0.1", port: port)
+            let serverSide = try await accepted.next()!
+            let completed = NIOLockedValueBox<[String]>([])
+            return try await serverSide.executeThenClose { inbound, outbound in
+                var received: [UInt8] = []
+                var parser = AMPBoxParser()
+                var buffer = ByteBuffer()
+                var iterator = inbound.makeAsyncIterator()
+                var calls: [Task<Void, any Error>] = []
+                for k in 0..<3 {
+                    // One call at a time onto the wire, so the stream's order is fixed.
+                    calls.append(Task {
+                        let reply = try await connection.call(OptionalCommand.self, .init(required: k, maybe: String(k)))
+                        completed.withLockedValue { $0.append(reply.echo ?? "") }
+                    })
+                    var boxes = 0
+                    while boxes == 0, var chunk = try await iterator.next() {
+                        received += chunk.readableBytesView
+                        buffer.writeBuffer(&chunk)
+                        while try parser.nextBox(from: &buffer) != nil { boxes += 1 }
+                    }
+                }
+                for byte in answers {
+                    try await outbound.write(ByteBuffer(bytes: [byte]))
+                }
+                for call in calls { try await call.value }
+                await connection.close()
+                return PipelineResult(requestStream: received, completionOrder: completed.withLockedValue { $0 })
+            }
+        }
+    }
+}
