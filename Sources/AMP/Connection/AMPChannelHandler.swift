@@ -57,6 +57,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var tlsStarted = false
 
     private var incomingInFlight = 0
+    /// Requests parsed while `maximumConcurrentIncomingRequests` were running; reading
+    /// stops until they are dispatched, so this holds at most one read's worth.
+    private var queuedRequests = CircularBuffer<AMPBox>()
     private var readHeld = false
     private var flushScheduled = false
     private var inChannelRead = false
@@ -126,7 +129,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func read(context: ChannelHandlerContext) {
         // Backpressure: while the peer has many requests in progress, or our answers are
         // not draining, stop reading so that nothing accumulates without bound.
-        if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !context.channel.isWritable {
+        if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty
+            || !context.channel.isWritable {
             readHeld = true
         } else {
             context.read()
@@ -135,7 +139,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func releaseReadIfPossible() {
         guard readHeld, let context,
-              incomingInFlight < limits.maximumConcurrentIncomingRequests,
+              incomingInFlight < limits.maximumConcurrentIncomingRequests, queuedRequests.isEmpty,
               context.channel.isWritable else { return }
         readHeld = false
         context.read()
@@ -160,6 +164,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         inChannelRead = true
         processReceived()
         inChannelRead = false
+        // One flush for every answer this chunk produced. (Not deferred to
+        // channelReadComplete: a TLS handler added during this read may not pass it on.)
+        flushIfNeeded()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -208,7 +215,11 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             deliver(.error(code: code, description: description), tag: tag)
         } else if let command = box.string("_command") {
-            handleRequest(command: command, box: box)
+            if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty {
+                queuedRequests.append(box)
+            } else {
+                handleRequest(command: command, box: box)
+            }
         } else {
             fail(AMPConnectionError.badResponse("a box with neither _command, _answer nor _error"), "empty box")
         }
@@ -268,9 +279,12 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func finishRequest(command: String, tag: String?, outcome: Result<AMPResponderOutcome, any Error>) {
         incomingInFlight -= 1
-        defer { releaseReadIfPossible() }
+        defer {
+            dispatchQueuedRequests()
+            releaseReadIfPossible()
+        }
         guard let context else { return }
-        if case .answeringSwitch = mode { mode = .amp }
+        if case .answeringSwitch = mode, responders.entry(for: command)?.switchesProtocol == true { mode = .amp }
         switch outcome {
         case .failure(let error):
             logger.warning("AMP responder failed", metadata: ["command": "\(command)", "error": "\(error)"])
@@ -310,6 +324,13 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.flush()
             }
             switchAway(install: install, context: context)
+        }
+    }
+
+    private func dispatchQueuedRequests() {
+        while case .amp = mode, incomingInFlight < limits.maximumConcurrentIncomingRequests,
+              let box = queuedRequests.popFirst() {
+            handleRequest(command: box.string("_command")!, box: box)
         }
     }
 
@@ -361,6 +382,16 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Sends a request serialised by the caller. `tag` is the `_ask` inside it, if any.
     func sendRequest(_ bytes: ByteBuffer, tag: String?, promise: EventLoopPromise<AMPReply>?) {
+        switch mode {
+        case .switched:
+            promise?.fail(AMPConnectionError.protocolSwitched)
+            return
+        case .closed(let reason):
+            promise?.fail(AMPConnectionError.connectionClosed(reason: reason))
+            return
+        default:
+            break
+        }
         guard let context else {
             promise?.fail(AMPConnectionError.connectionClosed(reason: closedReason))
             return
@@ -439,7 +470,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let toSend = held
         held = []
-        for bytes in toSend { write(bytes, context: context) }
+        for bytes in toSend { context.write(wrapOutboundOut(bytes), promise: nil) }
+        // Flush now: the TLS handler just added in front of us need not pass this read's
+        // channelReadComplete on, so a flush deferred to it could never come.
+        context.flush()
         // Bytes after the answer in the same read were already TLS: run them through it.
         if tlsStarted, received.readableBytes > 0 {
             let early = received
@@ -534,6 +568,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         tlsHandshake?.fail(error)
         tlsHandshake = nil
         held = []
+        queuedRequests.removeAll()
     }
 }
 

@@ -1,0 +1,215 @@
+import AMP
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import Testing
+
+/// Our AMP against itself on loopback: both directions, StartTLS with mutual
+/// verification, protocol switching, connection loss and backpressure.
+@Suite("AMP connections")
+struct ConnectionTests {
+    static func server(_ responders: AMPResponders = makeTestResponders(), limits: AMPLimits = .default) async throws -> AMPServer {
+        try await AMPServer.bind(host: "127.0.0.1", port: 0, responders: responders, limits: limits)
+    }
+
+    @Test("concurrent calls in both directions on one connection")
+    func bothDirections() async throws {
+        let server = try await Self.server()
+        defer { Task { await server.close() } }
+        var responders = AMPResponders()
+        responders.register(Ping.self) { arguments, _ in Ping.Response(value: AMPInteger(integer(arguments.value) + 1)) }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!, responders: responders)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for k in 0..<100 {
+                group.addTask {
+                    // Each CallMeBack makes the server call our Ping before it answers.
+                    let reply = try await client.call(CallMeBack.self, .init(value: AMPInteger(k)))
+                    #expect(integer(reply.got) == k + 1)
+                }
+                group.addTask {
+                    let total = try await client.call(Sum.self, .init(values: [k, 1])).total
+                    #expect(total == k + 1)
+                }
+            }
+            try await group.waitForAll()
+        }
+        await client.close()
+    }
+
+    @Test("a lost connection fails every waiting call, and later calls at once")
+    func connectionLoss() async throws {
+        var responders = AMPResponders()
+        responders.register(Sum.self) { _, _ in
+            try await Task.sleep(for: .seconds(30))
+            return Sum.Response(total: 0)
+        }
+        let server = try await Self.server(responders)
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        let calls = (0..<10).map { _ in Task { try await client.call(Sum.self, .init(values: [1])) } }
+        try await Task.sleep(for: .milliseconds(200))
+        await client.close()
+        for call in calls {
+            await #expect(throws: AMPConnectionError.self) { try await call.value }
+        }
+        await #expect(throws: AMPConnectionError.self) { try await client.call(Sum.self, .init(values: [1])) }
+    }
+
+    @Test("StartTLS with both sides verified against a CA")
+    func mutualStartTLS() async throws {
+        let authority = try TestIdentity.authority("test CA")
+        let serverIdentity = try authority.issue("server.test")
+        let clientIdentity = try authority.issue("client.test")
+        let server = try await Self.server(makeTestResponders(tls: serverIdentity.tls(server: true, trusting: [authority.nioCertificate])))
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        #expect(!client.isTLS)
+        // A call made while TLS starts is held and sent encrypted.
+        async let during = client.call(Sum.self, .init(values: [4, 5]))
+        _ = try await client.startTLS(StartTLS.self, AMPEmpty(),
+                                      configuration: clientIdentity.tls(server: false, trusting: [authority.nioCertificate]))
+        #expect(try await during.total == 9)
+        #expect(client.isTLS)
+        #expect(try await client.peerCertificate() == serverIdentity.nioCertificate)
+        #expect(try await client.call(Sum.self, .init(values: [1, 2])).total == 3)
+        await client.close()
+    }
+
+    @Test("StartTLS fails when the client's certificate is from another CA")
+    func startTLSRejectsStranger() async throws {
+        let authority = try TestIdentity.authority("test CA")
+        let stranger = try TestIdentity.authority("other CA").issue("client.test")
+        let server = try await Self.server(makeTestResponders(tls: try authority.issue("server.test").tls(server: true, trusting: [authority.nioCertificate])))
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        // In TLS 1.3 the client may finish its handshake before the server has checked
+        // the client's certificate: the rejection then ends the connection right after.
+        await #expect(throws: (any Error).self) {
+            _ = try await client.startTLS(StartTLS.self, AMPEmpty(), configuration: stranger.tls(server: false, trusting: [authority.nioCertificate]))
+            _ = try await client.call(Sum.self, .init(values: [1]))
+        }
+        await client.waitUntilClosed()
+    }
+
+    @Test("StartTLS refused by a peer that has no TLS leaves the connection in clear")
+    func startTLSRefused() async throws {
+        let server = try await Self.server()  // no StartTLS responder: UNHANDLED
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        await #expect(throws: AMPRemoteError.self) {
+            try await client.startTLS(StartTLS.self, AMPEmpty(), configuration: .makeClientConfiguration())
+        }
+        #expect(!client.isTLS)
+        #expect(try await client.call(Sum.self, .init(values: [1, 1])).total == 2)
+        await client.close()
+    }
+
+    enum Switch: AMPCommand {
+        static let name = "Retrieve-Connection"
+        struct Arguments: Codable, Sendable { var identifier: String }
+        typealias Failure = SwitchError
+    }
+
+    struct SwitchError: AMPDeclaredError, Equatable {
+        var code: String { "NoSuchConnection" }
+        var errorDescription: String { "no such connection" }
+        var isFatal: Bool { false }
+        init() {}
+        init?(code: String, description: String) { if code != "NoSuchConnection" { return nil } }
+    }
+
+    /// After the switch the server echoes raw bytes, upper-cased.
+    final class ShoutHandler: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let text = String(buffer: unwrapInboundIn(data)).uppercased()
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text)), promise: nil)
+        }
+    }
+
+    final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let received = NIOLockedValueBox("")
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let text = String(buffer: unwrapInboundIn(data))
+            received.withLockedValue { $0 += text }
+        }
+    }
+
+    @Test("protocol switch hands the connection, and bytes already sent, to the new protocol")
+    func protocolSwitch() async throws {
+        var responders = makeTestResponders()
+        responders.registerProtocolSwitch(Switch.self) { arguments, _ in
+            guard arguments.identifier == "known" else { throw SwitchError() }
+            return (AMPEmpty(), { channel in try channel.pipeline.syncOperations.addHandler(ShoutHandler()) })
+        }
+        let server = try await Self.server(responders)
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+
+        // A refused switch leaves AMP working.
+        await #expect(throws: SwitchError()) {
+            try await client.switchProtocol(Switch.self, .init(identifier: "unknown"), install: { _ in })
+        }
+        #expect(try await client.call(Sum.self, .init(values: [2, 2])).total == 4)
+
+        let collector = Collector()
+        _ = try await client.switchProtocol(Switch.self, .init(identifier: "known")) { channel in
+            try channel.pipeline.syncOperations.addHandler(collector)
+        }
+        await #expect(throws: AMPConnectionError.protocolSwitched) {
+            try await client.call(Sum.self, .init(values: [1]))
+        }
+        try await client.channel.writeAndFlush(ByteBuffer(string: "hello over raw tcp"))
+        for _ in 0..<100 where collector.received.withLockedValue({ $0 }).count < 18 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(collector.received.withLockedValue { $0 } == "HELLO OVER RAW TCP")
+        await client.close()
+    }
+
+    @Test("a slow reader chokes a fire-and-forget sender instead of buffering without bound")
+    func sendBackpressure() async throws {
+        try await RawPeer.withListener { port, accepted in
+            let client = try await AMPConnection.connect(host: "127.0.0.1", port: port)
+            let peer = try await accepted.next()!  // accepts, never reads
+            let sent = NIOLockedValueBox(0)
+            let text = String(repeating: "x", count: 60_000)
+            let sender = Task {
+                for _ in 0..<2000 {
+                    try await client.send(Note.self, .init(text: text))
+                    sent.withLockedValue { $0 += 1 }
+                }
+            }
+            try await Task.sleep(for: .seconds(2))
+            // 2000 × 60 kB = 120 MB would have been queued; the socket buffers hold a few MB.
+            let count = sent.withLockedValue { $0 }
+            #expect(count < 200, "sent \(count) boxes to a peer that reads nothing")
+            sender.cancel()
+            await client.close()
+            try await peer.channel.close()
+        }
+    }
+
+    @Test("a peer flooding requests is read only as fast as they are answered")
+    func requestBackpressure() async throws {
+        let started = NIOLockedValueBox(0)
+        var responders = AMPResponders()
+        responders.register(Sum.self) { _, _ in
+            started.withLockedValue { $0 += 1 }
+            try await Task.sleep(for: .seconds(60))
+            return Sum.Response(total: 0)
+        }
+        let server = try await Self.server(responders, limits: AMPLimits(maximumConcurrentIncomingRequests: 8))
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        let calls = (0..<500).map { _ in Task { try await client.call(Sum.self, .init(values: [1])) } }
+        try await Task.sleep(for: .seconds(1))
+        let running = started.withLockedValue { $0 }
+        #expect(running >= 1 && running <= 8, "\(running) responders running")
+        await client.close()
+        for call in calls { _ = try? await call.value }
+    }
+}
