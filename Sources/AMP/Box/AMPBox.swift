@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// One AMP box: an unordered set of key/value pairs.
@@ -74,8 +75,20 @@ public struct AMPBox: Sendable, Equatable {
         for field in fields.reversed() where !unique.contains(where: { $0.key == field.key }) {
             unique.append(field)
         }
-        unique.sort { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+        unique.sort { Self.precedesBytewise($0.key, $1.key) }
         return unique
+    }
+
+    /// Bytewise order of the UTF-8 keys, the order Twisted writes them in.
+    static func precedesBytewise(_ a: String, _ b: String) -> Bool {
+        let fast = a.utf8.withContiguousStorageIfAvailable { a in
+            b.utf8.withContiguousStorageIfAvailable { b in
+                let common = Swift.min(a.count, b.count)
+                let order = common == 0 ? 0 : memcmp(a.baseAddress!, b.baseAddress!, common)
+                return order != 0 ? order < 0 : a.count < b.count
+            }
+        }
+        return (fast ?? nil) ?? a.utf8.lexicographicallyPrecedes(b.utf8)
     }
 
     public static func == (lhs: AMPBox, rhs: AMPBox) -> Bool {

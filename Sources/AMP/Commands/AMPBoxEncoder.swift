@@ -69,30 +69,46 @@ extension Array: AMPDecodableRows where Element: Decodable {
     }
 }
 
-func encodeArgument<Value: Encodable>(_ value: Value, codingPath: [any CodingKey]) throws -> ByteBuffer {
+func encodeArgument<Value: Encodable>(_ value: Value, codingPath: @autoclosure () -> [any CodingKey]) throws -> ByteBuffer {
+    // Concrete types first: comparing metatypes is far cheaper than a conformance lookup.
+    if Value.self == AMPBytes.self {
+        return (value as! AMPBytes).buffer
+    }
+    if Value.self == [UInt8].self {
+        return ByteBuffer(bytes: value as! [UInt8])
+    }
+    if Value.self == Int.self || Value.self == String.self || Value.self == Bool.self || Value.self == Double.self {
+        return try (value as! any AMPArgumentCodable).ampEncoded()
+    }
     if let leaf = value as? any AMPArgumentCodable {
         return try leaf.ampEncoded()
     }
-    if let bytes = value as? [UInt8] {
-        return ByteBuffer(bytes: bytes)
-    }
     if let rows = value as? any AMPEncodableRows {
-        return try rows.encodeRows(codingPath: codingPath)
+        return try rows.encodeRows(codingPath: codingPath())
     }
-    throw AMPCodingError(codingPath, "\(Value.self) is not an AMP argument type")
+    throw AMPCodingError(codingPath(), "\(Value.self) is not an AMP argument type")
 }
 
-func decodeArgument<Value: Decodable>(_ type: Value.Type, from value: ByteBuffer, codingPath: [any CodingKey]) throws -> Value {
-    if let leaf = type as? any AMPArgumentCodable.Type {
-        return try leaf.decodeAMPArgument(from: value) as! Value
+func decodeArgument<Value: Decodable>(_ type: Value.Type, from value: ByteBuffer, codingPath: @autoclosure () -> [any CodingKey]) throws -> Value {
+    if type == AMPBytes.self {
+        return AMPBytes(value) as! Value
     }
     if type == [UInt8].self {
         return Array(value.readableBytesView) as! Value
     }
-    if let rows = type as? any AMPDecodableRows.Type {
-        return try rows.decodeRows(value, codingPath: codingPath) as! Value
+    if type == Int.self {
+        return try Int.decodeAMPArgument(from: value) as! Value
     }
-    throw AMPCodingError(codingPath, "\(Value.self) is not an AMP argument type")
+    if type == String.self {
+        return try String.decodeAMPArgument(from: value) as! Value
+    }
+    if let leaf = type as? any AMPArgumentCodable.Type {
+        return try leaf.decodeAMPArgument(from: value) as! Value
+    }
+    if let rows = type as? any AMPDecodableRows.Type {
+        return try rows.decodeRows(value, codingPath: codingPath()) as! Value
+    }
+    throw AMPCodingError(codingPath(), "\(Value.self) is not an AMP argument type")
 }
 
 // MARK: - Encoder

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOSSL
@@ -260,9 +261,20 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let requestContext = AMPRequestContext(connection: connection)
         let eventLoop = connection.channel.eventLoop
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        if let respondNow = entry.respondNow {
+            let outcome: Result<AMPResponderOutcome, any Error>
+            do {
+                outcome = .success(try respondNow(box, requestContext))
+            } catch {
+                outcome = .failure(error)
+            }
+            finishRequest(command: command, tag: tag, outcome: outcome)
+            return
+        }
         let respond = entry.respond
-        // Responders run as tasks; most never suspend, so start them at once on this thread.
-        Task.immediate {
+        // Responders run as tasks on this event loop, started in place: one that does not
+        // suspend answers within this read, without a thread hop.
+        Task.immediate(executorPreference: connection.taskExecutor) {
             let outcome: Result<AMPResponderOutcome, any Error>
             do {
                 outcome = .success(try await respond(box, requestContext))
@@ -307,8 +319,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if let tag {
                 box.append(key: "_answer", string: tag)
                 write(box, context: context)
-                context.flush()
             }
+            flushNow()
             do {
                 try addTLSHandler(configuration: configuration, serverHostname: nil, context: context)
             } catch {
@@ -321,8 +333,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if let tag {
                 box.append(key: "_answer", string: tag)
                 write(box, context: context)
-                context.flush()
             }
+            flushNow()
             switchAway(install: install, context: context)
         }
     }
@@ -342,7 +354,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         box.append(key: "_error_description", string: description)
         write(box, context: context)
         if fatal {
-            context.flush()
+            flushNow()
             shutDown(reason: "fatal error \(code) answered")
             context.close(promise: nil)
         }
@@ -350,18 +362,34 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Outgoing
 
+    /// Boxes are gathered here and written as one buffer per flush: a hundred answers in
+    /// one event loop tick become one write instead of a hundred.
+    private var outbound = ByteBuffer()
+
     private func write(_ box: AMPBox, context: ChannelHandlerContext) {
         do {
-            let bytes = try box.serialized(allocator: context.channel.allocator)
-            write(bytes, context: context)
+            try box.serialize(into: &outbound)
+            afterWrite()
         } catch {
             logger.error("cannot serialise an AMP box", metadata: ["error": "\(error)"])
         }
     }
 
     private func write(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(bytes), promise: nil)
-        scheduleFlush()
+        outbound.writeImmutableBuffer(bytes)
+        afterWrite()
+    }
+
+    /// Bytes gathered past which they are sent at once rather than at the end of the
+    /// tick, so that the peer starts on the first answers while we produce the rest.
+    private static let eagerFlushBytes = Int(ProcessInfo.processInfo.environment["AMP_EAGER"] ?? "4096")!
+
+    private func afterWrite() {
+        if outbound.readableBytes >= Self.eagerFlushBytes {
+            flushNow()
+        } else {
+            scheduleFlush()
+        }
     }
 
     private func scheduleFlush() {
@@ -376,8 +404,19 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func flushIfNeeded() {
         guard flushScheduled else { return }
+        flushNow()
+    }
+
+    /// Writes what is gathered and flushes, at once (before the pipeline changes).
+    private func flushNow() {
         flushScheduled = false
-        context?.flush()
+        guard let context else { return }
+        if outbound.readableBytes > 0 {
+            let bytes = outbound
+            outbound = context.channel.allocator.buffer(capacity: 1024)
+            context.write(wrapOutboundOut(bytes), promise: nil)
+        }
+        context.flush()
     }
 
     /// Sends a request serialised by the caller. `tag` is the `_ask` inside it, if any.
@@ -470,10 +509,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let toSend = held
         held = []
-        for bytes in toSend { context.write(wrapOutboundOut(bytes), promise: nil) }
+        for bytes in toSend { outbound.writeImmutableBuffer(bytes) }
         // Flush now: the TLS handler just added in front of us need not pass this read's
         // channelReadComplete on, so a flush deferred to it could never come.
-        context.flush()
+        flushNow()
         // Bytes after the answer in the same read were already TLS: run them through it.
         if tlsStarted, received.readableBytes > 0 {
             let early = received
@@ -530,7 +569,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             fail(error, "the new protocol could not be installed")
             return
         }
-        context.flush()
+        flushNow()
         // handlerRemoved forwards what was read after the switching box.
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }

@@ -20,9 +20,23 @@ public final class AMPConnection: Sendable {
     private let nextTag = Atomic<Int>(1)
     private let state = Mutex<(tls: Bool, switched: Bool)>((false, false))
 
+    /// Runs tasks on this connection's event loop; see ``EventLoopTaskExecutor``.
+    public let taskExecutor: EventLoopTaskExecutor
+
     init(channel: any Channel, handler: AMPChannelHandler) {
         self.channel = channel
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+        self.taskExecutor = EventLoopTaskExecutor(eventLoop: channel.eventLoop)
+    }
+
+    /// Runs `body` on the event loop with the handler: at once when already there.
+    private func onLoop(_ body: @escaping @Sendable (AMPChannelHandler) -> Void) {
+        if channel.eventLoop.inEventLoop {
+            body(handler.value)
+        } else {
+            let handler = self.handler
+            channel.eventLoop.execute { body(handler.value) }
+        }
     }
 
     public var remoteAddress: SocketAddress? { channel.remoteAddress }
@@ -54,10 +68,7 @@ public final class AMPConnection: Sendable {
         let tag = makeTag()
         let bytes = try request(command, arguments, tag: tag)
         let promise = channel.eventLoop.makePromise(of: AMPReply.self)
-        let handler = self.handler
-        channel.eventLoop.execute {
-            handler.value.sendRequest(bytes, tag: tag, promise: promise)
-        }
+        onLoop { $0.sendRequest(bytes, tag: tag, promise: promise) }
         return try Self.decode(command, try await promise.futureResult.get())
     }
 
@@ -67,10 +78,9 @@ public final class AMPConnection: Sendable {
     public func send<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws {
         let bytes = try request(command, arguments, tag: nil)
         let writable = channel.eventLoop.makePromise(of: Void.self)
-        let handler = self.handler
-        channel.eventLoop.execute {
-            handler.value.sendRequest(bytes, tag: nil, promise: nil)
-            handler.value.whenWritable(writable)
+        onLoop {
+            $0.sendRequest(bytes, tag: nil, promise: nil)
+            $0.whenWritable(writable)
         }
         try await writable.futureResult.get()
     }
@@ -89,10 +99,9 @@ public final class AMPConnection: Sendable {
         let bytes = try request(command, arguments, tag: tag)
         let reply = channel.eventLoop.makePromise(of: AMPReply.self)
         let handshake = channel.eventLoop.makePromise(of: Void.self)
-        let handler = self.handler
-        channel.eventLoop.execute {
-            handler.value.startTLS(request: bytes, tag: tag, reply: reply, configuration: configuration,
-                                   serverHostname: serverHostname, handshake: handshake)
+        onLoop {
+            $0.startTLS(request: bytes, tag: tag, reply: reply, configuration: configuration,
+                        serverHostname: serverHostname, handshake: handshake)
         }
         let response = try Self.decode(command, try await reply.futureResult.get())
         try await handshake.futureResult.get()
@@ -111,11 +120,28 @@ public final class AMPConnection: Sendable {
         let tag = makeTag()
         let bytes = try request(command, arguments, tag: tag)
         let reply = channel.eventLoop.makePromise(of: AMPReply.self)
-        let handler = self.handler
-        channel.eventLoop.execute {
-            handler.value.switchProtocol(request: bytes, tag: tag, reply: reply, install: install)
-        }
+        onLoop { $0.switchProtocol(request: bytes, tag: tag, reply: reply, install: install) }
         return try Self.decode(command, try await reply.futureResult.get())
+    }
+
+    /// Calls a command by name with arguments already encoded, and returns the answer box
+    /// (without `_answer`). For tools that do not know the command's types.
+    /// An error answer throws ``AMPRemoteError``.
+    public func call(_ commandName: String, arguments: AMPBox) async throws -> AMPBox {
+        let tag = makeTag()
+        var box = arguments
+        box["_command"] = ByteBuffer(string: commandName)
+        box["_ask"] = ByteBuffer(string: tag)
+        let bytes = try box.serialized(allocator: channel.allocator)
+        let promise = channel.eventLoop.makePromise(of: AMPReply.self)
+        onLoop { $0.sendRequest(bytes, tag: tag, promise: promise) }
+        switch try await promise.futureResult.get() {
+        case .answer(var answer):
+            answer["_answer"] = nil
+            return answer
+        case .error(let code, let description):
+            throw AMPRemoteError(code: code, description: description)
+        }
     }
 
     private static func decode<Command: AMPCommand>(_ command: Command.Type, _ reply: AMPReply) throws -> Command.Response {

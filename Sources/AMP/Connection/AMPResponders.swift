@@ -39,9 +39,12 @@ public struct AMPRequestContext: Sendable {
 /// code; any other error answers `UNKNOWN` and closes the connection, as Twisted does.
 public struct AMPResponders: Sendable {
     typealias Responder = @Sendable (AMPBox, AMPRequestContext) async throws -> AMPResponderOutcome
+    typealias ImmediateResponder = @Sendable (AMPBox, AMPRequestContext) throws -> AMPResponderOutcome
 
     struct Entry: Sendable {
         var respond: Responder
+        /// Set for responders that answer without suspending: run in place, no task.
+        var respondNow: ImmediateResponder? = nil
         /// Commands after whose answer the byte stream changes (TLS, protocol switch):
         /// reading stops until they have answered.
         var switchesProtocol: Bool
@@ -69,6 +72,25 @@ public struct AMPResponders: Sendable {
                 return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
             }
         }, switchesProtocol: false)
+    }
+
+    /// Answers `command` with `body` run synchronously on the connection's event loop,
+    /// without creating a task: the cheapest way to answer, for responders that compute
+    /// their answer at once. `body` must not block.
+    public mutating func registerImmediate<Command: AMPCommand>(
+        _ command: Command.Type,
+        _ body: @escaping @Sendable (Command.Arguments, AMPRequestContext) throws -> Command.Response
+    ) {
+        let respondNow: ImmediateResponder = { box, context in
+            let arguments = try AMPBoxDecoder().decode(Command.Arguments.self, from: box)
+            do {
+                return .answer(try AMPBoxEncoder().encode(try body(arguments, context)))
+            } catch let error as Command.Failure {
+                return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
+            }
+        }
+        entries[Command.name] = Entry(respond: { box, context in try respondNow(box, context) },
+                                      respondNow: respondNow, switchesProtocol: false)
     }
 
     /// Answers a StartTLS-style command: after the answer is written this side starts
