@@ -6,7 +6,7 @@ import NIOCore
 /// AMP moves decimals without computing, so this keeps exactly what Python keeps:
 /// `1.000` stays `1.000`, `-0` stays `-0`, NaN payloads survive. It is written with
 /// Python's `str(Decimal)` ("to-scientific-string").
-public struct AMPDecimal: Sendable, Hashable, Codable, CustomStringConvertible {
+public struct AMPDecimal: Sendable, Hashable, AMPTextValue {
     public enum Kind: Sendable, Hashable {
         /// `coefficient × 10^exponent`.
         case finite(coefficient: String, exponent: Int)
@@ -97,19 +97,6 @@ public struct AMPDecimal: Sendable, Hashable, Codable, CustomStringConvertible {
         case .nan, .signalingNaN: return true
         default: return false
         }
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = AMPDecimal(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a decimal: \(text)"))
-        }
-        self = value
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
     }
 }
 

@@ -4,7 +4,7 @@ import NIOCore
 ///
 /// AMP only moves integers, it never computes with them, so this keeps the canonical
 /// decimal text (no leading zeros, no `-0`) and converts to fixed-width integers on demand.
-public struct AMPInteger: Sendable, Hashable, Codable, CustomStringConvertible, ExpressibleByIntegerLiteral {
+public struct AMPInteger: Sendable, Hashable, AMPTextValue, ExpressibleByIntegerLiteral {
     public let isNegative: Bool
     /// Decimal digits of the magnitude without leading zeros ("0" for zero).
     public let magnitude: String
@@ -26,19 +26,6 @@ public struct AMPInteger: Sendable, Hashable, Codable, CustomStringConvertible, 
     }
 
     public var description: String { isNegative ? "-" + magnitude : magnitude }
-
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = AMPInteger(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an integer: \(text)"))
-        }
-        self = value
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 }
 
 extension AMPInteger: AMPArgumentCodable {

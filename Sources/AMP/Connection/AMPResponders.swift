@@ -54,6 +54,17 @@ public struct AMPResponders: Sendable {
 
     public init() {}
 
+    /// A command's declared error as the answer it becomes; other errors pass through.
+    private static func answer<Command: AMPCommand>(
+        _ command: Command.Type, _ body: () async throws -> AMPResponderOutcome
+    ) async throws -> AMPResponderOutcome {
+        do {
+            return try await body()
+        } catch let error as Command.Failure {
+            return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
+        }
+    }
+
     /// The command names answered.
     public var commandNames: [String] { entries.keys.sorted() }
 
@@ -66,10 +77,8 @@ public struct AMPResponders: Sendable {
     ) {
         entries[Command.name] = Entry(respond: { box, context in
             let arguments = try AMPBoxDecoder().decode(Command.Arguments.self, from: box)
-            do {
-                return .answer(try AMPBoxEncoder().encode(try await body(arguments, context)))
-            } catch let error as Command.Failure {
-                return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
+            return try await Self.answer(Command.self) {
+                .answer(try AMPBoxEncoder().encode(try await body(arguments, context)))
             }
         }, switchesProtocol: false)
     }
@@ -102,11 +111,9 @@ public struct AMPResponders: Sendable {
     ) {
         entries[Command.name] = Entry(respond: { box, context in
             let arguments = try AMPBoxDecoder().decode(Command.Arguments.self, from: box)
-            do {
+            return try await Self.answer(Command.self) {
                 let (response, configuration) = try await body(arguments, context)
                 return .answerThenStartTLS(try AMPBoxEncoder().encode(response), configuration)
-            } catch let error as Command.Failure {
-                return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
             }
         }, switchesProtocol: true)
     }
@@ -120,11 +127,9 @@ public struct AMPResponders: Sendable {
     ) {
         entries[Command.name] = Entry(respond: { box, context in
             let arguments = try AMPBoxDecoder().decode(Command.Arguments.self, from: box)
-            do {
+            return try await Self.answer(Command.self) {
                 let (response, install) = try await body(arguments, context)
                 return .answerThenSwitch(try AMPBoxEncoder().encode(response), install)
-            } catch let error as Command.Failure {
-                return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
             }
         }, switchesProtocol: true)
     }
