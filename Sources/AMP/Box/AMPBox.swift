@@ -24,6 +24,11 @@ public struct AMPBox: Sendable, Equatable {
         self.fields = []
     }
 
+    init(reservingCapacity capacity: Int) {
+        self.fields = []
+        self.fields.reserveCapacity(capacity)
+    }
+
     public init(_ fields: [Field]) {
         self.fields = fields
     }
@@ -59,9 +64,14 @@ public struct AMPBox: Sendable, Equatable {
     }
 
     /// Adds a pair without looking for an existing one: the fast path for building a box
-    /// whose keys are known to be distinct (an encoder's output).
+    /// whose keys are known to be distinct (an encoder's output). The pair goes where it
+    /// keeps the keys in wire order, so that serialising needs no sort.
     public mutating func append(key: String, value: ByteBuffer) {
-        fields.append(Field(key: key, value: value))
+        var index = fields.endIndex
+        while index > fields.startIndex, Self.precedesBytewise(key, fields[index - 1].key) {
+            index -= 1
+        }
+        fields.insert(Field(key: key, value: value), at: index)
     }
 
     public mutating func append(key: String, string: String) {
@@ -70,6 +80,10 @@ public struct AMPBox: Sendable, Equatable {
 
     /// Keys with their last values, in wire order (sorted bytewise), as Twisted writes them.
     var canonicalFields: [Field] {
+        // Usually already in order with no key twice (see `append`): nothing to do.
+        if zip(fields, fields.dropFirst()).allSatisfy({ Self.precedesBytewise($0.key, $1.key) }) {
+            return fields
+        }
         var unique: [Field] = []
         unique.reserveCapacity(fields.count)
         for field in fields.reversed() where !unique.contains(where: { $0.key == field.key }) {

@@ -114,7 +114,7 @@ func decodeArgument<Value: Decodable>(_ type: Value.Type, from value: ByteBuffer
 // MARK: - Encoder
 
 private final class BoxEncoding: Encoder {
-    var box = AMPBox()
+    var box = AMPBox(reservingCapacity: 8)
     let codingPath: [any CodingKey]
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
