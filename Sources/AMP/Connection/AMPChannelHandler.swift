@@ -24,9 +24,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private enum Mode {
         case amp
         /// We sent StartTLS (tag); our further boxes wait in `held` until TLS is on.
-        case awaitingTLSAnswer(tag: String)
+        case awaitingTLSAnswer(tag: Int)
         /// We sent a protocol-switching command (tag); no more boxes may be sent.
-        case awaitingSwitchAnswer(tag: String)
+        case awaitingSwitchAnswer(tag: Int)
         /// The peer asked for TLS or a switch; reading waits for our responder's answer.
         case answeringSwitch
         /// AMP has left the connection.
@@ -50,7 +50,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var connection: AMPConnection?
 
     private var mode: Mode = .amp
-    private var outstanding: [String: EventLoopPromise<AMPReply>] = [:]
+    /// Our calls waiting for an answer, by `_ask` tag (our tags are hex counters).
+    private var outstanding: [Int: EventLoopPromise<AMPReply>] = [:]
     private var held: [ByteBuffer] = []
     private var pendingTLS: PendingTLS?
     private var tlsHandshake: EventLoopPromise<Void>?
@@ -206,29 +207,69 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// The reserved keys of a box, found in one pass (the last of a key wins).
+    private struct ReservedKeys {
+        var answer: ByteBuffer?
+        var error: ByteBuffer?
+        var errorCode: ByteBuffer?
+        var errorDescription: ByteBuffer?
+        var command: ByteBuffer?
+        var ask: ByteBuffer?
+
+        init(_ box: AMPBox) {
+            for field in box.fields where field.key.utf8.first == UInt8(ascii: "_") {
+                switch field.key {
+                case "_answer": answer = field.value
+                case "_error": error = field.value
+                case "_error_code": errorCode = field.value
+                case "_error_description": errorDescription = field.value
+                case "_command": command = field.value
+                case "_ask": ask = field.value
+                default: break
+                }
+            }
+        }
+    }
+
     private func dispatch(_ box: AMPBox) {
-        if let tag = box.string("_answer") {
+        let reserved = ReservedKeys(box)
+        if let tag = reserved.answer {
             deliver(.answer(box), tag: tag)
-        } else if let tag = box.string("_error") {
-            guard let code = box.string("_error_code"), let description = box.string("_error_description") else {
+        } else if let tag = reserved.error {
+            guard let code = reserved.errorCode, let description = reserved.errorDescription else {
                 fail(AMPConnectionError.badResponse("error box without _error_code or _error_description"), "bad error answer")
                 return
             }
-            deliver(.error(code: code, description: description), tag: tag)
-        } else if let command = box.string("_command") {
+            deliver(.error(code: String(buffer: code), description: String(buffer: description)), tag: tag)
+        } else if let command = reserved.command {
             if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty {
                 queuedRequests.append(box)
             } else {
-                handleRequest(command: command, box: box)
+                handleRequest(command: String(buffer: command), box: box, tag: reserved.ask)
             }
         } else {
             fail(AMPConnectionError.badResponse("a box with neither _command, _answer nor _error"), "empty box")
         }
     }
 
-    private func deliver(_ reply: AMPReply, tag: String) {
-        guard let promise = outstanding.removeValue(forKey: tag) else {
-            fail(AMPConnectionError.badResponse("answer for unknown tag '\(tag.prefix(32))'"), "answer for unknown tag")
+    /// Our own tags: lowercase hex without leading zeros, as `AMPConnection` makes them.
+    private static func parseTag(_ buffer: ByteBuffer) -> Int? {
+        let bytes = buffer.readableBytesView
+        guard !bytes.isEmpty, bytes.count <= 15, bytes.first != UInt8(ascii: "0") else { return nil }
+        var value = 0
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = value << 4 | Int(byte - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = value << 4 | Int(byte - UInt8(ascii: "a") + 10)
+            default: return nil
+            }
+        }
+        return value
+    }
+
+    private func deliver(_ reply: AMPReply, tag tagBytes: ByteBuffer) {
+        guard let tag = Self.parseTag(tagBytes), let promise = outstanding.removeValue(forKey: tag) else {
+            fail(AMPConnectionError.badResponse("answer for unknown tag '\(String(buffer: tagBytes).prefix(32))'"), "answer for unknown tag")
             return
         }
         switch mode {
@@ -243,8 +284,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         promise.succeed(reply)
     }
 
-    private func handleRequest(command: String, box: AMPBox) {
-        let tag = box.string("_ask")
+    /// `tag` is the request's `_ask`, echoed unchanged: a peer's tags are opaque.
+    private func handleRequest(command: String, box: AMPBox, tag: ByteBuffer?) {
         guard let entry = responders.entry(for: command), let connection else {
             guard let tag else {
                 // Nowhere to report it: Twisted drops the connection.
@@ -289,7 +330,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func finishRequest(command: String, tag: String?, outcome: Result<AMPResponderOutcome, any Error>) {
+    private func finishRequest(command: String, tag: ByteBuffer?, outcome: Result<AMPResponderOutcome, any Error>) {
         incomingInFlight -= 1
         defer {
             dispatchQueuedRequests()
@@ -313,11 +354,11 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             sendErrorAnswer(tag: tag, code: code, description: description, fatal: fatal)
         case .success(.answer(var box)):
             guard let tag else { break }
-            box.append(key: "_answer", string: tag)
+            box.append(key: "_answer", value: tag)
             write(box, context: context)
         case .success(.answerThenStartTLS(var box, let configuration)):
             if let tag {
-                box.append(key: "_answer", string: tag)
+                box.append(key: "_answer", value: tag)
                 write(box, context: context)
             }
             flushNow()
@@ -331,7 +372,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             processReceived()
         case .success(.answerThenSwitch(var box, let install)):
             if let tag {
-                box.append(key: "_answer", string: tag)
+                box.append(key: "_answer", value: tag)
                 write(box, context: context)
             }
             flushNow()
@@ -342,14 +383,15 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func dispatchQueuedRequests() {
         while case .amp = mode, incomingInFlight < limits.maximumConcurrentIncomingRequests,
               let box = queuedRequests.popFirst() {
-            handleRequest(command: box.string("_command")!, box: box)
+            let reserved = ReservedKeys(box)
+            handleRequest(command: String(buffer: reserved.command!), box: box, tag: reserved.ask)
         }
     }
 
-    private func sendErrorAnswer(tag: String, code: String, description: String, fatal: Bool) {
+    private func sendErrorAnswer(tag: ByteBuffer, code: String, description: String, fatal: Bool) {
         guard let context else { return }
         var box = AMPBox()
-        box.append(key: "_error", string: tag)
+        box.append(key: "_error", value: tag)
         box.append(key: "_error_code", string: code)
         box.append(key: "_error_description", string: description)
         write(box, context: context)
@@ -420,7 +462,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Sends a request serialised by the caller. `tag` is the `_ask` inside it, if any.
-    func sendRequest(_ bytes: ByteBuffer, tag: String?, promise: EventLoopPromise<AMPReply>?) {
+    func sendRequest(_ bytes: ByteBuffer, tag: Int?, promise: EventLoopPromise<AMPReply>?) {
         switch mode {
         case .switched:
             promise?.fail(AMPConnectionError.protocolSwitched)
@@ -466,7 +508,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: StartTLS
 
-    func startTLS(request: ByteBuffer, tag: String, reply: EventLoopPromise<AMPReply>,
+    func startTLS(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>,
                   configuration: TLSConfiguration, serverHostname: String?, handshake: EventLoopPromise<Void>) {
         guard case .amp = mode, context != nil else {
             let error: any Error = {
@@ -537,7 +579,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Protocol switch
 
-    func switchProtocol(request: ByteBuffer, tag: String, reply: EventLoopPromise<AMPReply>, install: @escaping AMPProtocolSwitch) {
+    func switchProtocol(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>, install: @escaping AMPProtocolSwitch) {
         guard case .amp = mode else {
             sendRequest(request, tag: tag, promise: reply)  // fails with the mode's reason
             return

@@ -48,14 +48,14 @@ public final class AMPConnection: Sendable {
     func markSwitched() { state.withLock { $0.switched = true } }
 
     /// `_ask` tags are lowercase hex of a per-connection counter from 1, as Twisted's.
-    private func makeTag() -> String {
-        String(nextTag.wrappingAdd(1, ordering: .relaxed).oldValue, radix: 16)
+    private func makeTag() -> Int {
+        nextTag.wrappingAdd(1, ordering: .relaxed).oldValue
     }
 
-    private func request<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: String?) throws -> ByteBuffer {
+    private func request<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: Int?) throws -> ByteBuffer {
         var box = try AMPBoxEncoder().encode(arguments)
         box.append(key: "_command", string: Command.name)
-        if let tag { box.append(key: "_ask", string: tag) }
+        if let tag { box.append(key: "_ask", string: String(tag, radix: 16)) }
         return try box.serialized(allocator: channel.allocator)
     }
 
@@ -131,7 +131,7 @@ public final class AMPConnection: Sendable {
         let tag = makeTag()
         var box = arguments
         box["_command"] = ByteBuffer(string: commandName)
-        box["_ask"] = ByteBuffer(string: tag)
+        box["_ask"] = ByteBuffer(string: String(tag, radix: 16))
         let bytes = try box.serialized(allocator: channel.allocator)
         let promise = channel.eventLoop.makePromise(of: AMPReply.self)
         onLoop { $0.sendRequest(bytes, tag: tag, promise: promise) }
