@@ -33,7 +33,7 @@ struct Call: AsyncParsableCommand {
             server or any Twisted AMP server that has these commands:
 
               vertex amp call 127.0.0.1:8788 Who-Am-I
-              vertex amp call 127.0.0.1:9000 Sum values=...
+              vertex amp call 127.0.0.1:9000 Note text=hello
             """
     )
 

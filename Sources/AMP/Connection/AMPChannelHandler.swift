@@ -10,6 +10,27 @@ enum AMPReply: Sendable {
     case error(code: String, description: String)
 }
 
+/// Who waits for an answer: a caller suspended in `call` (resumed directly, without a
+/// promise in between) or a promise (StartTLS, protocol switches).
+enum AMPReplyWaiter {
+    case continuation(UnsafeContinuation<AMPReply, any Error>)
+    case promise(EventLoopPromise<AMPReply>)
+
+    func succeed(_ reply: AMPReply) {
+        switch self {
+        case .continuation(let continuation): continuation.resume(returning: reply)
+        case .promise(let promise): promise.succeed(reply)
+        }
+    }
+
+    func fail(_ error: any Error) {
+        switch self {
+        case .continuation(let continuation): continuation.resume(throwing: error)
+        case .promise(let promise): promise.fail(error)
+        }
+    }
+}
+
 /// All of AMP's I/O on one connection: framing, dispatch of the peer's requests to
 /// responders, matching answers to our calls, StartTLS and protocol switching, and
 /// read backpressure. It lives on the channel's event loop; ``AMPConnection`` is its
@@ -51,7 +72,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var mode: Mode = .amp
     /// Our calls waiting for an answer, by `_ask` tag (our tags are hex counters).
-    private var outstanding: [Int: EventLoopPromise<AMPReply>] = [:]
+    private var outstanding: [Int: AMPReplyWaiter] = [:]
     private var held: [ByteBuffer] = []
     private var pendingTLS: PendingTLS?
     private var tlsHandshake: EventLoopPromise<Void>?
@@ -462,7 +483,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Sends a request serialised by the caller. `tag` is the `_ask` inside it, if any.
-    func sendRequest(_ bytes: ByteBuffer, tag: Int?, promise: EventLoopPromise<AMPReply>?) {
+    func sendRequest(_ bytes: ByteBuffer, tag: Int?, promise: AMPReplyWaiter?) {
         switch mode {
         case .switched:
             promise?.fail(AMPConnectionError.protocolSwitched)
@@ -527,7 +548,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             handshake.fail(AMPConnectionError.tlsAlreadyStarted)
             return
         }
-        sendRequest(request, tag: tag, promise: reply)
+        sendRequest(request, tag: tag, promise: .promise(reply))
         mode = .awaitingTLSAnswer(tag: tag)
         pendingTLS = PendingTLS(configuration: configuration, serverHostname: serverHostname, handshake: handshake)
     }
@@ -581,15 +602,15 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func switchProtocol(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>, install: @escaping AMPProtocolSwitch) {
         guard case .amp = mode else {
-            sendRequest(request, tag: tag, promise: reply)  // fails with the mode's reason
+            sendRequest(request, tag: tag, promise: .promise(reply))  // fails with the mode's reason
             return
         }
-        sendRequest(request, tag: tag, promise: reply)
+        sendRequest(request, tag: tag, promise: .promise(reply))
         mode = .awaitingSwitchAnswer(tag: tag)
         pendingSwitch = install
     }
 
-    private func finishSwitch(reply: AMPReply, promise: EventLoopPromise<AMPReply>) {
+    private func finishSwitch(reply: AMPReply, promise: AMPReplyWaiter) {
         let install = pendingSwitch
         pendingSwitch = nil
         guard case .answer = reply, let install, let context else {

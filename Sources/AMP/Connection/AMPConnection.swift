@@ -67,9 +67,10 @@ public final class AMPConnection: Sendable {
     public func call<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws -> Command.Response {
         let tag = makeTag()
         let bytes = try request(command, arguments, tag: tag)
-        let promise = channel.eventLoop.makePromise(of: AMPReply.self)
-        onLoop { $0.sendRequest(bytes, tag: tag, promise: promise) }
-        return try Self.decode(command, try await promise.futureResult.get())
+        let reply = try await withUnsafeThrowingContinuation { continuation in
+            onLoop { $0.sendRequest(bytes, tag: tag, promise: .continuation(continuation)) }
+        }
+        return try Self.decode(command, reply)
     }
 
     /// Sends `command` without asking for an answer (`requiresAnswer == false`: no `_ask`).
@@ -133,9 +134,10 @@ public final class AMPConnection: Sendable {
         box["_command"] = ByteBuffer(string: commandName)
         box["_ask"] = ByteBuffer(string: String(tag, radix: 16))
         let bytes = try box.serialized(allocator: channel.allocator)
-        let promise = channel.eventLoop.makePromise(of: AMPReply.self)
-        onLoop { $0.sendRequest(bytes, tag: tag, promise: promise) }
-        switch try await promise.futureResult.get() {
+        let reply = try await withUnsafeThrowingContinuation { continuation in
+            onLoop { $0.sendRequest(bytes, tag: tag, promise: .continuation(continuation)) }
+        }
+        switch reply {
         case .answer(var answer):
             answer["_answer"] = nil
             return answer
