@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import NIOCore
 import NIOSSL
@@ -445,7 +444,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Bytes gathered past which they are sent at once rather than at the end of the
     /// tick, so that the peer starts on the first answers while we produce the rest.
-    private static let eagerFlushBytes = Int(ProcessInfo.processInfo.environment["AMP_EAGER"] ?? "4096")!
+    /// 8 KiB measured best on loopback with 100 calls in flight (4 KiB: -7 %, 16 KiB:
+    /// -35 %, as the two sides then take turns instead of working at the same time).
+    private static let eagerFlushBytes = 8192
 
     private func afterWrite() {
         if outbound.readableBytes >= Self.eagerFlushBytes {
