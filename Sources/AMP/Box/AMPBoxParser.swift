@@ -67,6 +67,7 @@ public struct AMPBoxParser: Sendable {
             let key = buffer.readString(length: Int(keyLength))!
             buffer.moveReaderIndex(forwardBy: 2)
             let value = buffer.readSlice(length: Int(valueLength))!
+            if pending.isEmpty { pending.reserveCapacity(8) }  // one allocation for a typical box
             pending.append(AMPBox.Field(key: key, value: value))
             pendingBytes += pairLength
         }

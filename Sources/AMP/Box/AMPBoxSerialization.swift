@@ -24,6 +24,24 @@ extension AMPBox {
     /// Validates every pair before writing any byte, so a failure leaves `buffer` as it was.
     public func serialize(into buffer: inout ByteBuffer) throws(AMPSerializationError) {
         let fields = canonicalFields
+        let total = try Self.serializedSize(of: fields)
+        buffer.reserveCapacity(minimumWritableBytes: total)
+        for field in fields {
+            buffer.writeInteger(UInt16(field.key.utf8.count))
+            buffer.writeString(field.key)
+            buffer.writeInteger(UInt16(field.value.readableBytes))
+            var value = field.value
+            buffer.writeBuffer(&value)
+        }
+        buffer.writeInteger(UInt16(0))
+    }
+
+    /// Throws what `serialize` would throw, without writing anything.
+    public func validateForSerialization() throws(AMPSerializationError) {
+        _ = try Self.serializedSize(of: fields)
+    }
+
+    private static func serializedSize(of fields: [Field]) throws(AMPSerializationError) -> Int {
         var total = 2
         for field in fields {
             let keyLength = field.key.utf8.count
@@ -34,15 +52,7 @@ extension AMPBox {
             }
             total += 4 + keyLength + field.value.readableBytes
         }
-        buffer.reserveCapacity(minimumWritableBytes: total)
-        for field in fields {
-            buffer.writeInteger(UInt16(field.key.utf8.count))
-            buffer.writeString(field.key)
-            buffer.writeInteger(UInt16(field.value.readableBytes))
-            var value = field.value
-            buffer.writeBuffer(&value)
-        }
-        buffer.writeInteger(UInt16(0))
+        return total
     }
 
     /// The box's wire bytes.

@@ -483,6 +483,29 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.flush()
     }
 
+    /// Sends a request box (already validated) with `tag` as its `_ask`, serialising it
+    /// straight into the outgoing buffer.
+    func sendRequest(box: AMPBox, tag: Int, promise: AMPReplyWaiter) {
+        if case .amp = mode, context != nil {
+            outstanding[tag] = promise
+            do {
+                try box.serialize(into: &outbound)
+            } catch {
+                outstanding[tag] = nil
+                promise.fail(error)
+                return
+            }
+            afterWrite()
+            return
+        }
+        // Held for TLS, or refused: the general path.
+        do {
+            sendRequest(try box.serialized(), tag: tag, promise: promise)
+        } catch {
+            promise.fail(error)
+        }
+    }
+
     /// Sends a request serialised by the caller. `tag` is the `_ask` inside it, if any.
     func sendRequest(_ bytes: ByteBuffer, tag: Int?, promise: AMPReplyWaiter?) {
         switch mode {

@@ -53,10 +53,16 @@ public final class AMPConnection: Sendable {
     }
 
     private func request<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: Int?) throws -> ByteBuffer {
+        try requestBox(command, arguments, tag: tag).serialized(allocator: channel.allocator)
+    }
+
+    private func requestBox<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: Int?) throws -> AMPBox {
         var box = try AMPBoxEncoder().encode(arguments)
         box.append(key: "_command", string: Command.name)
         if let tag { box.append(key: "_ask", string: String(tag, radix: 16)) }
-        return try box.serialized(allocator: channel.allocator)
+        // Checked here so that the caller gets the error, before anything is queued.
+        try box.validateForSerialization()
+        return box
     }
 
     /// Calls `command` on the peer and waits for its answer.
@@ -66,9 +72,16 @@ public final class AMPConnection: Sendable {
     /// ``AMPConnectionError`` when the connection fails first.
     public func call<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws -> Command.Response {
         let tag = makeTag()
-        let bytes = try request(command, arguments, tag: tag)
+        let box = try requestBox(command, arguments, tag: tag)
         let reply = try await withUnsafeThrowingContinuation { continuation in
-            onLoop { $0.sendRequest(bytes, tag: tag, promise: .continuation(continuation)) }
+            if channel.eventLoop.inEventLoop {
+                handler.value.sendRequest(box: box, tag: tag, promise: .continuation(continuation))
+            } else {
+                let handler = self.handler
+                channel.eventLoop.execute {
+                    handler.value.sendRequest(box: box, tag: tag, promise: .continuation(continuation))
+                }
+            }
         }
         return try Self.decode(command, reply)
     }
