@@ -320,8 +320,6 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if entry.switchesProtocol { mode = .answeringSwitch }
         incomingInFlight += 1
         let requestContext = AMPRequestContext(connection: connection)
-        let eventLoop = connection.channel.eventLoop
-        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         if let respondNow = entry.respondNow {
             let outcome: Result<AMPResponderOutcome, any Error>
             do {
@@ -333,6 +331,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let respond = entry.respond
+        let eventLoop = connection.channel.eventLoop
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         // Responders run as tasks on this event loop, started in place: one that does not
         // suspend answers within this read, without a thread hop.
         Task.immediate(executorPreference: connection.taskExecutor) {
@@ -400,7 +400,14 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    private var dispatchingQueued = false
+
     private func dispatchQueuedRequests() {
+        // Immediate responders finish inside handleRequest and come back here: the loop
+        // below already carries on, so do not recurse (the queue can hold a whole read).
+        guard !dispatchingQueued else { return }
+        dispatchingQueued = true
+        defer { dispatchingQueued = false }
         while case .amp = mode, incomingInFlight < limits.maximumConcurrentIncomingRequests,
               let box = queuedRequests.popFirst() {
             let reserved = ReservedKeys(box)
