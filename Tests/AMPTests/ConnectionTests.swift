@@ -193,6 +193,23 @@ struct ConnectionTests {
         }
     }
 
+    @Test("a flood beyond the concurrency limit is queued and every request answered")
+    func floodAllAnswered() async throws {
+        var responders = AMPResponders()
+        responders.registerImmediate(Sum.self) { arguments, _ in Sum.Response(total: arguments.values.reduce(0, +)) }
+        let server = try await Self.server(responders, limits: AMPLimits(maximumConcurrentIncomingRequests: 2))
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        let totals = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for k in 0..<3000 {
+                group.addTask { try await client.call(Sum.self, .init(values: [k, 1])).total == k + 1 }
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(totals.count == 3000 && totals.allSatisfy { $0 })
+        await client.close()
+    }
+
     @Test("a peer flooding requests is read only as fast as they are answered")
     func requestBackpressure() async throws {
         let started = NIOLockedValueBox(0)
