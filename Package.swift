@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "AMP", targets: ["AMP"]),
+        .library(name: "Q2Q", targets: ["Q2Q"]),
         .executable(name: "vertex", targets: ["vertex"]),
         .executable(name: "amp-bench", targets: ["AMPBench"]),
     ],
@@ -30,6 +31,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Q2Q: addresses and Vertex's own AMP argument types (more to come: identity,
+        // presence server, connections).
+        .target(
+            name: "Q2Q",
+            dependencies: [
+                "AMP",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "vertex",
             dependencies: [
@@ -48,9 +58,18 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "Q2QTests",
+            dependencies: [
+                "Q2Q",
+                "AMP",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "AMPTests",
             dependencies: [
                 "AMP",
+                "Q2Q",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

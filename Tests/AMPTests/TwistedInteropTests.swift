@@ -1,6 +1,7 @@
 import AMP
 import Foundation
 import NIOCore
+import Q2Q
 import NIOSSL
 import Testing
 

@@ -1,6 +1,7 @@
 import AMP
 import Foundation
 import NIOCore
+import Q2Q
 
 /// The vectors describe commands as JSON schemas with typed JSON values; this turns them
 /// into our encoders' inputs and our decoders' outputs back into the same JSON form,
@@ -80,7 +81,8 @@ enum DynamicCodec {
         case .decimal: return try AMPDecimal(value.string!)!.ampEncoded()
         case .dateTime: return try dateTime(fromISO: value["iso"].string!).ampEncoded()
         case .hostPort: return try HostPort(host: value["host"].string!, port: value["port"].int!).ampEncoded()
-        case .ampTime, .q2qAddress: return ByteBuffer(string: value.string!)
+        case .ampTime: return try AmpTime(value.string!)!.ampEncoded()
+        case .q2qAddress: return try Q2QAddress(value.string!).ampEncoded()
         case .listOf(let element):
             var buffer = ByteBuffer()
             for item in value.array {
@@ -128,7 +130,8 @@ enum DynamicCodec {
         case .hostPort:
             let value = try HostPort.decodeAMPArgument(from: buffer)
             return .object(["host": .string(value.host), "port": .number(Double(value.port))])
-        case .ampTime, .q2qAddress: return .string(try String.decodeAMPArgument(from: buffer))
+        case .ampTime: return .string(try AmpTime.decodeAMPArgument(from: buffer).description)
+        case .q2qAddress: return .string(try Q2QAddress.decodeAMPArgument(from: buffer).description)
         case .listOf(let element):
             // The library's ListOf framing, with each element through `decode`.
             let elements = try [ByteBuffer].decodeAMPArgument(from: buffer)
@@ -173,25 +176,5 @@ enum DynamicCodec {
         if value.microsecond != 0 { text += "." + pad(value.microsecond, 6) }
         let offset = abs(value.utcOffsetMinutes)
         return text + (value.utcOffsetMinutes < 0 ? "-" : "+") + "\(pad(offset / 60, 2)):\(pad(offset % 60, 2))"
-    }
-}
-
-/// Vertex's `host:port` argument, defined outside the AMP module the way Q2Q adds its
-/// own types.
-struct HostPort: AMPArgumentCodable, Codable, Hashable {
-    var host: String
-    var port: Int
-
-    func encodeAMPArgument(into buffer: inout ByteBuffer) throws(AMPArgumentError) {
-        buffer.writeString("\(host):\(port)")
-    }
-
-    static func decodeAMPArgument(from buffer: ByteBuffer) throws(AMPArgumentError) -> HostPort {
-        let text = String(buffer: buffer)
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (0...65535).contains(port) else {
-            throw AMPArgumentError(type: "HostPort", message: "expected host:port, got '\(text)'")
-        }
-        return HostPort(host: String(text[..<colon]), port: port)
     }
 }

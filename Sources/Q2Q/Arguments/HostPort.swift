@@ -1,0 +1,53 @@
+import AMP
+import NIOCore
+
+/// Vertex's `HostPort` argument: `host:port`, and (ours) `[v6addr]:port` for IPv6.
+public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` or `[v6addr]:port`.
+    public init?(_ text: String) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }  // a bare IPv6 address must be bracketed
+        }
+        guard !host.isEmpty, !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+              let port = Int(portText), (0...65535).contains(port) else { return nil }
+        self.init(host: String(host), port: port)
+    }
+
+    /// The host and port of a socket address, when it has both.
+    public init?(_ address: SocketAddress) {
+        guard let ip = address.ipAddress, let port = address.port else { return nil }
+        self.init(host: ip, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+extension HostPort: AMPArgumentCodable {
+    public func encodeAMPArgument(into buffer: inout ByteBuffer) throws(AMPArgumentError) {
+        buffer.writeString(description)
+    }
+
+    public static func decodeAMPArgument(from buffer: ByteBuffer) throws(AMPArgumentError) -> HostPort {
+        guard let text = try? String.decodeAMPArgument(from: buffer), let value = HostPort(text) else {
+            throw AMPArgumentError(type: "HostPort", message: "expected host:port or [v6addr]:port, got '\(String(buffer: buffer).prefix(64))'")
+        }
+        return value
+    }
+}
