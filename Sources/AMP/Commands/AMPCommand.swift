@@ -39,9 +39,15 @@ public struct AMPEmpty: Codable, Sendable, Hashable {
 /// ```swift
 /// enum SignError: AMPDeclaredError {
 ///     case noSuchUser(String)
-///     static func == …
+///
 ///     var code: String { "NoSuchUser" }
-///     …
+///     var errorDescription: String {
+///         switch self { case .noSuchUser(let name): return "no user \(name)" }
+///     }
+///     init?(code: String, description: String) {
+///         guard code == "NoSuchUser" else { return nil }
+///         self = .noSuchUser(description)
+///     }
 /// }
 /// ```
 public protocol AMPDeclaredError: Error, Sendable {
