@@ -4,7 +4,7 @@ import NIOCore
 
 /// Vertex's `AmpTime` argument: `YYYY-MM-DDTHH:MM:SS`, whole seconds, no zone.
 /// The original wrote local time; we always write and read UTC.
-public struct AmpTime: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
+public struct AmpTime: Hashable, Sendable, Comparable, AMPTextValue {
     /// The instant, in whole seconds.
     public let date: Date
 
@@ -34,19 +34,6 @@ public struct AmpTime: Hashable, Sendable, Comparable, Codable, CustomStringConv
     }
 
     public static func < (lhs: AmpTime, rhs: AmpTime) -> Bool { lhs.date < rhs.date }
-
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = AmpTime(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an AmpTime: \(text)"))
-        }
-        self = value
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 }
 
 extension AmpTime: AMPArgumentCodable {
