@@ -127,8 +127,22 @@ enum RawPeer {
                         while try parser.nextBox(from: &buffer) != nil { boxes += 1 }
                     }
                 }
+                // One byte per write. After each whole answer, wait until its call has
+                // completed: two answers landing in one read would otherwise resume two
+                // tasks at once, and the order they append in would be the scheduler's.
+                var answerParser = AMPBoxParser()
+                var answerBytes = ByteBuffer()
+                var answered = 0
                 for byte in answers {
                     try await outbound.write(ByteBuffer(bytes: [byte]))
+                    answerBytes.writeInteger(byte)
+                    while try answerParser.nextBox(from: &answerBytes) != nil {
+                        answered += 1
+                        let deadline = ContinuousClock.now + .seconds(5)
+                        while completed.withLockedValue({ $0.count }) < answered, ContinuousClock.now < deadline {
+                            try await Task.sleep(for: .milliseconds(1))
+                        }
+                    }
                 }
                 for call in calls { try await call.value }
                 await connection.close()
