@@ -44,6 +44,7 @@ let package = Package(
             name: "vertex",
             dependencies: [
                 "AMP",
+                "Q2Q",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -2,6 +2,7 @@ import AMP
 import ArgumentParser
 import Foundation
 import NIOCore
+import Q2Q
 
 @main
 struct Vertex: AsyncParsableCommand {
@@ -50,11 +51,9 @@ struct Call: AsyncParsableCommand {
     var timeout: Int = 10
 
     func run() async throws {
-        guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]),
-              (1...65535).contains(port) else {
-            throw ValidationError("server must be HOST:PORT, got '\(server)'")
+        guard let address = HostPort(server), address.port > 0 else {
+            throw ValidationError("server must be HOST:PORT (or [IPv6]:PORT), got '\(server)'")
         }
-        let host = String(server[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         var box = AMPBox()
         for argument in arguments {
             guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
@@ -64,7 +63,7 @@ struct Call: AsyncParsableCommand {
         }
         let connection: AMPConnection
         do {
-            connection = try await AMPConnection.connect(host: host, port: port)
+            connection = try await AMPConnection.connect(host: address.host, port: address.port)
         } catch {
             throw CLIError("cannot connect to \(server): \(error)")
         }

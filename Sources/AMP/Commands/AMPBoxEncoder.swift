@@ -77,8 +77,11 @@ func encodeArgument<Value: Encodable>(_ value: Value, codingPath: @autoclosure (
     if Value.self == [UInt8].self {
         return ByteBuffer(bytes: value as! [UInt8])
     }
-    if Value.self == Int.self || Value.self == String.self || Value.self == Bool.self || Value.self == Double.self {
-        return try (value as! any AMPArgumentCodable).ampEncoded()
+    if Value.self == Int.self {
+        return try (value as! Int).ampEncoded()
+    }
+    if Value.self == String.self {
+        return try (value as! String).ampEncoded()
     }
     if let leaf = value as? any AMPArgumentCodable {
         return try leaf.ampEncoded()

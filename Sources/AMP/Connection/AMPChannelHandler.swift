@@ -81,7 +81,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var incomingInFlight = 0
     /// Requests parsed while `maximumConcurrentIncomingRequests` were running; reading
     /// stops until they are dispatched, so this holds at most one read's worth.
-    private var queuedRequests = CircularBuffer<AMPBox>()
+    private var queuedRequests = CircularBuffer<(command: String, box: AMPBox, tag: ByteBuffer?)>()
     private var readHeld = false
     private var flushScheduled = false
     private var inChannelRead = false
@@ -261,11 +261,11 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             deliver(.error(code: String(buffer: code), description: String(buffer: description)), tag: tag)
-        } else if let command = reserved.command {
+        } else if let command = reserved.command.map({ String(buffer: $0) }) {
             if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty {
-                queuedRequests.append(box)
+                queuedRequests.append((command, box, reserved.ask))
             } else {
-                handleRequest(command: String(buffer: command), box: box, tag: reserved.ask)
+                handleRequest(command: command, box: box, tag: reserved.ask)
             }
         } else {
             fail(AMPConnectionError.badResponse("a box with neither _command, _answer nor _error"), "empty box")
@@ -409,9 +409,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         dispatchingQueued = true
         defer { dispatchingQueued = false }
         while case .amp = mode, incomingInFlight < limits.maximumConcurrentIncomingRequests,
-              let box = queuedRequests.popFirst() {
-            let reserved = ReservedKeys(box)
-            handleRequest(command: String(buffer: reserved.command!), box: box, tag: reserved.ask)
+              let request = queuedRequests.popFirst() {
+            handleRequest(command: request.command, box: request.box, tag: request.tag)
         }
     }
 

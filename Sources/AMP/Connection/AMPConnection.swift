@@ -57,12 +57,25 @@ public final class AMPConnection: Sendable {
     }
 
     private func requestBox<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: Int?) throws -> AMPBox {
-        var box = try AMPBoxEncoder().encode(arguments)
-        box.append(key: "_command", string: Command.name)
+        try requestBox(Command.name, try AMPBoxEncoder().encode(arguments), tag: tag)
+    }
+
+    /// Adds the reserved keys to the arguments. (`append` puts them after any equal key
+    /// the arguments already hold, so ours win on the wire.)
+    private func requestBox(_ commandName: String, _ arguments: AMPBox, tag: Int?) throws -> AMPBox {
+        var box = arguments
+        box.append(key: "_command", string: commandName)
         if let tag { box.append(key: "_ask", string: String(tag, radix: 16)) }
         // Checked here so that the caller gets the error, before anything is queued.
         try box.validateForSerialization()
         return box
+    }
+
+    /// Sends a request box and waits for the peer's reply.
+    private func send(_ box: AMPBox, tag: Int) async throws -> AMPReply {
+        try await withUnsafeThrowingContinuation { continuation in
+            onLoop { $0.sendRequest(box: box, tag: tag, promise: .continuation(continuation)) }
+        }
     }
 
     /// Calls `command` on the peer and waits for its answer.
@@ -72,17 +85,7 @@ public final class AMPConnection: Sendable {
     /// ``AMPConnectionError`` when the connection fails first.
     public func call<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws -> Command.Response {
         let tag = makeTag()
-        let box = try requestBox(command, arguments, tag: tag)
-        let reply = try await withUnsafeThrowingContinuation { continuation in
-            if channel.eventLoop.inEventLoop {
-                handler.value.sendRequest(box: box, tag: tag, promise: .continuation(continuation))
-            } else {
-                let handler = self.handler
-                channel.eventLoop.execute {
-                    handler.value.sendRequest(box: box, tag: tag, promise: .continuation(continuation))
-                }
-            }
-        }
+        let reply = try await send(try requestBox(command, arguments, tag: tag), tag: tag)
         return try Self.decode(command, reply)
     }
 
@@ -143,14 +146,7 @@ public final class AMPConnection: Sendable {
     /// An error answer throws ``AMPRemoteError``.
     public func call(_ commandName: String, arguments: AMPBox) async throws -> AMPBox {
         let tag = makeTag()
-        var box = arguments
-        box["_command"] = ByteBuffer(string: commandName)
-        box["_ask"] = ByteBuffer(string: String(tag, radix: 16))
-        let bytes = try box.serialized(allocator: channel.allocator)
-        let reply = try await withUnsafeThrowingContinuation { continuation in
-            onLoop { $0.sendRequest(bytes, tag: tag, promise: .continuation(continuation)) }
-        }
-        switch reply {
+        switch try await send(try requestBox(commandName, arguments, tag: tag), tag: tag) {
         case .answer(var answer):
             answer["_answer"] = nil
             return answer

@@ -61,7 +61,7 @@ public struct AMPResponders: Sendable {
         do {
             return try await body()
         } catch let error as Command.Failure {
-            return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
+            return error.outcome
         }
     }
 
@@ -95,7 +95,7 @@ public struct AMPResponders: Sendable {
             do {
                 return .answer(try AMPBoxEncoder().encode(try body(arguments, context)))
             } catch let error as Command.Failure {
-                return .declaredError(code: error.code, description: error.errorDescription, fatal: error.isFatal)
+                return error.outcome
             }
         }
         entries[Command.name] = Entry(respond: { box, context in try respondNow(box, context) },
@@ -132,5 +132,12 @@ public struct AMPResponders: Sendable {
                 return .answerThenSwitch(try AMPBoxEncoder().encode(response), install)
             }
         }, switchesProtocol: true)
+    }
+}
+
+extension AMPDeclaredError {
+    /// The answer this error becomes.
+    var outcome: AMPResponderOutcome {
+        .declaredError(code: code, description: errorDescription, fatal: isFatal)
     }
 }
