@@ -55,8 +55,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private struct PendingTLS {
-        var configuration: TLSConfiguration
-        var serverHostname: String?
+        var upgrade: AMPTLSUpgrade
         var handshake: EventLoopPromise<Void>
     }
 
@@ -376,14 +375,14 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let tag else { break }
             box.append(key: "_answer", value: tag)
             write(box, context: context)
-        case .success(.answerThenStartTLS(var box, let configuration)):
+        case .success(.answerThenStartTLS(var box, let upgrade)):
             if let tag {
                 box.append(key: "_answer", value: tag)
                 write(box, context: context)
             }
             flushNow()
             do {
-                try addTLSHandler(configuration: configuration, serverHostname: nil, context: context)
+                try addTLSHandler(upgrade, context: context)
             } catch {
                 fail(error, "cannot start TLS")
                 return
@@ -560,7 +559,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: StartTLS
 
     func startTLS(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>,
-                  configuration: TLSConfiguration, serverHostname: String?, handshake: EventLoopPromise<Void>) {
+                  upgrade: AMPTLSUpgrade, handshake: EventLoopPromise<Void>) {
         guard case .amp = mode, context != nil else {
             let error: any Error = {
                 switch mode {
@@ -580,7 +579,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         sendRequest(request, tag: tag, promise: .promise(reply))
         mode = .awaitingTLSAnswer(tag: tag)
-        pendingTLS = PendingTLS(configuration: configuration, serverHostname: serverHostname, handshake: handshake)
+        pendingTLS = PendingTLS(upgrade: upgrade, handshake: handshake)
     }
 
     private func finishStartTLS(reply: AMPReply) {
@@ -592,8 +591,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             pending.handshake.fail(AMPRemoteError(code: code, description: description))
         } else {
             do {
-                try addTLSHandler(configuration: pending.configuration, serverHostname: pending.serverHostname,
-                                  context: context, handshake: pending.handshake)
+                try addTLSHandler(pending.upgrade, context: context, handshake: pending.handshake)
             } catch {
                 pending.handshake.fail(error)
                 fail(error, "cannot start TLS")
@@ -614,14 +612,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func addTLSHandler(configuration: TLSConfiguration, serverHostname: String?,
-                               context: ChannelHandlerContext, handshake: EventLoopPromise<Void>? = nil) throws {
+    private func addTLSHandler(_ upgrade: AMPTLSUpgrade, context: ChannelHandlerContext,
+                               handshake: EventLoopPromise<Void>? = nil) throws {
         guard !tlsStarted else { throw AMPConnectionError.tlsAlreadyStarted }
-        let sslContext = try NIOSSLContext(configuration: configuration)
-        // TLS roles follow TCP roles, as in Twisted: the side that accepted is the server.
-        let handler: NIOSSLHandler = isTCPServer
-            ? NIOSSLServerHandler(context: sslContext)
-            : try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
+        let handler = try upgrade.makeHandler(isTCPServer: isTCPServer)
         try context.pipeline.syncOperations.addHandler(handler, position: .first)
         tlsStarted = true
         tlsHandshake = handshake ?? context.eventLoop.makePromise()

@@ -112,14 +112,21 @@ public final class AMPConnection: Sendable {
         configuration: TLSConfiguration,
         serverHostname: String? = nil
     ) async throws -> Command.Response {
+        try await startTLS(command, arguments, upgrade: AMPTLSUpgrade(configuration: configuration, serverHostname: serverHostname))
+    }
+
+    /// As ``startTLS(_:_:configuration:serverHostname:)``, with every TLS setting,
+    /// including a custom verification of the peer's certificates.
+    public func startTLS<Command: AMPCommand>(
+        _ command: Command.Type,
+        _ arguments: Command.Arguments,
+        upgrade: AMPTLSUpgrade
+    ) async throws -> Command.Response {
         let tag = makeTag()
         let bytes = try request(command, arguments, tag: tag)
         let reply = channel.eventLoop.makePromise(of: AMPReply.self)
         let handshake = channel.eventLoop.makePromise(of: Void.self)
-        onLoop {
-            $0.startTLS(request: bytes, tag: tag, reply: reply, configuration: configuration,
-                        serverHostname: serverHostname, handshake: handshake)
-        }
+        onLoop { $0.startTLS(request: bytes, tag: tag, reply: reply, upgrade: upgrade, handshake: handshake) }
         let response = try Self.decode(command, try await reply.futureResult.get())
         try await handshake.futureResult.get()
         return response
@@ -247,6 +254,21 @@ public final class AMPServer: Sendable {
         logger: Logger = Logger(label: "vertex.amp"),
         onConnection: (@Sendable (AMPConnection) -> Void)? = nil
     ) async throws -> AMPServer {
+        try await bind(host: host, port: port, limits: limits, group: group, logger: logger,
+                       respondersForConnection: { responders }, onConnection: onConnection)
+    }
+
+    /// Listens on `host:port`, with responders made for each connection (so that they
+    /// can keep that connection's state, such as who the peer proved to be).
+    public static func bind(
+        host: String,
+        port: Int,
+        limits: AMPLimits = .default,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "vertex.amp"),
+        respondersForConnection: @escaping @Sendable () -> AMPResponders,
+        onConnection: (@Sendable (AMPConnection) -> Void)? = nil
+    ) async throws -> AMPServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -254,7 +276,7 @@ public final class AMPServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let connection = try AMPConnection.install(
-                        on: channel, responders: responders, isTCPServer: true, limits: limits, logger: logger)
+                        on: channel, responders: respondersForConnection(), isTCPServer: true, limits: limits, logger: logger)
                     onConnection?(connection)
                 }
             }

@@ -8,7 +8,7 @@ enum AMPResponderOutcome: Sendable {
     /// Answer with a declared error.
     case declaredError(code: String, description: String, fatal: Bool)
     /// Answer, then switch this side to TLS (Twisted's StartTLS).
-    case answerThenStartTLS(AMPBox, TLSConfiguration)
+    case answerThenStartTLS(AMPBox, AMPTLSUpgrade)
     /// Answer, then hand the connection to another protocol.
     case answerThenSwitch(AMPBox, AMPProtocolSwitch)
 }
@@ -109,11 +109,23 @@ public struct AMPResponders: Sendable {
         _ command: Command.Type,
         _ body: @escaping @Sendable (Command.Arguments, AMPRequestContext) async throws -> (Command.Response, TLSConfiguration)
     ) {
+        registerStartTLS(command) { arguments, context -> (Command.Response, AMPTLSUpgrade) in
+            let (response, configuration) = try await body(arguments, context)
+            return (response, AMPTLSUpgrade(configuration: configuration))
+        }
+    }
+
+    /// Answers a StartTLS-style command as above, with every TLS setting, including a
+    /// custom verification of the peer's certificates.
+    public mutating func registerStartTLS<Command: AMPCommand>(
+        _ command: Command.Type,
+        _ body: @escaping @Sendable (Command.Arguments, AMPRequestContext) async throws -> (Command.Response, AMPTLSUpgrade)
+    ) {
         entries[Command.name] = Entry(respond: { box, context in
             let arguments = try AMPBoxDecoder().decode(Command.Arguments.self, from: box)
             return try await Self.answer(Command.self) {
-                let (response, configuration) = try await body(arguments, context)
-                return .answerThenStartTLS(try AMPBoxEncoder().encode(response), configuration)
+                let (response, upgrade) = try await body(arguments, context)
+                return .answerThenStartTLS(try AMPBoxEncoder().encode(response), upgrade)
             }
         }, switchesProtocol: true)
     }

@@ -4,20 +4,6 @@ import Foundation
 import NIOCore
 import Q2Q
 
-@main
-struct Vertex: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "vertex",
-        abstract: "Vertex: secure connections between people addressed like email (alice@example.com).",
-        discussion: """
-            This build has the AMP messaging layer. The presence server, identities and \
-            connections are being built; see README.md for what works today.
-            """,
-        version: "0.1.0",
-        subcommands: [AMPCommandGroup.self]
-    )
-}
-
 struct AMPCommandGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "amp",
@@ -90,10 +76,4 @@ struct Call: AsyncParsableCommand {
             }
         }
     }
-}
-
-/// A failure reported as one line ("Error: …") with a non-zero exit status.
-struct CLIError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,175 @@
+import AMP
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The client side of a presence server: finding it, learning (and pinning) its
+/// domain's CA, securing a connection, and obtaining a certificate.
+public struct PresenceClient: Sendable {
+    public let store: any NodeStore
+    public var group: any EventLoopGroup
+    public var logger: Logger
+
+    /// The original's well-known port for presence servers.
+    public static let defaultPort = 8788
+
+    public init(store: any NodeStore, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger = Logger(label: "vertex.client")) {
+        self.store = store
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Where `domain`'s presence server is: `explicit`, else the home's mapping
+    /// (`vertex servers set`), else the domain's own name on port 8788 (as the original).
+    public func server(for domain: String, explicit: HostPort? = nil) async throws -> HostPort {
+        if let explicit { return explicit }
+        if let mapped = try await store.server(for: domain) { return mapped }
+        return HostPort(host: domain, port: Self.defaultPort)
+    }
+
+    public func connect(to server: HostPort) async throws -> AMPConnection {
+        try await Self.connect(to: server, group: group, logger: logger)
+    }
+
+    static func connect(to server: HostPort, group: any EventLoopGroup, logger: Logger) async throws -> AMPConnection {
+        do {
+            return try await AMPConnection.connect(host: server.host, port: server.port, group: group, logger: logger)
+        } catch {
+            throw PresenceClientError("cannot connect to the presence server at \(server): \(error)")
+        }
+    }
+
+    /// Runs `body` on a new connection to `server`, and closes it afterwards.
+    public func withConnection<Result: Sendable>(to server: HostPort, _ body: (AMPConnection) async throws -> Result) async throws -> Result {
+        try await Self.withConnection(to: server, group: group, logger: logger, body)
+    }
+
+    static func withConnection<Result: Sendable>(to server: HostPort, group: any EventLoopGroup, logger: Logger,
+                                                 _ body: (AMPConnection) async throws -> Result) async throws -> Result {
+        let connection = try await connect(to: server, group: group, logger: logger)
+        do {
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// Asks for `domain`'s CA on `connection` (in clear) and checks it against what is
+    /// pinned: a first answer is pinned (trust on first use, unless `fingerprint` is
+    /// given, which the answer must match); a different answer later is an error that
+    /// names both fingerprints.
+    @discardableResult
+    public func identify(_ domain: String, on connection: AMPConnection, fingerprint: String? = nil) async throws -> Q2QCertificate {
+        let subject = try Q2QAddress(resource: nil, domain: domain)
+        let answer: Identify.Response
+        do {
+            answer = try await connection.call(Identify.self, .init(subject: subject))
+        } catch let error as PresenceError {
+            throw PresenceClientError("\(error.errorDescription)")
+        }
+        let certificate = answer.certificate
+        guard certificate.commonName == subject.domain, certificate.address == subject,
+              certificate.certificate.issuer == certificate.certificate.subject else {
+            throw PresenceClientError("the server's CA certificate for \(domain) names \(certificate.commonName ?? "nothing"), not \(domain)")
+        }
+        if let fingerprint, Self.normalized(fingerprint) != Self.normalized(certificate.fingerprint) {
+            throw PresenceClientError("the CA certificate of \(domain) is \(certificate.fingerprint), not the expected \(fingerprint)")
+        }
+        try await store.pin(certificate, for: subject.domain, now: Date())
+        return certificate
+    }
+
+    private static func normalized(_ fingerprint: String) -> String {
+        var text = fingerprint.uppercased()
+        if text.hasPrefix("SHA256:") { text.removeFirst(7) }
+        return text.filter { $0 != ":" }
+    }
+
+    /// Switches `connection` to TLS with `secure`, verifying the server against the CA
+    /// pinned for `domain`. With an identity, the server verifies us too (authorize).
+    public func secure(_ connection: AMPConnection, domain: String, authority: Q2QCertificate, as identity: Q2QIdentity?) async throws {
+        let server = try Q2QAddress(resource: nil, domain: domain)
+        var configuration: TLSConfiguration
+        if let identity {
+            configuration = try identity.tlsConfiguration(server: false)
+        } else {
+            configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.minimumTLSVersion = .tlsv13
+        }
+        configuration.certificateVerification = .noHostnameVerification
+        let verifier = Q2QPeerVerifier(expected: server, authority: authority)
+        do {
+            _ = try await connection.startTLS(
+                Secure.self, .init(from: identity?.address, to: server, authorize: identity != nil),
+                upgrade: AMPTLSUpgrade(configuration: configuration, verification: verifier.tlsVerification))
+        } catch let error as PresenceError {
+            throw PresenceClientError("\(error.errorDescription)")
+        } catch let error as NIOSSLError {
+            throw PresenceClientError("TLS with the presence server of \(domain) failed: \(error)")
+        }
+    }
+
+    /// Obtains a certificate for `address` with its password: a new P-256 key, a
+    /// request, `identify` (pinning), `secure` without a certificate, then `sign`. The
+    /// identity is stored only once the certificate has been checked.
+    public func register(_ address: Q2QAddress, password: [UInt8], server explicit: HostPort? = nil,
+                         fingerprint: String? = nil) async throws -> Q2QIdentity {
+        guard !address.resource.isEmpty else { throw PresenceClientError("\(address) is a domain; register a user address, user@\(address.domain)") }
+        let key = P256.Signing.PrivateKey()
+        let request = try Q2QCertificateRequest(address: address, key: key)
+        let (authority, certificate) = try await withConnection(to: try await server(for: address.domain, explicit: explicit)) { connection in
+            let authority = try await identify(address.domain, on: connection, fingerprint: fingerprint)
+            try await secure(connection, domain: address.domain, authority: authority, as: nil)
+            do {
+                return (authority, try await connection.call(Sign.self, .init(certificateRequest: request, password: password)).certificate)
+            } catch let error as PresenceError {
+                throw PresenceClientError(error.errorDescription)
+            }
+        }
+        // The certificate must be ours: our key, our address, from the pinned CA.
+        guard certificate.certificate.publicKey == request.request.publicKey else {
+            throw PresenceClientError("the server signed a different key")
+        }
+        do {
+            try await Q2QPeerVerifier(expected: address, authority: authority).verify([certificate.certificate])
+        } catch {
+            throw PresenceClientError("the server's certificate for \(address) does not verify: \(error)")
+        }
+        let identity = Q2QIdentity(address: address, privateKey: key, certificate: certificate)
+        try await store.saveIdentity(identity)
+        return identity
+    }
+
+    /// Creates an account on a server with open registration (`add_user` over TLS).
+    public func createAccount(_ address: Q2QAddress, password: [UInt8], server explicit: HostPort? = nil,
+                              fingerprint: String? = nil) async throws {
+        try await withConnection(to: try await server(for: address.domain, explicit: explicit)) { connection in
+            let authority = try await identify(address.domain, on: connection, fingerprint: fingerprint)
+            try await secure(connection, domain: address.domain, authority: authority, as: nil)
+            do {
+                _ = try await connection.call(AddUser.self, .init(name: address.resource, password: password))
+            } catch let error as PresenceError {
+                throw PresenceClientError(error.errorDescription)
+            }
+        }
+    }
+
+    /// The caller's address as the server sees it (`Who-Am-I`).
+    public static func whoAmI(server: HostPort, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                              logger: Logger = Logger(label: "vertex.client")) async throws -> HostPort {
+        try await withConnection(to: server, group: group, logger: logger) { try await $0.call(WhoAmI.self, AMPEmpty()).address }
+    }
+}
+
+/// A client-side failure, worded for the person at the terminal.
+public struct PresenceClientError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,139 @@
+import AMP
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+extension PresenceServer {
+    /// The commands one connection may send. `session` is that connection's state.
+    func responders(for session: PresenceSession) -> AMPResponders {
+        var responders = AMPResponders()
+        responders.registerImmediate(Identify.self) { [self] arguments, _ in
+            try identify(arguments.subject)
+        }
+        responders.registerStartTLS(Secure.self) { [self] arguments, context in
+            try await secure(arguments, session: session, context: context)
+        }
+        responders.register(Sign.self) { [self] arguments, context in
+            try await sign(arguments, session: session, context: context)
+        }
+        responders.register(AddUser.self) { [self] arguments, context in
+            try await addUser(arguments, session: session, context: context)
+        }
+        responders.registerImmediate(WhoAmI.self) { _, context in
+            guard let remote = context.remoteAddress, let address = HostPort(remote) else {
+                throw PresenceError.verifyError("the caller's address is unknown")
+            }
+            return WhoAmI.Response(address: address)
+        }
+        responders.registerImmediate(SourceIP.self) { _, context in
+            guard let ip = context.remoteAddress?.ipAddress else {
+                throw PresenceError.verifyError("the caller's address is unknown")
+            }
+            return SourceIP.Response(ip: ip)
+        }
+        return responders
+    }
+
+    func identify(_ subject: Q2QAddress) throws(PresenceError) -> Identify.Response {
+        guard let authority = authority(for: subject.domain) else {
+            throw .unknownDomain("this server is not the presence server of '\(subject.domain)'")
+        }
+        return Identify.Response(certificate: authority.certificate)
+    }
+
+    func secure(_ arguments: Secure.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> (AMPEmpty, AMPTLSUpgrade) {
+        guard let authority = authority(for: arguments.to.domain) else {
+            throw PresenceError.unknownDomain("this server is not the presence server of '\(arguments.to.domain)'")
+        }
+        var configuration = try Q2QIdentity(authority: authority).tlsConfiguration(server: true)
+        var verification: AMPTLSVerification?
+        var authenticated: Q2QAddress?
+        if arguments.authorize {
+            guard let from = arguments.from, !from.isAnonymous else {
+                throw PresenceError.verifyError("secure with authorize needs a From address")
+            }
+            // Addresses of other domains are verified against their CAs, fetched and
+            // pinned by identify, when the server learns to connect to other domains.
+            guard let fromAuthority = self.authority(for: from.domain) else {
+                throw PresenceError.verifyError("this server verifies addresses of \(authorities.keys.sorted().joined(separator: ", ")) only, not \(from)")
+            }
+            let store = self.store
+            verification = Q2QPeerVerifier(expected: from, authority: fromAuthority.certificate,
+                                           isRevoked: { serial in (try? await store.isRevoked(serial: serial)) ?? true }).tlsVerification
+            configuration.certificateVerification = .noHostnameVerification
+            authenticated = from
+        } else {
+            configuration.certificateVerification = .none
+        }
+        guard session.secure(domain: authority.domain, authenticated: authenticated) else {
+            throw PresenceError.verifyError("the connection is already secured")
+        }
+        logger.debug("secure", metadata: ["peer": "\(context.remoteAddress.map(String.init(describing:)) ?? "?")",
+                                          "from": "\(authenticated?.description ?? "(unverified)")"])
+        return (AMPEmpty(), AMPTLSUpgrade(configuration: configuration, verification: verification))
+    }
+
+    func sign(_ arguments: Sign.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Sign.Response {
+        guard context.connection.isTLS, let securedDomain = session.securedDomain, let authority = authority(for: securedDomain) else {
+            throw PresenceError.secureRequired("sign needs a connection secured with 'secure' first: a password never travels in clear")
+        }
+        let address: Q2QAddress
+        do {
+            address = try authority.check(arguments.certificateRequest)
+        } catch {
+            throw PresenceError.badCertificateRequest(error.description)
+        }
+        let source = context.remoteAddress?.ipAddress ?? "?"
+        guard failedSigns.withLock({ $0.peek(source, now: Date()) }) else {
+            throw PresenceError.rateLimited("too many failed sign attempts from \(source); try again later")
+        }
+        let hash = try await store.passwordHash(for: address)
+        let password = arguments.password
+        let matches = try await NIOThreadPool.singleton.runIfActive {
+            guard let hash else {
+                PasswordHash.burnEquivalentWork(password)
+                return false
+            }
+            return hash.matches(password)
+        }
+        guard matches else {
+            _ = failedSigns.withLock { $0.allow(source, now: Date()) }
+            logger.notice("sign refused", metadata: ["address": "\(address)", "peer": "\(source)"])
+            throw PresenceError.noSuchUser("no user \(address), or a wrong password")
+        }
+        let now = Date()
+        let certificate = try authority.issue(for: arguments.certificateRequest, validity: configuration.certificateValidity, now: now)
+        try await store.recordIssued(certificate, for: address, now: now)
+        logger.info("issued a certificate", metadata: ["address": "\(address)", "serial": "\(certificate.serial)"])
+        return Sign.Response(certificate: certificate)
+    }
+
+    func addUser(_ arguments: AddUser.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> AMPEmpty {
+        guard configuration.openRegistration else {
+            throw PresenceError.notAllowed("open registration is off on this server; ask its operator for an account")
+        }
+        guard context.connection.isTLS, let domain = session.securedDomain else {
+            throw PresenceError.secureRequired("add_user needs a connection secured with 'secure' first: a password never travels in clear")
+        }
+        let name = String(decoding: arguments.name, as: UTF8.self)
+        let address: Q2QAddress
+        do {
+            address = try Q2QAddress(resource: name, domain: domain)
+        } catch {
+            throw PresenceError.notAllowed("'\(name)' cannot be a user name: \(error)")
+        }
+        guard !arguments.password.isEmpty else { throw PresenceError.notAllowed("the password is empty") }
+        let source = context.remoteAddress?.ipAddress ?? "?"
+        guard registrations.withLock({ $0.allow(source, now: Date()) }) else {
+            throw PresenceError.rateLimited("too many registrations from \(source); try again later")
+        }
+        let password = arguments.password
+        let hash = try await NIOThreadPool.singleton.runIfActive { try PasswordHash(hashing: password) }
+        guard try await store.addUser(address, password: hash, now: Date()) else {
+            throw PresenceError.notAllowed("\(address) exists already")
+        }
+        logger.info("open registration", metadata: ["address": "\(address)", "peer": "\(source)"])
+        return AMPEmpty()
+    }
+}

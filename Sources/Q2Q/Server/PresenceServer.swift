@@ -1,0 +1,110 @@
+import AMP
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// How a presence server runs.
+public struct PresenceServerConfiguration: Sendable {
+    /// The domains this server is the presence server of; it answers `identify` for
+    /// these only (the original minted a CA for any domain asked).
+    public var domains: [String]
+    public var host: String
+    /// 8788, as in the original; 0 picks a free port.
+    public var port: Int
+    /// How long the user certificates `sign` issues stay valid.
+    public var certificateValidity: TimeInterval
+    /// Whether anyone may create an account with `add_user` (over TLS, rate-limited
+    /// per source IP). Off by default: the operator creates accounts.
+    public var openRegistration: Bool
+    /// Open registrations allowed per source IP: a burst, then this many an hour.
+    public var registrationsPerHour: Int
+    /// Failed `sign` attempts allowed per source IP: a burst, then this many an hour.
+    public var failedSignsPerHour: Int
+
+    public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
+                certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
+                registrationsPerHour: Int = 5, failedSignsPerHour: Int = 60) {
+        self.domains = domains
+        self.host = host
+        self.port = port
+        self.certificateValidity = certificateValidity
+        self.openRegistration = openRegistration
+        self.registrationsPerHour = registrationsPerHour
+        self.failedSignsPerHour = failedSignsPerHour
+    }
+}
+
+/// A Vertex domain's presence server: it answers `identify` with the domain's CA,
+/// switches connections to TLS with `secure` (verifying callers who claim an address),
+/// issues certificates with `sign`, creates accounts with `add_user` when open
+/// registration is on, and reflects addresses with `Who-Am-I` and `source-ip`.
+public final class PresenceServer: Sendable {
+    public let configuration: PresenceServerConfiguration
+    let store: any PresenceStore
+    let authorities: [String: DomainAuthority]
+    let logger: Logger
+    private let server: Mutex<AMPServer?> = Mutex(nil)
+    let registrations: Mutex<RateLimiter>
+    let failedSigns: Mutex<RateLimiter>
+
+    private init(configuration: PresenceServerConfiguration, store: any PresenceStore,
+                 authorities: [String: DomainAuthority], logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.authorities = authorities
+        self.logger = logger
+        self.registrations = Mutex(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
+        self.failedSigns = Mutex(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
+    }
+
+    /// Loads (or, on first start, creates) each domain's CA, then listens.
+    public static func start(
+        configuration: PresenceServerConfiguration,
+        store: any PresenceStore,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "vertex.presence")
+    ) async throws -> PresenceServer {
+        guard !configuration.domains.isEmpty else { throw PresenceServerError("a presence server needs at least one --domain") }
+        var authorities: [String: DomainAuthority] = [:]
+        for name in configuration.domains {
+            let domain: String
+            do {
+                domain = try Q2QAddress(resource: nil, domain: name).domain
+            } catch {
+                throw PresenceServerError("bad domain '\(name)': \(error)")
+            }
+            if let stored = try await store.authority(for: domain) {
+                authorities[domain] = stored
+            } else {
+                authorities[domain] = try await store.saveAuthorityIfAbsent(try DomainAuthority.create(domain: domain))
+                logger.notice("created the CA of \(domain)", metadata: ["fingerprint": "\(authorities[domain]!.certificate.fingerprint)"])
+            }
+        }
+        let presence = PresenceServer(configuration: configuration, store: store, authorities: authorities, logger: logger)
+        let server = try await AMPServer.bind(
+            host: configuration.host, port: configuration.port, group: group, logger: logger,
+            respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) })
+        presence.server.withLock { $0 = server }
+        return presence
+    }
+
+    /// The address the server listens on.
+    public var localAddress: SocketAddress? { server.withLock { $0?.localAddress } }
+
+    /// The CA of `domain`, if served here.
+    public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
+
+    /// Stops listening. Connections already made end when their peers leave.
+    public func close() async {
+        await server.withLock { $0 }?.close()
+    }
+}
+
+/// A presence server that cannot start.
+public struct PresenceServerError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,135 @@
+import Crypto
+import Foundation
+import GRDB
+
+/// A node's home (`~/.vertex` by default) in one SQLite file, `node.sqlite`.
+public final class SQLiteNodeStore: NodeStore {
+    let database: DatabasePool
+
+    public init(home: URL) throws {
+        database = try SQLiteDatabase.open(directory: home, fileName: "node.sqlite", migrator: Self.migrator)
+    }
+
+    /// The home directory to use: `--home`, else `$VERTEX_HOME`, else `~/.vertex`.
+    public static func homeDirectory(_ explicit: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
+        if let explicit, !explicit.isEmpty { return URL(fileURLWithPath: explicit) }
+        if let fromEnvironment = environment["VERTEX_HOME"], !fromEnvironment.isEmpty {
+            return URL(fileURLWithPath: fromEnvironment)
+        }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".vertex")
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: identities, pins, servers") { db in
+            try db.create(table: "identity") { t in
+                t.primaryKey("address", .text)
+                t.column("privateKey", .blob).notNull()
+                t.column("certificate", .blob).notNull()
+            }
+            try db.create(table: "pin") { t in
+                t.primaryKey("domain", .text)
+                t.column("certificate", .blob).notNull()
+                t.column("pinned", .integer).notNull()
+            }
+            try db.create(table: "server") { t in
+                t.primaryKey("domain", .text)
+                t.column("hostPort", .text).notNull()
+            }
+        }
+        return migrator
+    }
+
+    public func appliedMigrations() throws -> [String] {
+        try database.read { try Self.migrator.appliedIdentifiers($0) }.sorted()
+    }
+
+    private static func identity(from row: Row) throws -> Q2QIdentity {
+        Q2QIdentity(address: try Q2QAddress(row["address"] as String),
+                    privateKey: try P256.Signing.PrivateKey(derRepresentation: row["privateKey"] as Data),
+                    certificate: try Q2QCertificate(derEncoded: Array(row["certificate"] as Data)))
+    }
+
+    public func identity(for address: Q2QAddress) async throws -> Q2QIdentity? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM identity WHERE address = ?", arguments: [address.description])
+                .map(Self.identity(from:))
+        }
+    }
+
+    public func identities() async throws -> [Q2QIdentity] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM identity ORDER BY address").map(Self.identity(from:))
+        }
+    }
+
+    public func saveIdentity(_ identity: Q2QIdentity) async throws {
+        try await database.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO identity (address, privateKey, certificate) VALUES (?, ?, ?)",
+                           arguments: [identity.address.description, identity.privateKey.derRepresentation,
+                                       Data(identity.certificate.der)])
+        }
+    }
+
+    public func pinnedAuthority(for domain: String) async throws -> Q2QCertificate? {
+        let der = try await database.read { db in
+            try Data.fetchOne(db, sql: "SELECT certificate FROM pin WHERE domain = ?", arguments: [domain])
+        }
+        return try der.map { try Q2QCertificate(derEncoded: Array($0)) }
+    }
+
+    public func pin(_ certificate: Q2QCertificate, for domain: String, now: Date) async throws {
+        let existing = try await database.write { db -> Data? in
+            try db.execute(sql: "INSERT OR IGNORE INTO pin (domain, certificate, pinned) VALUES (?, ?, ?)",
+                           arguments: [domain, Data(certificate.der), now.storedSeconds])
+            return try Data.fetchOne(db, sql: "SELECT certificate FROM pin WHERE domain = ?", arguments: [domain])
+        }
+        if let existing, Array(existing) != certificate.der {
+            throw Q2QPinError(domain: domain, pinned: Q2QCertificate.fingerprint(of: Array(existing)),
+                              presented: certificate.fingerprint)
+        }
+    }
+
+    /// Forgets the pin of `domain`; `false` when there was none.
+    public func removePin(for domain: String) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM pin WHERE domain = ?", arguments: [domain])
+            return db.changesCount == 1
+        }
+    }
+
+    public func pins() async throws -> [(domain: String, certificate: Q2QCertificate)] {
+        let rows = try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT domain, certificate FROM pin ORDER BY domain").map {
+                ($0["domain"] as String, $0["certificate"] as Data)
+            }
+        }
+        return try rows.map { (domain: $0.0, certificate: try Q2QCertificate(derEncoded: Array($0.1))) }
+    }
+
+    public func server(for domain: String) async throws -> HostPort? {
+        try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT hostPort FROM server WHERE domain = ?", arguments: [domain])
+        }.flatMap(HostPort.init)
+    }
+
+    public func setServer(_ server: HostPort?, for domain: String) async throws {
+        try await database.write { db in
+            if let server {
+                try db.execute(sql: "INSERT OR REPLACE INTO server (domain, hostPort) VALUES (?, ?)",
+                               arguments: [domain, server.description])
+            } else {
+                try db.execute(sql: "DELETE FROM server WHERE domain = ?", arguments: [domain])
+            }
+        }
+    }
+
+    public func servers() async throws -> [(domain: String, server: HostPort)] {
+        let rows = try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT domain, hostPort FROM server ORDER BY domain").map {
+                ($0["domain"] as String, $0["hostPort"] as String)
+            }
+        }
+        return rows.compactMap { row in HostPort(row.1).map { (domain: row.0, server: $0) } }
+    }
+}

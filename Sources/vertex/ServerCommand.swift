@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Q2Q
+import ServiceLifecycle
+
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run a domain's presence server.",
+        discussion: """
+            On first start the server creates each domain's CA (kept in --data) and prints \
+            its fingerprint; give it to your users for 'vertex register \
+            --domain-fingerprint'. Accounts are created with 'vertex user add'. Stops \
+            cleanly on SIGINT or SIGTERM.
+
+              vertex server --domain example.com --data /var/lib/vertex
+            """
+    )
+
+    @Option(name: .customLong("domain"), help: ArgumentHelp("A domain this server is the presence server of (repeatable).", valueName: "domain"))
+    var domains: [String]
+
+    @Option(help: "The TCP port (the original's well-known port is 8788; 0 picks a free one).")
+    var port: Int = 8788
+
+    @Option(help: ArgumentHelp("The address to listen on.", valueName: "address"))
+    var bind: String = "0.0.0.0"
+
+    @OptionGroup var data: DataOptions
+
+    @Option(help: "Days a user certificate stays valid.")
+    var certificateDays: Int = 30
+
+    @Flag(help: "Let anyone create an account (add_user over TLS, rate-limited per source IP).")
+    var openRegistration = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        guard !domains.isEmpty else { throw ValidationError("give at least one --domain") }
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535") }
+        guard certificateDays > 0, certificateDays <= 3650 else { throw ValidationError("--certificate-days must be 1…3650") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "vertex.presence")
+        logger.logLevel = logLevel
+        let store = try data.openStore()
+        let configuration = PresenceServerConfiguration(
+            domains: domains, host: bind, port: port,
+            certificateValidity: TimeInterval(certificateDays) * 86_400,
+            openRegistration: openRegistration)
+        let server: PresenceServer
+        do {
+            server = try await PresenceServer.start(configuration: configuration, store: store, logger: logger)
+        } catch let error as PresenceServerError {
+            throw CLIError(error.description)
+        } catch {
+            throw CLIError("cannot start the presence server on \(bind):\(port): \(error)")
+        }
+        let listening = server.localAddress.flatMap { HostPort($0) }?.description ?? "\(bind):\(port)"
+        for domain in configuration.domains.map({ $0.lowercased() }) {
+            print("vertex presence server for \(domain) listening on \(listening), CA \(server.authority(for: domain)!.certificate.fingerprint)")
+        }
+        print("data in \(data.directory.path)\(openRegistration ? ", open registration on" : "")")
+        fflush(nil)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: PresenceService(server: server))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        print("presence server stopped")
+    }
+}
+
+/// Runs until graceful shutdown, then stops listening.
+struct PresenceService: Service {
+    let server: PresenceServer
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await server.close()
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
