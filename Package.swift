@@ -71,16 +71,20 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Real child processes for integration tests (the vertex CLI, Twisted peers).
+        .target(name: "VertexTestSupport", path: "Tests/VertexTestSupport"),
         .testTarget(
             name: "Q2QTests",
             dependencies: [
                 "Q2Q",
                 "AMP",
+                "VertexTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
@@ -88,6 +92,7 @@ let package = Package(
             name: "AMPTests",
             dependencies: [
                 "AMP",
+                "VertexTestSupport",
                 "Q2Q",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

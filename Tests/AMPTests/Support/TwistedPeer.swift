@@ -1,4 +1,5 @@
 import Foundation
+import VertexTestSupport
 
 /// Runs ../shared/tools/amp_peer.py, the real Twisted AMP peer.
 /// Python and Twisted are required: a missing interpreter or package fails the test.
@@ -26,21 +27,6 @@ enum TwistedPeer {
         return process
     }
 
-    /// Starts `process`; the task ends with its exit status. (Foundation's
-    /// `waitUntilExit` spins on Linux when called off the main thread.)
-    static func launch(_ process: Process) throws -> Task<Int32, Never> {
-        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        process.terminationHandler = { finished in
-            continuation.yield(finished.terminationStatus)
-            continuation.finish()
-        }
-        try process.run()
-        return Task {
-            for await status in stream { return status }
-            return -1
-        }
-    }
-
     /// Starts the Twisted server on a free loopback port and waits for its port file.
     static func startServer() async throws -> Server {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("amp-peer-\(UUID().uuidString)")
@@ -48,7 +34,7 @@ enum TwistedPeer {
         let portFile = directory.appendingPathComponent("port")
         let process = python([script, "--port", "0", "--port-file", portFile.path, "--cert-dir", directory.path])
         process.standardOutput = FileHandle.nullDevice
-        let exited = try launch(process)
+        let exited = try ChildProcess.launch(process)
         for _ in 0..<300 {
             if let text = try? String(contentsOf: portFile, encoding: .utf8), let port = Int(text) {
                 return Server(process: process, exited: exited, port: port, certificateDirectory: directory)
@@ -72,7 +58,7 @@ enum TwistedPeer {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        let exited = try launch(process)
+        let exited = try ChildProcess.launch(process)
         let output = await Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }.value
         return ClientRun(exitCode: await exited.value, output: String(decoding: output, as: UTF8.self))
     }
