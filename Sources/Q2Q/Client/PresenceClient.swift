@@ -114,6 +114,15 @@ public struct PresenceClient: Sendable {
         } catch let error as NIOSSLError {
             throw PresenceClientError("TLS with the presence server of \(domain) failed: \(error)")
         }
+        // In TLS 1.3 the server checks our certificate after our side of the handshake
+        // is done; a round trip shows whether it accepted it.
+        guard let identity else { return }
+        do {
+            _ = try await connection.call(SourceIP.self, AMPEmpty())
+        } catch {
+            throw PresenceClientError("the presence server of \(domain) refused the certificate of \(identity.address) "
+                                      + "(serial \(identity.certificate.serial)): revoked, expired, or not issued by \(domain)")
+        }
     }
 
     /// Obtains a certificate for `address` with its password: a new P-256 key, a
