@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Q2Q", targets: ["Q2Q"]),
         .executable(name: "vertex", targets: ["vertex"]),
         .executable(name: "amp-bench", targets: ["AMPBench"]),
+        .executable(name: "presence-bench", targets: ["PresenceBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -73,6 +74,17 @@ let package = Package(
         ),
         // Real child processes for integration tests (the vertex CLI, Twisted peers).
         .target(name: "VertexTestSupport", path: "Tests/VertexTestSupport"),
+        // Load on a presence server, used by scripts/bench/presence-load.
+        .executableTarget(
+            name: "PresenceBench",
+            dependencies: [
+                "AMP",
+                "Q2Q",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(
             name: "Q2QTests",
             dependencies: [

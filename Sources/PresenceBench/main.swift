@@ -1,0 +1,96 @@
+// presence-bench: load on a running presence server, for scripts/bench/presence-load.
+//
+//   presence-bench identify --port N [--clients C] [--seconds S]
+//       C connections, each calling identify back to back; prints "identify_per_second=…"
+//   presence-bench sign --port N --password-file F [--clients C] [--seconds S]
+//       C connections, each secured once (TLS), then calling sign back to back for
+//       user0…user(C-1)@bench.test; prints "sign_per_second=…"
+import AMP
+import Crypto
+import Foundation
+import NIOCore
+import NIOPosix
+import Q2Q
+
+func option(_ name: String, default value: Int) -> Int {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count,
+          let parsed = Int(arguments[index + 1]) else { return value }
+    return parsed
+}
+
+func stringOption(_ name: String) -> String? {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    return arguments[index + 1]
+}
+
+let domain = "bench.test"
+
+/// Runs `clients` loops for `seconds` and returns completed operations per second.
+func measure(clients: Int, seconds: Int, prepare: @escaping @Sendable (Int) async throws -> AMPConnection,
+             operation: @escaping @Sendable (Int, AMPConnection) async throws -> Void) async throws -> Double {
+    let connections = try await withThrowingTaskGroup(of: (Int, AMPConnection).self) { group in
+        for index in 0..<clients { group.addTask { (index, try await prepare(index)) } }
+        var all: [(Int, AMPConnection)] = []
+        for try await connection in group { all.append(connection) }
+        return all
+    }
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    let start = ContinuousClock.now
+    let total = try await withThrowingTaskGroup(of: Int.self) { group in
+        for (index, connection) in connections {
+            group.addTask {
+                var count = 0
+                while ContinuousClock.now < deadline {
+                    try await operation(index, connection)
+                    count += 1
+                }
+                return count
+            }
+        }
+        return try await group.reduce(0, +)
+    }
+    let elapsed = ContinuousClock.now - start
+    for (_, connection) in connections { await connection.close() }
+    return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+}
+
+let port = option("--port", default: 8788)
+let clients = option("--clients", default: 50)
+let seconds = option("--seconds", default: 5)
+let subject = try Q2QAddress(domain)
+
+switch CommandLine.arguments.dropFirst().first {
+case "identify":
+    let rate = try await measure(clients: clients, seconds: seconds, prepare: { _ in
+        try await AMPConnection.connect(host: "127.0.0.1", port: port)
+    }, operation: { _, connection in
+        _ = try await connection.call(Identify.self, .init(subject: subject))
+    })
+    print("identify_per_second=\(Int(rate))")
+case "sign":
+    guard let file = stringOption("--password-file"), let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+        FileHandle.standardError.write(Data("presence-bench sign needs --password-file\n".utf8))
+        exit(2)
+    }
+    let password = Array(text.trimmingCharacters(in: .newlines).utf8)
+    let home = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: home) }
+    let client = PresenceClient(store: try SQLiteNodeStore(home: home))
+    let requests = try (0..<clients).map { index in
+        try Q2QCertificateRequest(address: try Q2QAddress("user\(index)@\(domain)"), key: P256.Signing.PrivateKey())
+    }
+    let rate = try await measure(clients: clients, seconds: seconds, prepare: { _ in
+        let connection = try await client.connect(to: HostPort(host: "127.0.0.1", port: port))
+        let authority = try await client.identify(domain, on: connection)
+        try await client.secure(connection, domain: domain, authority: authority, as: nil)
+        return connection
+    }, operation: { index, connection in
+        _ = try await connection.call(Sign.self, .init(certificateRequest: requests[index], password: password))
+    })
+    print("sign_per_second=\(String(format: "%.1f", rate))")
+default:
+    FileHandle.standardError.write(Data("usage: presence-bench identify|sign --port N [--clients C] [--seconds S] [--password-file F]\n".utf8))
+    exit(2)
+}
