@@ -189,7 +189,8 @@ struct ConnectionTests {
             #expect(count < 200, "sent \(count) boxes to a peer that reads nothing")
             sender.cancel()
             await client.close()
-            try await peer.channel.close()
+            // Our close may already have closed it (the peer sees the reset).
+            try? await peer.channel.close()
         }
     }
 
