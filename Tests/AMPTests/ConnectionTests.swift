@@ -224,7 +224,12 @@ struct ConnectionTests {
         defer { Task { await server.close() } }
         let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
         let calls = (0..<500).map { _ in Task { try await client.call(Sum.self, .init(values: [1])) } }
-        try await Task.sleep(for: .seconds(1))
+        // Wait for the first responders (a loaded machine may take a while), then give
+        // the rest every chance to start if the limit did not hold.
+        for _ in 0..<200 where started.withLockedValue({ $0 }) == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(500))
         let running = started.withLockedValue { $0 }
         #expect(running >= 1 && running <= 8, "\(running) responders running")
         await client.close()

@@ -31,13 +31,17 @@ public struct PresenceClient: Sendable {
         return HostPort(host: domain, port: Self.defaultPort)
     }
 
-    public func connect(to server: HostPort) async throws -> AMPConnection {
-        try await Self.connect(to: server, group: group, logger: logger)
+    /// A new AMP connection to a presence server; `responders` answer what the server
+    /// sends us (a listening node answers forwarded `inbound`).
+    public func connect(to server: HostPort, responders: AMPResponders = AMPResponders()) async throws -> AMPConnection {
+        try await Self.connect(to: server, group: group, logger: logger, responders: responders)
     }
 
-    static func connect(to server: HostPort, group: any EventLoopGroup, logger: Logger) async throws -> AMPConnection {
+    static func connect(to server: HostPort, group: any EventLoopGroup, logger: Logger,
+                        responders: AMPResponders = AMPResponders()) async throws -> AMPConnection {
         do {
-            return try await AMPConnection.connect(host: server.host, port: server.port, group: group, logger: logger)
+            return try await AMPConnection.connect(host: server.host, port: server.port, responders: responders,
+                                                   group: group, logger: logger)
         } catch {
             throw PresenceClientError("cannot connect to the presence server at \(server): \(error)")
         }
@@ -55,6 +59,20 @@ public struct PresenceClient: Sendable {
             let result = try await body(connection)
             await connection.close()
             return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// A new connection to `server` on which `setUp` runs; closed if `setUp` fails,
+    /// returned open otherwise.
+    public func withNewConnection(to server: HostPort, responders: AMPResponders,
+                                  _ setUp: (AMPConnection) async throws -> Void) async throws -> AMPConnection {
+        let connection = try await connect(to: server, responders: responders)
+        do {
+            try await setUp(connection)
+            return connection
         } catch {
             await connection.close()
             throw error

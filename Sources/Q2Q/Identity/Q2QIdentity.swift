@@ -22,8 +22,15 @@ public struct Q2QIdentity: Sendable {
                   privateKey: authority.privateKey, certificate: authority.certificate)
     }
 
-    /// A TLS configuration presenting this identity. Verification is left to the
-    /// caller (Q2Q replaces BoringSSL's with ``Q2QPeerVerifier``).
+    /// A TLS configuration presenting this identity. With `verifyingPeer`, the peer must
+    /// present a certificate, which the caller's ``Q2QPeerVerifier`` checks (it replaces
+    /// BoringSSL's verification); without, the peer's certificate is not asked for.
+    func tlsConfiguration(server: Bool, verifyingPeer: Bool) throws -> TLSConfiguration {
+        var configuration = try tlsConfiguration(server: server)
+        configuration.certificateVerification = verifyingPeer ? .noHostnameVerification : .none
+        return configuration
+    }
+
     func tlsConfiguration(server: Bool) throws -> TLSConfiguration {
         let key = try NIOSSLPrivateKey(bytes: Array(privateKey.derRepresentation), format: .der)
         var configuration = server

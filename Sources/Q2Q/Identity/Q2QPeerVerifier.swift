@@ -59,7 +59,29 @@ public struct Q2QPeerVerifier: Sendable {
     /// The same check as NIOSSL's custom verification callback.
     public var tlsVerification: AMPTLSVerification {
         let verifier = self
-        return { presented, promise in
+        return Self.tlsVerification { certificates in try await verifier.verify(certificates) }
+    }
+
+    /// For a side that does not know in advance who connects (a listener's direct
+    /// port): the peer is whoever its leaf certificate names (`q2q:` SAN), verified
+    /// against the CA of that address's domain as `authority` finds it.
+    public static func verifyingClaimedAddress(
+        authority: @escaping @Sendable (String) async -> Q2QCertificate?,
+        isRevoked: @escaping @Sendable (String) async -> Bool = { _ in false }
+    ) -> AMPTLSVerification {
+        Self.tlsVerification { certificates in
+            guard let leaf = certificates.first, let claimed = try? Q2QCertificate(leaf).address, !claimed.isAnonymous else {
+                throw Q2QVerificationError("the peer's certificate names no Q2Q address")
+            }
+            guard let domainAuthority = await authority(claimed.domain) else {
+                throw Q2QVerificationError("the CA of \(claimed.domain) is not known here")
+            }
+            try await Q2QPeerVerifier(expected: claimed, authority: domainAuthority, isRevoked: isRevoked).verify(certificates)
+        }
+    }
+
+    private static func tlsVerification(_ check: @escaping @Sendable ([Certificate]) async throws -> Void) -> AMPTLSVerification {
+        { presented, promise in
             let certificates: [Certificate]
             do {
                 certificates = try presented.map { try Certificate(derEncoded: try $0.toDERBytes()) }
@@ -69,7 +91,7 @@ public struct Q2QPeerVerifier: Sendable {
             }
             promise.completeWithTask {
                 do {
-                    try await verifier.verify(certificates)
+                    try await check(certificates)
                     return .certificateVerified
                 } catch {
                     return .failed

@@ -20,6 +20,12 @@ extension PresenceServer {
         responders.register(AddUser.self) { [self] arguments, context in
             try await addUser(arguments, session: session, context: context)
         }
+        responders.register(Listen.self) { [self] arguments, context in
+            try await listen(arguments, session: session, context: context)
+        }
+        responders.register(Inbound.self) { [self] arguments, context in
+            try await inbound(arguments, session: session, context: context)
+        }
         responders.registerImmediate(WhoAmI.self) { _, context in
             guard let remote = context.remoteAddress, let address = HostPort(remote) else {
                 throw PresenceError.verifyError("the caller's address is unknown")
@@ -135,5 +141,65 @@ extension PresenceServer {
         }
         logger.info("open registration", metadata: ["address": "\(address)", "peer": "\(source)"])
         return AMPEmpty()
+    }
+
+    func listen(_ arguments: Listen.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> AMPEmpty {
+        guard let caller = session.authenticated, caller == arguments.from else {
+            throw PresenceError.verifyError("listen as \(arguments.from) needs a connection secured with that address's certificate")
+        }
+        let services = arguments.services
+        guard !services.isEmpty, services.allSatisfy({ !$0.isEmpty && !$0.hasPrefix(".") && $0.utf8.count <= 255 }) else {
+            throw PresenceError.verifyError("service names must be 1…255 bytes and not start with '.'")
+        }
+        guard let tls = try await context.connection.peerCertificate() else {
+            throw PresenceError.verifyError("no client certificate on this connection")
+        }
+        let certificate = try Q2QCertificate(tls)
+        let connection = context.connection
+        if listeners.register(caller, services: services, connection: connection, certificate: certificate,
+                              description: arguments.description, now: Date()) {
+            let registry = listeners
+            Task { [logger] in
+                await connection.waitUntilClosed()
+                registry.remove(connection)
+                logger.debug("listener left", metadata: ["address": "\(caller)"])
+            }
+        }
+        logger.debug("listen", metadata: ["address": "\(caller)", "services": "\(services)"])
+        return AMPEmpty()
+    }
+
+    func inbound(_ arguments: Inbound.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Inbound.Response {
+        guard let caller = session.authenticated, caller == arguments.from else {
+            throw ConnectionError.verifyError("inbound from \(arguments.from) needs a connection secured with that address's certificate")
+        }
+        guard authority(for: arguments.to.domain) != nil else {
+            throw ConnectionError.notFound("this server is not the presence server of '\(arguments.to.domain)'")
+        }
+        let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
+        let timeout = configuration.inboundTimeout
+        // Ask every listening node at once; one that does not answer in time is left out.
+        let offers = await withTaskGroup(of: [ListenerOffer].self) { group in
+            for registration in registrations {
+                group.addTask {
+                    guard let answer = try? await withTimeout(timeout, "inbound to a listener", {
+                        try await registration.connection.call(Inbound.self, arguments)
+                    }) else { return [] }
+                    return answer.listeners.map { offer in
+                        var offer = offer
+                        // The listener's certificate as this server verified it; `virtual`
+                        // from a node would mean a channel to this server, so it is dropped.
+                        offer.certificate = registration.certificate
+                        offer.methods.removeAll { $0 == .virtual }
+                        return offer
+                    }.filter { !$0.methods.isEmpty }
+                }
+            }
+            return await group.reduce(into: [ListenerOffer]()) { $0 += $1 }
+        }
+        guard !offers.isEmpty else {
+            throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
+        }
+        return Inbound.Response(listeners: offers)
     }
 }

@@ -23,10 +23,15 @@ public struct PresenceServerConfiguration: Sendable {
     public var registrationsPerHour: Int
     /// Failed `sign` attempts allowed per source IP: a burst, then this many an hour.
     public var failedSignsPerHour: Int
+    /// How long a `listen` lasts unless renewed (nodes renew at a third of it).
+    public var listenLifetime: TimeInterval
+    /// How long the server waits for a listening node to answer a forwarded `inbound`.
+    public var inboundTimeout: Duration
 
     public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
-                registrationsPerHour: Int = 5, failedSignsPerHour: Int = 60) {
+                registrationsPerHour: Int = 5, failedSignsPerHour: Int = 60,
+                listenLifetime: TimeInterval = 300, inboundTimeout: Duration = .seconds(5)) {
         self.domains = domains
         self.host = host
         self.port = port
@@ -34,6 +39,8 @@ public struct PresenceServerConfiguration: Sendable {
         self.openRegistration = openRegistration
         self.registrationsPerHour = registrationsPerHour
         self.failedSignsPerHour = failedSignsPerHour
+        self.listenLifetime = listenLifetime
+        self.inboundTimeout = inboundTimeout
     }
 }
 
@@ -47,8 +54,11 @@ public final class PresenceServer: Sendable {
     let authorities: [String: DomainAuthority]
     let logger: Logger
     private let server: Mutex<AMPServer?> = Mutex(nil)
+    /// Open connections, closed on shutdown.
+    private let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
     let registrations: Mutex<RateLimiter>
     let failedSigns: Mutex<RateLimiter>
+    let listeners: ListenerRegistry
 
     private init(configuration: PresenceServerConfiguration, store: any PresenceStore,
                  authorities: [String: DomainAuthority], logger: Logger) {
@@ -58,6 +68,7 @@ public final class PresenceServer: Sendable {
         self.logger = logger
         self.registrations = Mutex(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
         self.failedSigns = Mutex(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
+        self.listeners = ListenerRegistry(lifetime: configuration.listenLifetime)
     }
 
     /// Loads (or, on first start, creates) each domain's CA, then listens.
@@ -86,7 +97,8 @@ public final class PresenceServer: Sendable {
         let presence = PresenceServer(configuration: configuration, store: store, authorities: authorities, logger: logger)
         let server = try await AMPServer.bind(
             host: configuration.host, port: configuration.port, group: group, logger: logger,
-            respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) })
+            respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) },
+            onConnection: { [presence] connection in presence.track(connection) })
         presence.server.withLock { $0 = server }
         return presence
     }
@@ -97,9 +109,23 @@ public final class PresenceServer: Sendable {
     /// The CA of `domain`, if served here.
     public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
 
-    /// Stops listening. Connections already made end when their peers leave.
+    /// How many listen registrations are live.
+    public var listenerCount: Int { listeners.count }
+
+    private func track(_ connection: AMPConnection) {
+        let id = ObjectIdentifier(connection)
+        connections.withLock { $0[id] = connection }
+        connection.channel.closeFuture.whenComplete { [self] _ in
+            _ = connections.withLock { $0.removeValue(forKey: id) }
+        }
+    }
+
+    /// Stops listening and closes every connection.
     public func close() async {
         await server.withLock { $0 }?.close()
+        for connection in connections.withLock({ Array($0.values) }) {
+            await connection.close()
+        }
     }
 }
 

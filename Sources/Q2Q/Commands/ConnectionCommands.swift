@@ -1,0 +1,136 @@
+import AMP
+import NIOCore
+
+// Commands that set up connections between nodes (spec/q2q-reference.md §4), with the
+// original's wire names and keys.
+
+/// `listen`: the caller, authenticated as `From`, accepts connections for `protocols`.
+public enum Listen: AMPCommand {
+    public static let name = "listen"
+    public struct Arguments: Codable, Sendable {
+        public var from: Q2QAddress
+        /// AMP `ListOf(String)`: service names as bytes.
+        public var protocols: [AMPBytes]
+        public var description: String
+
+        public init(from: Q2QAddress, protocols: [String], description: String) {
+            self.from = from
+            self.protocols = protocols.map { AMPBytes(Array($0.utf8)) }
+            self.description = description
+        }
+
+        public var services: [String] { protocols.map { String(buffer: $0.buffer) } }
+
+        enum CodingKeys: String, CodingKey {
+            case from = "From"
+            case protocols, description
+        }
+    }
+    public typealias Failure = PresenceError
+}
+
+/// One way in to a listener, as `inbound` answers it.
+public struct ListenerOffer: Codable, Sendable, Hashable {
+    /// Claims this listener on a new path (`Retrieve-Connection`); single use, short-lived.
+    public var id: [UInt8]
+    /// The listener's own certificate, as the presence server saw it.
+    public var certificate: Q2QCertificate?
+    public var methods: [Q2QMethod]
+    public var expires: AmpTime
+    public var description: String
+
+    public init(id: String, certificate: Q2QCertificate? = nil, methods: [Q2QMethod], expires: AmpTime, description: String) {
+        self.id = Array(id.utf8)
+        self.certificate = certificate
+        self.methods = methods
+        self.expires = expires
+        self.description = description
+    }
+
+    public var identifier: String { String(decoding: id, as: UTF8.self) }
+}
+
+/// `inbound`: "`From` wants `to`'s `protocol`": every listener with its methods.
+public enum Inbound: AMPCommand {
+    public static let name = "inbound"
+    public struct Arguments: Codable, Sendable {
+        public var from: Q2QAddress
+        public var to: Q2QAddress
+        public var `protocol`: [UInt8]
+        public var udpSource: HostPort?
+
+        public init(from: Q2QAddress, to: Q2QAddress, service: String, udpSource: HostPort? = nil) {
+            self.from = from
+            self.to = to
+            self.protocol = Array(service.utf8)
+            self.udpSource = udpSource
+        }
+
+        public var service: String { String(decoding: `protocol`, as: UTF8.self) }
+
+        enum CodingKeys: String, CodingKey {
+            case from = "From"
+            case to, `protocol`
+            case udpSource = "udp_source"
+        }
+    }
+    public struct Response: Codable, Sendable {
+        public var listeners: [ListenerOffer]
+        public init(listeners: [ListenerOffer]) { self.listeners = listeners }
+    }
+    public typealias Failure = ConnectionError
+}
+
+/// `Retrieve-Connection`: on a new path, claim the listener id; after the answer the
+/// path belongs to the application.
+public enum RetrieveConnection: AMPCommand {
+    public static let name = "Retrieve-Connection"
+    public struct Arguments: Codable, Sendable {
+        public var identifier: [UInt8]
+        public init(identifier: String) { self.identifier = Array(identifier.utf8) }
+        public var text: String { String(decoding: identifier, as: UTF8.self) }
+    }
+    public typealias Failure = ConnectionError
+}
+
+/// Declared errors of the connection commands.
+public enum ConnectionError: AMPDeclaredError, Hashable, CustomStringConvertible {
+    /// `inbound`: nobody listens as that address for that service.
+    case notFound(String)
+    /// `inbound`: the caller is not who it claims (fatal, as in the original).
+    case verifyError(String)
+    /// `Retrieve-Connection`: unknown, used or expired listener id (fatal, as in the original).
+    case noSuchConnection(String)
+
+    public var code: String {
+        switch self {
+        case .notFound: return "NotFound"
+        case .verifyError: return "VerifyError"
+        case .noSuchConnection: return "NoSuchConnection"
+        }
+    }
+
+    public var errorDescription: String {
+        switch self {
+        case .notFound(let text), .verifyError(let text), .noSuchConnection(let text): return text
+        }
+    }
+
+    public var isFatal: Bool {
+        switch self {
+        case .notFound: return false
+        case .verifyError, .noSuchConnection: return true
+        }
+    }
+
+    public init?(code: String, description: String) {
+        switch code {
+        case "NotFound": self = .notFound(description)
+        case "VerifyError": self = .verifyError(description)
+        case "NoSuchConnection": self = .noSuchConnection(description)
+        default: return nil
+        }
+    }
+
+    public var description: String { "\(code): \(errorDescription)" }
+}

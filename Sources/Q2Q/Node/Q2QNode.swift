@@ -1,0 +1,286 @@
+import AMP
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// How a node listens and connects.
+public struct Q2QNodeConfiguration: Sendable {
+    /// Where direct (`tcp@`) ports are bound; `0.0.0.0` listens on every interface.
+    public var listenHost: String
+    /// Hosts to publish in `tcp@` methods instead of the automatic choice (the bound
+    /// host, or when that is unspecified, our side of the presence connection).
+    public var publishedHosts: [String]?
+    /// Delay between starting one connection method and the next (Happy Eyeballs).
+    public var stagger: Duration
+    /// Longest wait between attempts to reach a presence server again.
+    public var maximumBackoff: Duration
+    /// How often listen registrations are renewed (the server lets them lapse after 300 s).
+    public var renewInterval: Duration
+
+    public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
+                maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100)) {
+        self.listenHost = listenHost
+        self.publishedHosts = publishedHosts
+        self.stagger = stagger
+        self.maximumBackoff = maximumBackoff
+        self.renewInterval = renewInterval
+    }
+}
+
+/// A user's Vertex: its identities and pins (a ``NodeStore``), a cache of secured
+/// connections to presence servers, and the listeners and connections it makes.
+///
+/// ```swift
+/// let node = try Q2QNode(home: SQLiteNodeStore.homeDirectory())
+/// let listener = try await node.listen(as: bob, service: "echo")
+/// for await stream in listener.connections { … }        // on bob's side
+/// let stream = try await node.connect(from: alice, to: bob, service: "echo")   // on alice's
+/// ```
+public final class Q2QNode: Sendable {
+    public let store: any NodeStore
+    public let configuration: Q2QNodeConfiguration
+    let client: PresenceClient
+    let group: any EventLoopGroup
+    let logger: Logger
+    private let links = PresenceLinks()
+    private let listeners = Mutex<[ListenerKey: Q2QListener]>([:])
+
+    struct ListenerKey: Hashable {
+        var address: Q2QAddress
+        var service: String
+    }
+
+    public init(store: any NodeStore, configuration: Q2QNodeConfiguration = .init(),
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                logger: Logger = Logger(label: "vertex.node")) {
+        self.store = store
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        self.client = PresenceClient(store: store, group: group, logger: logger)
+    }
+
+    public convenience init(home: URL, configuration: Q2QNodeConfiguration = .init()) throws {
+        self.init(store: try SQLiteNodeStore(home: home), configuration: configuration)
+    }
+
+    /// The pinned CA of `domain`.
+    func authority(for domain: String) async -> Q2QCertificate? {
+        try? await store.pinnedAuthority(for: domain)
+    }
+
+    func identity(_ address: Q2QAddress) async throws -> Q2QIdentity {
+        guard let identity = try await store.identity(for: address) else {
+            throw Q2QNodeError("no identity for \(address) here; get one with 'vertex register \(address)'")
+        }
+        return identity
+    }
+
+    // MARK: Presence connections
+
+    /// The secured connection to `domain`'s presence server as `identity` (cached).
+    func link(as identity: Q2QIdentity, to domain: String) async throws -> AMPConnection {
+        try await links.connection(for: "\(identity.address) → \(domain)") { [self] in
+            var responders = AMPResponders()
+            responders.register(Inbound.self) { [self] arguments, context in
+                try answerInbound(arguments, on: context.connection)
+            }
+            let server = try await client.server(for: domain)
+            return try await client.withNewConnection(to: server, responders: responders) { connection in
+                let authority = try await client.identify(domain, on: connection)
+                try await client.secure(connection, domain: domain, authority: authority, as: identity)
+            }
+        }
+    }
+
+    // MARK: Listening
+
+    /// Listens as `address` for `service`: opens a direct port, registers with the
+    /// address's presence server, and keeps the registration alive (renewing it, and
+    /// registering again after the connection to the server is lost).
+    public func listen(as address: Q2QAddress, service: String, description: String = "") async throws -> Q2QListener {
+        let identity = try await identity(address)
+        let key = ListenerKey(address: address, service: service)
+        let listener = Q2QListener(identity: identity, service: service, description: description, node: self)
+        let added = listeners.withLock { listeners in
+            guard listeners[key] == nil else { return false }
+            listeners[key] = listener
+            return true
+        }
+        guard added else {
+            throw Q2QNodeError("this node already listens as \(address) for '\(service)'")
+        }
+        do {
+            let acceptor = try await DirectPaths.bindAcceptor(host: configuration.listenHost, port: 0, listener: listener,
+                                                              group: group, logger: logger)
+            let connection = try await register(listener)
+            let supervisor = Task { [self] in await keepRegistered(listener, connection: connection) }
+            listener.attach(acceptor: acceptor, supervisor: supervisor)
+            return listener
+        } catch {
+            forget(listener)
+            throw error
+        }
+    }
+
+    private func register(_ listener: Q2QListener) async throws -> AMPConnection {
+        let connection = try await link(as: listener.identity, to: listener.address.domain)
+        do {
+            _ = try await connection.call(Listen.self, .init(from: listener.address, protocols: [listener.service],
+                                                             description: listener.description))
+        } catch let error as PresenceError {
+            throw Q2QNodeError("the presence server of \(listener.address.domain) refused listen: \(error.errorDescription)")
+        }
+        return connection
+    }
+
+    /// Renews the registration, and registers again (with backoff) whenever the
+    /// connection to the presence server is lost, until the listener closes.
+    private func keepRegistered(_ listener: Q2QListener, connection first: AMPConnection) async {
+        var connection: AMPConnection? = first
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled, !listener.isClosed {
+            if let current = connection {
+                let lost = await withTaskGroup(of: Bool.self) { group in
+                    group.addTask { await current.waitUntilClosed(); return true }
+                    group.addTask { [renew = configuration.renewInterval] in
+                        try? await Task.sleep(for: renew)
+                        return false
+                    }
+                    defer { group.cancelAll() }
+                    return await group.next()!
+                }
+                if Task.isCancelled { return }
+                if lost {
+                    connection = nil
+                    logger.info("lost the presence server; registering again", metadata: ["address": "\(listener.address)"])
+                } else {
+                    _ = try? await current.call(Listen.self, .init(from: listener.address, protocols: [listener.service],
+                                                                   description: listener.description))
+                    continue
+                }
+            }
+            do {
+                connection = try await register(listener)
+                backoff = .milliseconds(100)
+                logger.info("listening again", metadata: ["address": "\(listener.address)", "service": "\(listener.service)"])
+            } catch {
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, configuration.maximumBackoff)
+            }
+        }
+    }
+
+    func forget(_ listener: Q2QListener) {
+        listeners.withLock { listeners in
+            let key = ListenerKey(address: listener.address, service: listener.service)
+            if listeners[key] === listener { listeners[key] = nil }
+        }
+    }
+
+    /// Answers an `inbound` the presence server forwards: an offer per listener we
+    /// have for that address and service.
+    private func answerInbound(_ arguments: Inbound.Arguments, on connection: AMPConnection) throws -> Inbound.Response {
+        let listener = listeners.withLock { $0[ListenerKey(address: arguments.to, service: arguments.service)] }
+        guard let listener, !listener.isClosed else {
+            throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)' here")
+        }
+        guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection)) else {
+            throw ConnectionError.notFound("\(arguments.to)'s listener is not ready")
+        }
+        return Inbound.Response(listeners: [offer])
+    }
+
+    private func publishedHosts(seenOn connection: AMPConnection) -> [String] {
+        if let hosts = configuration.publishedHosts { return hosts }
+        let bound = configuration.listenHost
+        if bound != "0.0.0.0", bound != "::" { return [bound] }
+        return connection.localAddress?.ipAddress.map { [$0] } ?? ["127.0.0.1"]
+    }
+
+    // MARK: Connecting
+
+    /// Connects as `from` to `to`'s `service`: asks `to`'s presence server for its
+    /// listeners, then races their methods (most direct first, `stagger` apart). The
+    /// first path whose TLS handshake verifies `to` and whose listener id is accepted
+    /// wins; the others are closed.
+    public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
+        let identity = try await identity(from)
+        let connection = try await link(as: identity, to: to.domain)
+        let offers: [ListenerOffer]
+        do {
+            offers = try await connection.call(Inbound.self, .init(from: from, to: to, service: service)).listeners
+        } catch let error as ConnectionError {
+            throw Q2QNodeError(error.errorDescription)
+        }
+        guard let authority = await authority(for: to.domain) else {
+            throw Q2QNodeError("the CA of \(to.domain) is not pinned")
+        }
+        var attempts: [(rank: Int, attempt: MethodRacer<Q2QStream>.Attempt)] = []
+        for offer in offers {
+            for method in offer.methods where methods.allows(method) {
+                guard case .tcp(let address) = method else { continue }
+                let id = offer.identifier
+                attempts.append((0, .init(label: method.description) { [group, logger] in
+                    try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listenerID: id,
+                                               service: service, group: group, logger: logger)
+                }))
+            }
+        }
+        let ordered = attempts.enumerated().sorted { ($0.element.rank, $0.offset) < ($1.element.rank, $1.offset) }.map(\.element.attempt)
+        guard !ordered.isEmpty else {
+            let offered = offers.flatMap(\.methods).map(\.description).joined(separator: ", ")
+            throw Q2QNodeError("\(to) offers no method this connection may use (offered: \(offered))")
+        }
+        let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in try? await late.channel.channel.close() }
+        do {
+            let (stream, _) = try await racer.race(ordered)
+            logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])
+            return stream
+        } catch let failure as MethodRacer<Q2QStream>.AllFailed {
+            throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
+        }
+    }
+
+    /// Closes every listener and presence connection.
+    public func shutdown() async {
+        for listener in listeners.withLock({ Array($0.values) }) { await listener.close() }
+        await links.closeAll()
+    }
+}
+
+/// A node-side failure, worded for the person at the terminal.
+public struct Q2QNodeError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Secured connections to presence servers, one per (identity, domain): concurrent
+/// requests for one being made wait for the same attempt; a closed one is replaced.
+actor PresenceLinks {
+    private var links: [String: Task<AMPConnection, any Error>] = [:]
+
+    func connection(for key: String, make: @escaping @Sendable () async throws -> AMPConnection) async throws -> AMPConnection {
+        if let existing = links[key] {
+            if let connection = try? await existing.value, connection.channel.isActive { return connection }
+            if links[key] == existing { links[key] = nil }
+        }
+        if let current = links[key] { return try await current.value }
+        let task = Task { try await make() }
+        links[key] = task
+        do {
+            return try await task.value
+        } catch {
+            if links[key] == task { links[key] = nil }
+            throw error
+        }
+    }
+
+    func closeAll() async {
+        let all = links.values
+        links = [:]
+        for task in all { await (try? await task.value)?.close() }
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import NIOCore
+
+/// A mutually authenticated, end-to-end encrypted byte stream between two Q2Q
+/// addresses, whatever path it took. TLS 1.3 is already established and the peer's
+/// certificate verified against its domain's CA; reading and writing it moves
+/// plaintext.
+public struct Q2QStream: Sendable {
+    /// The stream, as NIO's async channel (`executeThenClose` to use it).
+    public let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    /// Our address on this stream.
+    public let local: Q2QAddress
+    /// The peer's address, as its verified certificate names it.
+    public let peer: Q2QAddress
+    public let service: String
+    /// The method that carried it, e.g. `tcp@192.0.2.7:41000`.
+    public let method: Q2QMethod
+}
+
+/// Which methods `connect` may use.
+public struct Q2QMethodPolicy: Sendable, Hashable {
+    /// Method names allowed, in no particular order; `nil` allows every known one.
+    public var allowed: Set<String>?
+
+    /// Every method the listener offers, most direct first.
+    public static let auto = Q2QMethodPolicy(allowed: nil)
+    public static let tcp = Q2QMethodPolicy(allowed: ["tcp"])
+
+    public init(allowed: Set<String>?) {
+        self.allowed = allowed
+    }
+
+    /// Parses `auto` or a comma-separated list of method names (`tcp`).
+    public init?(_ text: String) {
+        if text == "auto" {
+            self = .auto
+            return
+        }
+        let names = Set(text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        guard !names.isEmpty, names.isSubset(of: Self.supported) else { return nil }
+        self.init(allowed: names)
+    }
+
+    /// The methods this build can attempt.
+    public static let supported: Set<String> = ["tcp"]
+
+    func allows(_ method: Q2QMethod) -> Bool {
+        guard Self.supported.contains(method.name) else { return false }
+        return allowed?.contains(method.name) ?? true
+    }
+}

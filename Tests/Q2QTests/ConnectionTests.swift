@@ -1,0 +1,148 @@
+import AMP
+import Foundation
+import NIOCore
+import Q2Q
+import Testing
+
+/// A node with a registered identity, in its own home, using `domain`'s server.
+func makeNode(_ address: String, password: String = "pw", in domain: TestDomain,
+              configuration: Q2QNodeConfiguration = .init(listenHost: "127.0.0.1")) async throws -> Q2QNode {
+    let home = domain.directory.appendingPathComponent("home-\(address)-\(UUID().uuidString)")
+    let store = try SQLiteNodeStore(home: home)
+    try await store.setServer(domain.hostPort, for: "example.test")
+    let address = try Q2QAddress(address)
+    _ = try await domain.store.addUser(address, password: try PasswordHash(hashing: Array(password.utf8), logN: 10), now: Date())
+    _ = try await PresenceClient(store: store).register(address, password: Array(password.utf8))
+    return Q2QNode(store: store, configuration: configuration)
+}
+
+/// Echoes every stream the listener accepts until it closes.
+func echo(_ listener: Q2QListener) -> Task<Void, Never> {
+    Task {
+        await withDiscardingTaskGroup { group in
+            for await stream in listener.connections {
+                group.addTask {
+                    try? await stream.channel.executeThenClose { inbound, outbound in
+                        for try await buffer in inbound { try await outbound.write(buffer) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends `bytes` on a stream and reads the same number back.
+func roundTrip(_ stream: Q2QStream, _ bytes: [UInt8]) async throws -> [UInt8] {
+    try await stream.channel.executeThenClose { inbound, outbound in
+        async let sending: Void = {
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(offset + 65_536, bytes.count)
+                try await outbound.write(ByteBuffer(bytes: bytes[offset..<end]))
+                offset = end
+            }
+        }()
+        var received: [UInt8] = []
+        for try await buffer in inbound {
+            received += buffer.readableBytesView
+            if received.count >= bytes.count { break }
+        }
+        try await sending
+        return received
+    }
+}
+
+@Suite("Connections between nodes")
+struct ConnectionTests {
+    static let alice = try! Q2QAddress("alice@example.test")
+    static let bob = try! Q2QAddress("bob@example.test")
+
+    @Test("tcp: alice reaches bob's service over a verified TLS stream, byte-exact")
+    func directTCP() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo", description: "echo test")
+            let echoing = echo(listener)
+            #expect(domain.server.listenerCount == 1)
+
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+            #expect(stream.peer == Self.bob && stream.local == Self.alice)
+            guard case .tcp = stream.method else { Issue.record("method \(stream.method)"); return }
+            var generator = SystemRandomNumberGenerator()
+            let payload = (0..<1_000_000).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            #expect(try await roundTrip(stream, payload) == payload)
+
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("nobody listening: a clear NotFound")
+    func notFound() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            _ = try await makeNode("bob@example.test", in: domain)
+            let error = await #expect(throws: Q2QNodeError.self) {
+                try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+            }
+            #expect(error?.description == "bob@example.test is not listening for 'echo'")
+            await aliceNode.shutdown()
+        }
+    }
+
+    @Test("the listener re-registers within 5 s after the presence server restarts")
+    func serverRestart() async throws {
+        let domain = try await TestDomain.start()
+        let bobNode = try await makeNode("bob@example.test", in: domain)
+        let aliceNode = try await makeNode("alice@example.test", in: domain)
+        let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+        let echoing = echo(listener)
+        let port = domain.port
+        await domain.server.close()
+        let restarted = try await PresenceServer.start(
+            configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: port), store: domain.store)
+        let start = ContinuousClock.now
+        while restarted.listenerCount == 0, ContinuousClock.now - start < .seconds(5) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(restarted.listenerCount == 1, "not registered again after \(ContinuousClock.now - start)")
+        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+        #expect(try await roundTrip(stream, Array("after restart".utf8)) == Array("after restart".utf8))
+        await listener.close()
+        echoing.cancel()
+        await aliceNode.shutdown()
+        await bobNode.shutdown()
+        await restarted.close()
+        await domain.stop()
+    }
+
+    @Test("two listeners for one address are both offered, and either answers")
+    func twoListeners() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobHome = try await makeNode("bob@example.test", in: domain)
+            // bob's second device: same identity, another node.
+            let secondStore = try SQLiteNodeStore(home: domain.directory.appendingPathComponent("bob2"))
+            try await secondStore.setServer(domain.hostPort, for: "example.test")
+            _ = try await PresenceClient(store: secondStore).register(Self.bob, password: Array("pw".utf8))
+            let bobPhone = Q2QNode(store: secondStore, configuration: .init(listenHost: "127.0.0.1"))
+            let first = try await bobHome.listen(as: Self.bob, service: "echo")
+            let second = try await bobPhone.listen(as: Self.bob, service: "echo")
+            let echoes = [echo(first), echo(second)]
+            #expect(domain.server.listenerCount == 2)
+            // The first listener's port goes away: the second must still be reached.
+            await first.close()
+            try await Task.sleep(for: .milliseconds(100))
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+            #expect(try await roundTrip(stream, Array("hello".utf8)) == Array("hello".utf8))
+            await second.close()
+            for task in echoes { task.cancel() }
+            await aliceNode.shutdown()
+            await bobHome.shutdown()
+            await bobPhone.shutdown()
+        }
+    }
+}
