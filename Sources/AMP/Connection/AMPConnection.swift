@@ -102,6 +102,26 @@ public final class AMPConnection: Sendable {
         try await writable.futureResult.get()
     }
 
+    /// Queues a command that needs no answer and returns at once, without waiting for
+    /// the socket: for protocols multiplexed on AMP that do their own flow control
+    /// (watching ``isWritable`` and ``whenWritable()``). Commands queued from one event
+    /// loop or task go out in the order they were queued.
+    public func sendWithoutWaiting<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) throws {
+        let bytes = try request(command, arguments, tag: nil)
+        onLoop { $0.sendRequest(bytes, tag: nil, promise: nil) }
+    }
+
+    /// Whether the socket takes more bytes now (NIO's write watermarks).
+    public var isWritable: Bool { channel.isWritable }
+
+    /// Completes when the socket takes more bytes (at once if it does now), or fails
+    /// when the connection closes.
+    public func whenWritable() -> EventLoopFuture<Void> {
+        let writable = channel.eventLoop.makePromise(of: Void.self)
+        onLoop { $0.whenWritable(writable) }
+        return writable.futureResult
+    }
+
     /// Sends a StartTLS-style command and, once the peer answers, switches this
     /// connection to TLS with `configuration` (as the TLS client when this side made
     /// the TCP connection, else as the server). Returns when the handshake has

@@ -1,6 +1,7 @@
 import AMP
 import Foundation
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// Incoming streams for one address and service. Created by ``Q2QNode/listen(as:service:description:)``;
@@ -45,6 +46,23 @@ public final class Q2QListener: Sendable {
         }
     }
 
+    private let tls = Mutex<NIOSSLContext?>(nil)
+
+    /// The TLS server context presenting our identity (made once).
+    func tlsContext() throws -> NIOSSLContext {
+        try tls.withLock { context in
+            if let context { return context }
+            let made = try NIOSSLContext(configuration: try identity.tlsConfiguration(server: true, verifyingPeer: true))
+            context = made
+            return made
+        }
+    }
+
+    /// Whether `id` is an unexpired id we handed out (not consumed: the path claims it).
+    func hasPendingClaim(_ id: String, now: Date = Date()) -> Bool {
+        state.withLock { ($0.pending[id]?.expires).map { $0 > now } ?? false }
+    }
+
     /// The port of the direct (`tcp@`) path.
     var port: Int? { state.withLock { $0.acceptor?.localAddress?.port } }
 
@@ -73,10 +91,10 @@ public final class Q2QListener: Sendable {
         guard let claim, claim.expires > now, claim.from == peer else {
             throw ConnectionError.noSuchConnection("no connection '\(id.prefix(64))' for \(peer)")
         }
-        let local = connection.localAddress.flatMap(HostPort.init)
+        let method: Q2QMethod = connection.channel is VirtualChannel ? .virtual
+            : connection.localAddress.flatMap(HostPort.init).map(Q2QMethod.tcp) ?? .unknown("tcp")
         let stream: @Sendable (NIOAsyncChannel<ByteBuffer, ByteBuffer>) -> Q2QStream = { [address, service] channel in
-            Q2QStream(channel: channel, local: address, peer: peer, service: service,
-                      method: local.map(Q2QMethod.tcp) ?? .unknown("tcp"))
+            Q2QStream(channel: channel, local: address, peer: peer, service: service, method: method)
         }
         let continuation = self.continuation
         return (AMPEmpty(), { channel in

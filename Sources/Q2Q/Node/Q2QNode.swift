@@ -46,6 +46,8 @@ public final class Q2QNode: Sendable {
     let logger: Logger
     private let links = PresenceLinks()
     private let listeners = Mutex<[ListenerKey: Q2QListener]>([:])
+    /// The virtual channels of each presence connection.
+    private let multiplexers = Mutex<[ObjectIdentifier: VirtualChannelMultiplexer]>([:])
 
     struct ListenerKey: Hashable {
         var address: Q2QAddress
@@ -87,11 +89,91 @@ public final class Q2QNode: Sendable {
             responders.register(Inbound.self) { [self] arguments, context in
                 try answerInbound(arguments, on: context.connection)
             }
+            responders.registerImmediate(Virtual.self) { [self] arguments, context in
+                try acceptRelayed(arguments, on: context.connection)
+            }
+            responders.registerImmediate(Write.self) { [self] arguments, context in
+                multiplexer(for: context.connection).receivedWrite(arguments.id, arguments.body.buffer)
+                return AMPEmpty()
+            }
+            responders.registerImmediate(Close.self) { [self] arguments, context in
+                multiplexer(for: context.connection).receivedClose(arguments.id)
+                return AMPEmpty()
+            }
+            responders.registerImmediate(Choke.self) { [self] arguments, context in
+                multiplexer(for: context.connection).receivedChoke(arguments.id, choked: true)
+                return AMPEmpty()
+            }
+            responders.registerImmediate(Unchoke.self) { [self] arguments, context in
+                multiplexer(for: context.connection).receivedChoke(arguments.id, choked: false)
+                return AMPEmpty()
+            }
             let server = try await client.server(for: domain)
             return try await client.withNewConnection(to: server, responders: responders) { connection in
                 let authority = try await client.identify(domain, on: connection)
                 try await client.secure(connection, domain: domain, authority: authority, as: identity)
             }
+        }
+    }
+
+    /// The multiplexer of a presence connection (made on first use; its channels close
+    /// with the connection).
+    func multiplexer(for connection: AMPConnection) -> VirtualChannelMultiplexer {
+        let id = ObjectIdentifier(connection)
+        let (multiplexer, isNew) = multiplexers.withLock { multiplexers in
+            if let existing = multiplexers[id] { return (existing, false) }
+            let made = VirtualChannelMultiplexer(connection: connection, madeTheConnection: true)
+            multiplexers[id] = made
+            return (made, true)
+        }
+        if isNew {
+            connection.channel.closeFuture.whenComplete { [self] _ in
+                multiplexer.connectionClosed()
+                _ = multiplexers.withLock { $0.removeValue(forKey: id) }
+            }
+        }
+        return multiplexer
+    }
+
+    /// The presence server relays a channel to one of our listeners: `id` is the
+    /// server's, `listener` an id we offered. The channel then runs ``PathHandshake``.
+    private func acceptRelayed(_ arguments: Virtual.Arguments, on connection: AMPConnection) throws -> AMPEmpty {
+        guard let listenerID = arguments.listenerID,
+              let listener = listeners.withLock({ $0.values.first { $0.hasPendingClaim(listenerID) } }) else {
+            throw ConnectionError.notFound("no listener here offered '\(arguments.listenerID?.prefix(64) ?? "")'")
+        }
+        let mux = multiplexer(for: connection)
+        guard let channel = mux.acceptChannel(id: arguments.id) else {
+            throw ConnectionError.notFound("virtual channel id \(arguments.id) is not a free id of the server's")
+        }
+        do {
+            try PathHandshake.installAcceptor(on: channel, for: listener, tls: try listener.tlsContext(), logger: logger)
+        } catch {
+            channel.remoteClosed()
+            throw error
+        }
+        channel.activate()
+        return AMPEmpty()
+    }
+
+    /// The relay attempt: a virtual channel through the presence server to the node
+    /// that offered `listenerID`, then ``PathHandshake``.
+    private func dialRelayed(over connection: AMPConnection, listenerID: String, as identity: Q2QIdentity,
+                             peer: Q2QAddress, authority: Q2QCertificate, service: String) async throws -> Q2QStream {
+        let mux = multiplexer(for: connection)
+        let channel = try await connection.channel.eventLoop.submit { mux.makeChannel() }.get()
+        return try await withTaskCancellationHandler {
+            do {
+                _ = try await connection.call(Virtual.self, .init(id: channel.id, listener: listenerID))
+            } catch {
+                channel.eventLoop.execute { channel.remoteClosed() }
+                throw error
+            }
+            try await channel.eventLoop.submit { channel.activate() }.get()
+            return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
+                                                 listenerID: listenerID, service: service, method: .virtual, logger: logger)
+        } onCancel: {
+            channel.close(promise: nil)
         }
     }
 
@@ -220,13 +302,22 @@ public final class Q2QNode: Sendable {
         }
         var attempts: [(rank: Int, attempt: MethodRacer<Q2QStream>.Attempt)] = []
         for offer in offers {
+            let id = offer.identifier
             for method in offer.methods where methods.allows(method) {
-                guard case .tcp(let address) = method else { continue }
-                let id = offer.identifier
-                attempts.append((0, .init(label: method.description) { [group, logger] in
-                    try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listenerID: id,
-                                               service: service, group: group, logger: logger)
-                }))
+                switch method {
+                case .tcp(let address):
+                    attempts.append((0, .init(label: method.description) { [group, logger] in
+                        try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listenerID: id,
+                                                   service: service, group: group, logger: logger)
+                    }))
+                case .virtual:
+                    attempts.append((3, .init(label: "relay") { [self] in
+                        try await dialRelayed(over: connection, listenerID: id, as: identity, peer: to,
+                                              authority: authority, service: service)
+                    }))
+                default:
+                    continue
+                }
             }
         }
         let ordered = attempts.enumerated().sorted { ($0.element.rank, $0.offset) < ($1.element.rank, $1.offset) }.map(\.element.attempt)

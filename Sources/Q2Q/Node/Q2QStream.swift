@@ -25,24 +25,29 @@ public struct Q2QMethodPolicy: Sendable, Hashable {
     /// Every method the listener offers, most direct first.
     public static let auto = Q2QMethodPolicy(allowed: nil)
     public static let tcp = Q2QMethodPolicy(allowed: ["tcp"])
+    /// Through the presence server only.
+    public static let relay = Q2QMethodPolicy(allowed: ["virtual"])
 
     public init(allowed: Set<String>?) {
         self.allowed = allowed
     }
 
-    /// Parses `auto` or a comma-separated list of method names (`tcp`).
+    /// Parses `auto` or a comma-separated list of method names (`tcp`, `relay`).
     public init?(_ text: String) {
         if text == "auto" {
             self = .auto
             return
         }
-        let names = Set(text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        let names = Set(text.split(separator: ",").map { name -> String in
+            let trimmed = name.trimmingCharacters(in: .whitespaces)
+            return trimmed == "relay" ? "virtual" : trimmed
+        })
         guard !names.isEmpty, names.isSubset(of: Self.supported) else { return nil }
         self.init(allowed: names)
     }
 
     /// The methods this build can attempt.
-    public static let supported: Set<String> = ["tcp"]
+    public static let supported: Set<String> = ["tcp", "virtual"]
 
     func allows(_ method: Q2QMethod) -> Bool {
         guard Self.supported.contains(method.name) else { return false }

@@ -26,6 +26,25 @@ extension PresenceServer {
         responders.register(Inbound.self) { [self] arguments, context in
             try await inbound(arguments, session: session, context: context)
         }
+        responders.register(Virtual.self) { [self] arguments, context in
+            try await openRelay(arguments, session: session, context: context)
+        }
+        responders.registerImmediate(Write.self) { [relay] arguments, context in
+            relay.write(from: context.connection, id: arguments.id, body: arguments.body)
+            return AMPEmpty()
+        }
+        responders.registerImmediate(Close.self) { [relay] arguments, context in
+            relay.close(from: context.connection, id: arguments.id)
+            return AMPEmpty()
+        }
+        responders.registerImmediate(Choke.self) { [relay] arguments, context in
+            relay.choke(from: context.connection, id: arguments.id, choked: true)
+            return AMPEmpty()
+        }
+        responders.registerImmediate(Unchoke.self) { [relay] arguments, context in
+            relay.choke(from: context.connection, id: arguments.id, choked: false)
+            return AMPEmpty()
+        }
         responders.registerImmediate(WhoAmI.self) { _, context in
             guard let remote = context.remoteAddress, let address = HostPort(remote) else {
                 throw PresenceError.verifyError("the caller's address is unknown")
@@ -178,6 +197,7 @@ extension PresenceServer {
         }
         let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
         let timeout = configuration.inboundTimeout
+        let relay = self.relay
         // Ask every listening node at once; one that does not answer in time is left out.
         let offers = await withTaskGroup(of: [ListenerOffer].self) { group in
             for registration in registrations {
@@ -187,12 +207,15 @@ extension PresenceServer {
                     }) else { return [] }
                     return answer.listeners.map { offer in
                         var offer = offer
-                        // The listener's certificate as this server verified it; `virtual`
-                        // from a node would mean a channel to this server, so it is dropped.
+                        // The listener's certificate as this server verified it. `virtual`
+                        // from a node would mean a channel to this server; ours instead
+                        // relays to that node, so it is offered last, after direct methods.
                         offer.certificate = registration.certificate
                         offer.methods.removeAll { $0 == .virtual }
+                        offer.methods.append(.virtual)
+                        relay.remember(offer: offer.identifier, from: registration.connection, now: Date())
                         return offer
-                    }.filter { !$0.methods.isEmpty }
+                    }
                 }
             }
             return await group.reduce(into: [ListenerOffer]()) { $0 += $1 }
@@ -201,5 +224,41 @@ extension PresenceServer {
             throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
         }
         return Inbound.Response(listeners: offers)
+    }
+
+    /// `virtual` with a listener id: open a channel on the connection of the node that
+    /// offered that id, and splice the two.
+    func openRelay(_ arguments: Virtual.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> AMPEmpty {
+        guard session.authenticated != nil else {
+            throw ConnectionError.notFound("relayed channels need a connection secured with your certificate")
+        }
+        guard let listenerID = arguments.listenerID else {
+            throw ConnectionError.notFound("this server hosts no services of its own: virtual needs a listener id")
+        }
+        let caller = context.connection
+        // The caller made its TCP connection, so its ids are positive.
+        guard arguments.id > 0, !relay.isInUse(caller, arguments.id) else {
+            throw ConnectionError.notFound("virtual channel id \(arguments.id) is not a free id of yours")
+        }
+        guard let target = relay.offeringConnection(for: listenerID, now: Date()) else {
+            throw ConnectionError.notFound("no listener '\(listenerID.prefix(64))' to relay to (unknown or expired)")
+        }
+        let targetID = relayNumbers.withLock { numbers in
+            let next = (numbers[ObjectIdentifier(target)] ?? 0) - 1
+            numbers[ObjectIdentifier(target)] = next
+            return next
+        }
+        guard relay.splice(caller, arguments.id, with: target, targetID) else {
+            throw ConnectionError.notFound("virtual channel id \(arguments.id) is in use")
+        }
+        do {
+            _ = try await withTimeout(configuration.inboundTimeout, "relaying a channel") {
+                try await target.call(Virtual.self, .init(id: targetID, listener: listenerID))
+            }
+        } catch {
+            relay.close(from: caller, id: arguments.id)
+            throw ConnectionError.notFound("the listener did not take the relayed channel: \(error)")
+        }
+        return AMPEmpty()
     }
 }

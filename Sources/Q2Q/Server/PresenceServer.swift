@@ -27,6 +27,8 @@ public struct PresenceServerConfiguration: Sendable {
     public var listenLifetime: TimeInterval
     /// How long the server waits for a listening node to answer a forwarded `inbound`.
     public var inboundTimeout: Duration
+    /// Sees every body the relay forwards (for tests that check only ciphertext passes).
+    public var relayObserver: (@Sendable (ByteBuffer) -> Void)?
 
     public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -41,6 +43,7 @@ public struct PresenceServerConfiguration: Sendable {
         self.failedSignsPerHour = failedSignsPerHour
         self.listenLifetime = listenLifetime
         self.inboundTimeout = inboundTimeout
+        self.relayObserver = nil
     }
 }
 
@@ -59,6 +62,10 @@ public final class PresenceServer: Sendable {
     let registrations: Mutex<RateLimiter>
     let failedSigns: Mutex<RateLimiter>
     let listeners: ListenerRegistry
+    let relay: RelayTable
+    /// The next relay channel number per node connection (ours are negative there:
+    /// the server accepted those connections).
+    let relayNumbers = Mutex<[ObjectIdentifier: Int]>([:])
 
     private init(configuration: PresenceServerConfiguration, store: any PresenceStore,
                  authorities: [String: DomainAuthority], logger: Logger) {
@@ -69,6 +76,7 @@ public final class PresenceServer: Sendable {
         self.registrations = Mutex(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
         self.failedSigns = Mutex(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
         self.listeners = ListenerRegistry(lifetime: configuration.listenLifetime)
+        self.relay = RelayTable(observer: configuration.relayObserver)
     }
 
     /// Loads (or, on first start, creates) each domain's CA, then listens.
@@ -109,6 +117,9 @@ public final class PresenceServer: Sendable {
     /// The CA of `domain`, if served here.
     public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
 
+    /// How many relayed channels are open.
+    public var relayedChannelCount: Int { relay.count }
+
     /// How many listen registrations are live.
     public var listenerCount: Int { listeners.count }
 
@@ -117,6 +128,8 @@ public final class PresenceServer: Sendable {
         connections.withLock { $0[id] = connection }
         connection.channel.closeFuture.whenComplete { [self] _ in
             _ = connections.withLock { $0.removeValue(forKey: id) }
+            _ = relayNumbers.withLock { $0.removeValue(forKey: id) }
+            relay.connectionClosed(connection)
         }
     }
 

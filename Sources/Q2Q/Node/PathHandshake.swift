@@ -1,0 +1,59 @@
+import AMP
+import Logging
+import NIOCore
+import NIOSSL
+
+/// What runs on every new path — a direct TCP connection or a relayed virtual
+/// channel — before the application gets it: TLS 1.3 with both Q2Q certificates
+/// verified, then AMP inside TLS carrying `Retrieve-Connection` with the listener id;
+/// its answer hands the path to the application. (The original spoke AMP in clear on
+/// direct paths and the listener id was the only credential.)
+enum PathHandshake {
+    /// The listening side's pipeline. Call on the channel's event loop.
+    static func installAcceptor(on channel: any Channel, for listener: Q2QListener, tls: NIOSSLContext, logger: Logger) throws {
+        let verification = Q2QPeerVerifier.verifyingClaimedAddress(authority: { [node = listener.node] domain in
+            await node.authority(for: domain)
+        })
+        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls, customVerificationCallback: verification))
+        var responders = AMPResponders()
+        responders.registerProtocolSwitch(RetrieveConnection.self) { arguments, context in
+            try await listener.claim(arguments.text, on: context.connection)
+        }
+        responders.registerImmediate(WhoAmI.self) { _, context in
+            guard let remote = context.remoteAddress.flatMap(HostPort.init) else {
+                throw ConnectionError.verifyError("the caller's address is unknown")
+            }
+            return WhoAmI.Response(address: remote)
+        }
+        _ = try AMPConnection.install(on: channel, responders: responders, isTCPServer: true, logger: logger)
+    }
+
+    /// The connecting side: TLS as `identity` expecting `peer` (verified against
+    /// `authority`), then the claim of `listenerID`. Closes the path on failure.
+    static func claim(on channel: any Channel, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
+                      listenerID: String, service: String, method: Q2QMethod, logger: Logger) async throws -> Q2QStream {
+        do {
+            let tls = try NIOSSLContext(configuration: try identity.tlsConfiguration(server: false, verifyingPeer: true))
+            let verification = Q2QPeerVerifier(expected: peer, authority: authority).tlsVerification
+            let connection = try await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.addHandler(
+                    try NIOSSLClientHandler(context: tls, serverHostname: nil, customVerificationCallback: verification))
+                return try AMPConnection.install(on: channel, responders: AMPResponders(), isTCPServer: false, logger: logger)
+            }.get()
+            let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
+            do {
+                _ = try await connection.switchProtocol(RetrieveConnection.self, .init(identifier: listenerID)) { channel in
+                    handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                }
+            } catch {
+                handoff.fail(error)
+                throw error
+            }
+            return Q2QStream(channel: try await handoff.futureResult.get(), local: identity.address, peer: peer,
+                             service: service, method: method)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+}

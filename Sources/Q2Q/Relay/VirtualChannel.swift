@@ -1,0 +1,267 @@
+import NIOCore
+import Synchronization
+
+/// One end of a virtual channel: a NIO `Channel` whose bytes travel as `write` boxes
+/// on a parent AMP connection, so TLS and any application pipeline run on it exactly
+/// as on a TCP socket. Modelled on swift-nio-ssh's child channels.
+///
+/// Flow control (the original's Choke/Unchoke, reactive): bytes that arrive while the
+/// pipeline has not asked to read are held; past `chokeThreshold` the peer is sent
+/// `Choke`, and `Unchoke` once they are read. Writes go to the parent while the peer
+/// has not choked us and the parent socket takes more; otherwise they wait here, and
+/// the channel reports itself not writable past `writeBufferHigh`.
+///
+/// All state is confined to the parent's event loop.
+final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
+    let id: Int
+    let eventLoop: any EventLoop
+    let allocator: ByteBufferAllocator
+    let parent: (any Channel)?
+    private let multiplexer: VirtualChannelMultiplexer
+    private var _pipeline: ChannelPipeline!
+    private let closePromise: EventLoopPromise<Void>
+    private let writable = Atomic<Bool>(true)
+    private let active = Atomic<Bool>(false)
+
+    static let chokeThreshold = 256 * 1024
+    static let unchokeThreshold = 64 * 1024
+    static let writeBufferHigh = 256 * 1024
+    static let writeBufferLow = 64 * 1024
+    /// The largest `body` one `write` box may carry.
+    static let maximumBody = 65_535
+
+    private var autoRead = true
+    private var readRequested = false
+    private var pendingReads = CircularBuffer<ByteBuffer>()
+    private var pendingReadBytes = 0
+    private var chokedPeer = false
+    private var chokedByPeer = false
+    private var pendingWrites = MarkedCircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 8)
+    private var pendingWriteBytes = 0
+    private var closed = false
+
+    init(id: Int, multiplexer: VirtualChannelMultiplexer, parent: any Channel) {
+        self.id = id
+        self.multiplexer = multiplexer
+        self.parent = parent
+        self.eventLoop = parent.eventLoop
+        self.allocator = parent.allocator
+        self.closePromise = parent.eventLoop.makePromise()
+        self._pipeline = ChannelPipeline(channel: self)
+    }
+
+    // MARK: Channel
+
+    var closeFuture: EventLoopFuture<Void> { closePromise.futureResult }
+    var pipeline: ChannelPipeline { _pipeline }
+    var localAddress: SocketAddress? { parent?.localAddress }
+    var remoteAddress: SocketAddress? { parent?.remoteAddress }
+    var isWritable: Bool { writable.load(ordering: .relaxed) }
+    var isActive: Bool { active.load(ordering: .relaxed) }
+    var _channelCore: any ChannelCore { self }
+    var syncOptions: (any NIOSynchronousChannelOptions)? { self }
+
+    func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) -> EventLoopFuture<Void> {
+        if eventLoop.inEventLoop {
+            return eventLoop.makeCompletedFuture { try setOption0(option, value: value) }
+        }
+        return eventLoop.submit { try self.setOption0(option, value: value) }
+    }
+
+    func getOption<Option: ChannelOption>(_ option: Option) -> EventLoopFuture<Option.Value> {
+        if eventLoop.inEventLoop {
+            return eventLoop.makeCompletedFuture { try getOption0(option) }
+        }
+        return eventLoop.submit { try self.getOption0(option) }
+    }
+
+    private func setOption0<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
+        eventLoop.preconditionInEventLoop()
+        switch option {
+        case _ as ChannelOptions.Types.AutoReadOption:
+            autoRead = value as! Bool
+            if autoRead { read() }
+        default:
+            throw ChannelError.operationUnsupported
+        }
+    }
+
+    private func getOption0<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
+        eventLoop.preconditionInEventLoop()
+        switch option {
+        case _ as ChannelOptions.Types.AutoReadOption: return autoRead as! Option.Value
+        case _ as ChannelOptions.Types.AllowRemoteHalfClosureOption: return false as! Option.Value
+        default: throw ChannelError.operationUnsupported
+        }
+    }
+
+    // MARK: ChannelCore
+
+    func localAddress0() throws -> SocketAddress {
+        guard let address = localAddress else { throw ChannelError.operationUnsupported }
+        return address
+    }
+
+    func remoteAddress0() throws -> SocketAddress {
+        guard let address = remoteAddress else { throw ChannelError.operationUnsupported }
+        return address
+    }
+
+    func register0(promise: EventLoopPromise<Void>?) { promise?.succeed() }
+    func registerAlreadyConfigured0(promise: EventLoopPromise<Void>?) { promise?.succeed() }
+    func bind0(to: SocketAddress, promise: EventLoopPromise<Void>?) { promise?.fail(ChannelError.operationUnsupported) }
+    func connect0(to: SocketAddress, promise: EventLoopPromise<Void>?) { promise?.fail(ChannelError.operationUnsupported) }
+    func triggerUserOutboundEvent0(_ event: Any, promise: EventLoopPromise<Void>?) { promise?.fail(ChannelError.operationUnsupported) }
+    func channelRead0(_ data: NIOAny) {}
+    func errorCaught0(error: any Error) {}
+
+    func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !closed else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        let buffer = unwrapData(data, as: ByteBuffer.self)
+        pendingWrites.append((buffer, promise))
+        pendingWriteBytes += buffer.readableBytes
+        updateWritability()
+    }
+
+    func flush0() {
+        pendingWrites.mark()
+        deliverWrites()
+    }
+
+    func read0() {
+        guard !closed else { return }
+        if pendingReads.isEmpty {
+            readRequested = true
+        } else {
+            deliverReads()
+        }
+    }
+
+    func close0(error: any Error, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all else {
+            promise?.fail(ChannelError.operationUnsupported)
+            return
+        }
+        guard !closed else {
+            promise?.fail(ChannelError.alreadyClosed)
+            return
+        }
+        // Whatever was flushed goes out before the close.
+        deliverWrites(ignoringFlowControl: true)
+        multiplexer.sendClose(id)
+        finishClose()
+        promise?.succeed()
+    }
+
+    // MARK: Driven by the multiplexer
+
+    /// The channel exists at both ends: start the pipeline.
+    func activate() {
+        active.store(true, ordering: .relaxed)
+        pipeline.fireChannelRegistered()
+        pipeline.fireChannelActive()
+        if autoRead { pipeline.read() }
+    }
+
+    func received(_ body: ByteBuffer) {
+        guard !closed else { return }
+        pendingReads.append(body)
+        pendingReadBytes += body.readableBytes
+        if readRequested {
+            deliverReads()
+        } else if !chokedPeer, pendingReadBytes > Self.chokeThreshold {
+            chokedPeer = true
+            multiplexer.sendChoke(id, choked: true)
+        }
+    }
+
+    func peerChoked(_ choked: Bool) {
+        chokedByPeer = choked
+        deliverWrites()
+        updateWritability()
+    }
+
+    func parentWritabilityChanged() {
+        deliverWrites()
+        updateWritability()
+    }
+
+    /// The peer closed the channel, or the parent connection is gone.
+    func remoteClosed() {
+        guard !closed else { return }
+        finishClose()
+    }
+
+    // MARK: Internals
+
+    private func deliverReads() {
+        readRequested = false
+        while let buffer = pendingReads.popFirst() {
+            pendingReadBytes -= buffer.readableBytes
+            pipeline.fireChannelRead(buffer)
+        }
+        pipeline.fireChannelReadComplete()
+        if chokedPeer, !closed, pendingReadBytes < Self.unchokeThreshold {
+            chokedPeer = false
+            multiplexer.sendChoke(id, choked: false)
+        }
+        if autoRead, !closed { pipeline.read() }
+    }
+
+    private func deliverWrites(ignoringFlowControl: Bool = false) {
+        while pendingWrites.hasMark, ignoringFlowControl || (!chokedByPeer && multiplexer.parentIsWritable),
+              let (buffer, promise) = pendingWrites.popFirst() {
+            pendingWriteBytes -= buffer.readableBytes
+            var rest = buffer
+            while rest.readableBytes > 0 {
+                let chunk = rest.readSlice(length: min(rest.readableBytes, Self.maximumBody))!
+                multiplexer.sendWrite(id, chunk)
+            }
+            promise?.succeed()
+        }
+        if pendingWrites.hasMark, !chokedByPeer, !multiplexer.parentIsWritable {
+            multiplexer.notifyWhenParentWritable()
+        }
+        updateWritability()
+    }
+
+    private func updateWritability() {
+        let wasWritable = isWritable
+        let nowWritable = !closed && !chokedByPeer
+            && pendingWriteBytes < (wasWritable ? Self.writeBufferHigh : Self.writeBufferLow)
+        if nowWritable != wasWritable {
+            writable.store(nowWritable, ordering: .relaxed)
+            pipeline.fireChannelWritabilityChanged()
+        }
+    }
+
+    private func finishClose() {
+        closed = true
+        // Bytes that arrived before the close are still the application's.
+        if !pendingReads.isEmpty { deliverReads() }
+        while let (_, promise) = pendingWrites.popFirst() { promise?.fail(ChannelError.ioOnClosedChannel) }
+        pendingWriteBytes = 0
+        active.store(false, ordering: .relaxed)
+        writable.store(false, ordering: .relaxed)
+        pipeline.fireChannelInactive()
+        pipeline.fireChannelUnregistered()
+        eventLoop.execute { [self] in
+            removeHandlers(pipeline: pipeline)
+            closePromise.succeed()
+            multiplexer.remove(id)
+        }
+    }
+}
+
+extension VirtualChannel: NIOSynchronousChannelOptions {
+    func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
+        try setOption0(option, value: value)
+    }
+
+    func getOption<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
+        try getOption0(option)
+    }
+}

@@ -1,0 +1,153 @@
+import AMP
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import Q2Q
+import Testing
+
+@Suite("Relayed connections (virtual channels through the presence server)")
+struct RelayTests {
+    static let alice = try! Q2QAddress("alice@example.test")
+    static let bob = try! Q2QAddress("bob@example.test")
+
+    /// What the relay forwarded: how many bytes, and the first 8 MiB of them.
+    struct Forwarded {
+        var count = 0
+        var bytes: [UInt8] = []
+    }
+
+    /// A domain whose relay reports every body it forwards.
+    static func withObservedDomain(_ body: (TestDomain, NIOLockedValueBox<Forwarded>) async throws -> Void) async throws {
+        let forwarded = NIOLockedValueBox(Forwarded())
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-relay-\(UUID().uuidString)")
+        let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
+        var configuration = PresenceServerConfiguration(domains: ["example.test"], host: "127.0.0.1", port: 0)
+        configuration.relayObserver = { buffer in
+            forwarded.withLockedValue { forwarded in
+                forwarded.count += buffer.readableBytes
+                if forwarded.bytes.count < 8 << 20 { forwarded.bytes += buffer.readableBytesView }
+            }
+        }
+        let server = try await PresenceServer.start(configuration: configuration, store: store)
+        let domain = TestDomain(directory: directory, store: store, server: server)
+        do {
+            try await body(domain, forwarded)
+            await domain.stop()
+        } catch {
+            await domain.stop()
+            throw error
+        }
+    }
+
+    @Test("relay: byte-exact, and the server forwards only TLS records, never the plaintext")
+    func relayCarriesCiphertext() async throws {
+        try await Self.withObservedDomain { domain, forwarded in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let echoing = echo(listener)
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .relay)
+            #expect(stream.method == .virtual && stream.peer == Self.bob)
+            let marker = Array("THE-PLAINTEXT-MARKER-".utf8)
+            var payload: [UInt8] = []
+            while payload.count < 1_000_000 { payload += marker + Array(String(payload.count).utf8) }
+            #expect(try await roundTrip(stream, payload) == payload)
+
+            let seen = forwarded.withLockedValue { $0.bytes }
+            #expect(seen.count > 2 * payload.count)             // both directions went through the relay
+            #expect(seen.first == 0x16)                          // a TLS handshake record opens the stream
+            #expect(!seen.contains(subsequence: marker))
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("auto: a listener whose tcp port cannot be reached is reached by the relay")
+    func relayWhenTCPBlocked() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            // bob publishes 127.0.0.2, where nothing listens: as if a firewall refused it.
+            let bobNode = try await makeNode("bob@example.test", in: domain,
+                                             configuration: .init(listenHost: "127.0.0.1", publishedHosts: ["127.0.0.2"]))
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let echoing = echo(listener)
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+            #expect(stream.method == .virtual)
+            #expect(try await roundTrip(stream, Array("through the relay".utf8)) == Array("through the relay".utf8))
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("racing: the loser is closed, and no relayed channel is left behind")
+    func loserReleased() async throws {
+        try await withDomain { domain in
+            let both = Q2QNodeConfiguration(listenHost: "127.0.0.1", stagger: .zero)
+            let aliceNode = try await makeNode("alice@example.test", in: domain, configuration: both)
+            let bobNode = try await makeNode("bob@example.test", in: domain, configuration: both)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let echoing = echo(listener)
+            for round in 0..<5 {
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+                let text = Array("round \(round)".utf8)
+                #expect(try await roundTrip(stream, text) == text)
+            }
+            // Every stream is closed; losers were closed when their race ended.
+            let deadline = ContinuousClock.now + .seconds(5)
+            while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(domain.server.relayedChannelCount == 0)
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("a receiver that does not read chokes the sender through the relay; nothing is lost")
+    func slowReceiverChokesSender() async throws {
+        try await Self.withObservedDomain { domain, forwarded in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "sink")
+            let total = 128 * 1024 * 1024
+            let startReading = NIOLockedValueBox(false)
+            let received = Task { () -> Int in
+                var iterator = listener.connections.makeAsyncIterator()
+                guard let stream = await iterator.next() else { return -1 }
+                while !startReading.withLockedValue({ $0 }) { try? await Task.sleep(for: .milliseconds(20)) }
+                return (try? await stream.channel.executeThenClose { inbound, _ in
+                    var count = 0
+                    for try await buffer in inbound {
+                        count += buffer.readableBytes
+                        if count >= total { break }
+                    }
+                    return count
+                }) ?? -2
+            }
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "sink", methods: .relay)
+            let sender = Task {
+                try await stream.channel.executeThenClose { _, outbound in
+                    let chunk = ByteBuffer(repeating: 0x5A, count: 64 * 1024)
+                    for _ in 0..<(total / chunk.readableBytes) { try await outbound.write(chunk) }
+                }
+            }
+            // While bob reads nothing, what crosses the relay is what was in flight when
+            // his node choked the channel (socket buffers), not the 128 MiB alice offers.
+            try await Task.sleep(for: .seconds(2))
+            let crossedBeforeReading = forwarded.withLockedValue { $0.count }
+            #expect(crossedBeforeReading < 48 * 1024 * 1024, "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing")
+            startReading.withLockedValue { $0 = true }
+            #expect(await received.value == total)
+            try await sender.value
+            await listener.close()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+}
