@@ -64,6 +64,27 @@ struct RelayTests {
         }
     }
 
+    @Test("heavy traffic both ways at once through the relay does not deadlock")
+    func bothWaysAtOnce() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let echoing = echo(listener)
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .relay)
+            // Both links carry a full stream each way: their sockets fill in both
+            // directions, which once made both ends stop reading.
+            let block = (0..<65_521).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let payload = Array((0..<256).map { _ in block }.joined())
+            let echoed = try await withTimeout(seconds: 60) { try await roundTrip(stream, payload) }
+            #expect(echoed == payload)
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
     @Test("auto: a listener whose tcp port cannot be reached is reached by the relay")
     func relayWhenTCPBlocked() async throws {
         try await withDomain { domain in
@@ -150,4 +171,25 @@ struct RelayTests {
             await bobNode.shutdown()
         }
     }
+}
+
+/// Fails the test instead of hanging it.
+func withTimeout<T: Sendable>(seconds: Int, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let result = try await group.next()!  else {
+            throw TestTimeout(seconds: seconds)
+        }
+        return result
+    }
+}
+
+struct TestTimeout: Error, CustomStringConvertible {
+    var seconds: Int
+    var description: String { "timed out after \(seconds) s" }
 }

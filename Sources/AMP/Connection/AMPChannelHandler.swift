@@ -82,6 +82,12 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// stops until they are dispatched, so this holds at most one read's worth.
     private var queuedRequests = CircularBuffer<(command: String, box: AMPBox, tag: ByteBuffer?)>()
     private var readHeld = false
+    /// Answers written since the socket last had room. Reading stops only once a few
+    /// answers pile up unsent: input that produces no output (no-answer commands, answers
+    /// to our calls) is always read, so two peers streaming to each other cannot both
+    /// stop reading and wait on each other forever.
+    private var answersWhileUnwritable = 0
+    private static let answersAllowedWhileUnwritable = 64
     private var flushScheduled = false
     private var inChannelRead = false
     private var writabilityWaiters: [EventLoopPromise<Void>] = []
@@ -139,6 +145,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
+            answersWhileUnwritable = 0
             let waiters = writabilityWaiters
             writabilityWaiters = []
             waiters.forEach { $0.succeed() }
@@ -151,17 +158,21 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Backpressure: while the peer has many requests in progress, or our answers are
         // not draining, stop reading so that nothing accumulates without bound.
         if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty
-            || !context.channel.isWritable {
+            || answersBackedUp(context) {
             readHeld = true
         } else {
             context.read()
         }
     }
 
+    private func answersBackedUp(_ context: ChannelHandlerContext) -> Bool {
+        !context.channel.isWritable && answersWhileUnwritable >= Self.answersAllowedWhileUnwritable
+    }
+
     private func releaseReadIfPossible() {
         guard readHeld, let context,
               incomingInFlight < limits.maximumConcurrentIncomingRequests, queuedRequests.isEmpty,
-              context.channel.isWritable else { return }
+              !answersBackedUp(context) else { return }
         readHeld = false
         context.read()
     }
@@ -434,6 +445,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var outbound = ByteBuffer()
 
     private func write(_ box: AMPBox, context: ChannelHandlerContext) {
+        if !context.channel.isWritable { answersWhileUnwritable += 1 }
         do {
             try box.serialize(into: &outbound)
             afterWrite()

@@ -14,6 +14,7 @@ enum DirectPaths {
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
@@ -28,6 +29,7 @@ enum DirectPaths {
                      connectTimeout: TimeAmount = .seconds(10)) async throws -> Q2QStream {
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.allowRemoteHalfClosure, value: true)
             .connectTimeout(connectTimeout)
             .connect(host: address.host, port: address.port).get()
         return try await withTaskCancellationHandler {

@@ -43,7 +43,7 @@ enum PathHandshake {
             let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
             do {
                 _ = try await connection.switchProtocol(RetrieveConnection.self, .init(identifier: listenerID)) { channel in
-                    handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                    handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration))
                 }
             } catch {
                 handoff.fail(error)

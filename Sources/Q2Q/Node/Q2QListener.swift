@@ -98,7 +98,7 @@ public final class Q2QListener: Sendable {
         }
         let continuation = self.continuation
         return (AMPEmpty(), { channel in
-            continuation.yield(stream(try NIOAsyncChannel(wrappingChannelSynchronously: channel)))
+            continuation.yield(stream(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration)))
         })
     }
 

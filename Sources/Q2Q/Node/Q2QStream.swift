@@ -15,6 +15,10 @@ public struct Q2QStream: Sendable {
     public let service: String
     /// The method that carried it, e.g. `tcp@192.0.2.7:41000`.
     public let method: Q2QMethod
+
+    /// Finishing the outbound writer half-closes the stream (TLS close_notify): the peer
+    /// sees the end of input and can still answer.
+    static let channelConfiguration = NIOAsyncChannel<ByteBuffer, ByteBuffer>.Configuration(isOutboundHalfClosureEnabled: true)
 }
 
 /// Which methods `connect` may use.

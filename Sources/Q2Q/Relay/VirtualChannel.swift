@@ -39,6 +39,7 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     private var pendingWrites = MarkedCircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 8)
     private var pendingWriteBytes = 0
     private var closed = false
+    private var outputClosed = false
 
     init(id: Int, multiplexer: VirtualChannelMultiplexer, parent: any Channel) {
         self.id = id
@@ -90,7 +91,9 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         switch option {
         case _ as ChannelOptions.Types.AutoReadOption: return autoRead as! Option.Value
-        case _ as ChannelOptions.Types.AllowRemoteHalfClosureOption: return false as! Option.Value
+        // TLS carries the half-close (close_notify) inside the channel, so the remote
+        // side's end of output is an event, not a close.
+        case _ as ChannelOptions.Types.AllowRemoteHalfClosureOption: return true as! Option.Value
         default: throw ChannelError.operationUnsupported
         }
     }
@@ -116,8 +119,8 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     func errorCaught0(error: any Error) {}
 
     func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard !closed else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
+        guard !closed, !outputClosed else {
+            promise?.fail(closed ? ChannelError.ioOnClosedChannel : ChannelError.outputClosed)
             return
         }
         let buffer = unwrapData(data, as: ByteBuffer.self)
@@ -141,9 +144,23 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     }
 
     func close0(error: any Error, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard mode == .all else {
+        switch mode {
+        case .input:
             promise?.fail(ChannelError.operationUnsupported)
             return
+        case .output:
+            // The end of our output already went in-band (TLS close_notify); the channel
+            // itself stays open for the peer's bytes, and closes fully later.
+            guard !closed, !outputClosed else {
+                promise?.fail(ChannelError.outputClosed)
+                return
+            }
+            deliverWrites(ignoringFlowControl: true)
+            outputClosed = true
+            promise?.succeed()
+            return
+        case .all:
+            break
         }
         guard !closed else {
             promise?.fail(ChannelError.alreadyClosed)

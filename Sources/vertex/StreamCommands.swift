@@ -1,0 +1,265 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+import Q2Q
+
+/// `bob@example.com/SERVICE`: an address and a service.
+struct ServiceTarget: ExpressibleByArgument {
+    var address: Q2QAddress
+    var service: String
+
+    init?(argument: String) {
+        guard let slash = argument.firstIndex(of: "/"),
+              let address = try? Q2QAddress(String(argument[..<slash])), !address.resource.isEmpty else { return nil }
+        let service = String(argument[argument.index(after: slash)...])
+        guard !service.isEmpty, !service.hasPrefix("."), service.utf8.count <= 255 else { return nil }
+        self.address = address
+        self.service = service
+    }
+}
+
+extension Q2QMethodPolicy: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+}
+
+/// Options of every command that makes or accepts streams.
+struct NodeOptions: ParsableArguments {
+    @OptionGroup var home: HomeOptions
+
+    @Flag(name: .shortAndLong, help: "Say which method carried each stream.")
+    var verbose = false
+
+    func openNode(listenHost: String = "0.0.0.0", published: [String] = []) throws -> Q2QNode {
+        let store = try home.openStore()
+        return Q2QNode(store: store, configuration: .init(listenHost: listenHost, publishedHosts: published.isEmpty ? nil : published))
+    }
+
+    func say(_ line: String) {
+        guard verbose else { return }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}
+
+/// A local TCP connection as an async channel that half-closes.
+func connectTCP(_ target: HostPort) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+    try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelOption(.allowRemoteHalfClosure, value: true)
+        .connect(host: target.host, port: target.port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel,
+                                                            configuration: .init(isOutboundHalfClosureEnabled: true))
+            }
+        }
+}
+
+/// Copies both ways until both directions have ended; the end of one side's input
+/// half-closes the other side's output.
+func splice(_ a: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ b: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async throws {
+    try await a.executeThenClose { aIn, aOut in
+        try await b.executeThenClose { bIn, bOut in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await buffer in aIn { try await bOut.write(buffer) }
+                    bOut.finish()
+                }
+                group.addTask {
+                    for try await buffer in bIn { try await aOut.write(buffer) }
+                    aOut.finish()
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Accept Q2Q streams for a service and forward each to a local TCP port.",
+        discussion: """
+            Listens as ADDRESS for SERVICE through the address's presence server; every \
+            verified stream is connected to --forward. Runs until interrupted.
+
+              vertex serve bob@example.com ssh --forward 127.0.0.1:22
+            """
+    )
+
+    @Argument(help: "The address to listen as (an identity in your home).")
+    var address: Q2QAddress
+
+    @Argument(help: "The service name.")
+    var service: String
+
+    @Option(help: ArgumentHelp("Where to forward each stream, HOST:PORT.", valueName: "host:port"))
+    var forward: HostPort
+
+    @Option(help: ArgumentHelp("Where to open the direct (tcp) port.", valueName: "address"))
+    var listenHost = "0.0.0.0"
+
+    @Option(help: ArgumentHelp("A host to publish for the direct port (repeatable); default: the address the presence server sees us on.",
+                               valueName: "host"))
+    var publish: [String] = []
+
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let q2q = try node.openNode(listenHost: listenHost, published: publish)
+        let listener: Q2QListener
+        do {
+            listener = try await q2q.listen(as: address, service: service, description: "forwarded to \(forward)")
+        } catch let error as Q2QNodeError {
+            throw CLIError(error.description)
+        } catch let error as PresenceClientError {
+            throw CLIError(error.description)
+        }
+        print("serving \(address)/\(service) → \(forward)")
+        fflush(nil)
+        await withDiscardingTaskGroup { group in
+            for await stream in listener.connections {
+                node.say("\(stream.peer) connected by \(stream.method)")
+                group.addTask { [forward, node] in
+                    do {
+                        try await splice(stream.channel, try await connectTCP(forward))
+                    } catch {
+                        node.say("stream from \(stream.peer) ended: \(error)")
+                        try? await stream.channel.channel.close()
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct TunnelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tunnel",
+        abstract: "Open a local TCP port whose every connection is carried to a Q2Q service.",
+        discussion: """
+              vertex tunnel alice@example.com bob@example.org/ssh --listen 127.0.0.1:2222
+            """
+    )
+
+    @Argument(help: "Your address.") var from: Q2QAddress
+    @Argument(help: "The service, ADDRESS/SERVICE.") var target: ServiceTarget
+
+    @Option(help: ArgumentHelp("The local port, HOST:PORT.", valueName: "host:port"))
+    var listen: HostPort
+
+    @Option(help: "auto, tcp or relay.")
+    var method: Q2QMethodPolicy = .auto
+
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let q2q = try node.openNode()
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(host: listen.host, port: listen.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel,
+                                                                configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        print("tunnel \(server.channel.localAddress.flatMap { HostPort($0) }?.description ?? "\(listen)") → \(target.address)/\(target.service)")
+        fflush(nil)
+        try await server.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await local in inbound {
+                    group.addTask { [from, target, method, node] in
+                        do {
+                            let stream = try await q2q.connect(from: from, to: target.address, service: target.service, methods: method)
+                            node.say("connected by \(stream.method)")
+                            try await splice(local, stream.channel)
+                        } catch {
+                            node.say("cannot carry a connection: \(error)")
+                            try? await local.channel.close()
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct ConnectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connect",
+        abstract: "Bridge standard input and output to one stream to a Q2Q service.",
+        discussion: """
+            The end of standard input half-closes the stream; the command ends when the \
+            service closes its side. Usable as SSH's ProxyCommand:
+
+              ssh -o ProxyCommand='vertex connect alice@example.com bob@example.org/ssh' bob
+            """
+    )
+
+    @Argument(help: "Your address.") var from: Q2QAddress
+    @Argument(help: "The service, ADDRESS/SERVICE.") var target: ServiceTarget
+
+    @Option(help: "auto, tcp or relay.")
+    var method: Q2QMethodPolicy = .auto
+
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        let q2q = try node.openNode()
+        let stream: Q2QStream
+        do {
+            stream = try await q2q.connect(from: from, to: target.address, service: target.service, methods: method)
+        } catch let error as Q2QNodeError {
+            throw CLIError(error.description)
+        } catch let error as PresenceClientError {
+            throw CLIError(error.description)
+        }
+        node.say("connected to \(stream.peer)/\(stream.service) by \(stream.method)")
+        try await stream.channel.executeThenClose { inbound, outbound in
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    // Standard input may be a file, a pipe or a terminal: plain reads on a thread of their own.
+                    let chunks = AsyncThrowingStream<ByteBuffer, any Error> { continuation in
+                        Thread.detachNewThread {
+                            var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+                            while true {
+                                let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                                if count > 0 {
+                                    continuation.yield(ByteBuffer(bytes: buffer[0..<count]))
+                                } else if count == 0 || errno != EINTR {
+                                    break
+                                }
+                            }
+                            continuation.finish()
+                        }
+                    }
+                    for try await chunk in chunks { try await outbound.write(chunk) }
+                    outbound.finish()
+                    return false
+                }
+                group.addTask {
+                    for try await buffer in inbound {
+                        try buffer.withUnsafeReadableBytes { bytes in
+                            var offset = 0
+                            while offset < bytes.count {
+                                let written = write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                                if written < 0 {
+                                    if errno == EINTR { continue }
+                                    throw CLIError("cannot write to standard output (errno \(errno))")
+                                }
+                                offset += written
+                            }
+                        }
+                    }
+                    return true
+                }
+                // The stream's end (the service closed) ends the command, even if input is still open.
+                while let streamEnded = try await group.next() {
+                    if streamEnded {
+                        group.cancelAll()
+                        return
+                    }
+                }
+            }
+        }
+    }
+}
