@@ -32,6 +32,11 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Days a user certificate stays valid.")
     var certificateDays: Int = 30
 
+    @Option(name: .customLong("peer-server"),
+            help: ArgumentHelp("Where another domain's presence server is, DOMAIN=HOST:PORT (repeatable), when not at DOMAIN:8788.",
+                               valueName: "domain=host:port"))
+    var peerServers: [String] = []
+
     @Flag(help: "Let anyone create an account (add_user over TLS, rate-limited per source IP).")
     var openRegistration = false
 
@@ -45,13 +50,22 @@ struct ServerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        var peers: [String: HostPort] = [:]
+        for entry in peerServers {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let domain = try? Q2QAddress(resource: nil, domain: parts[0]), let server = HostPort(parts[1]) else {
+                throw ValidationError("--peer-server must be DOMAIN=HOST:PORT, got '\(entry)'")
+            }
+            peers[domain.domain] = server
+        }
         var logger = Logger(label: "vertex.presence")
         logger.logLevel = logLevel
         let store = try data.openStore()
-        let configuration = PresenceServerConfiguration(
+        var configuration = PresenceServerConfiguration(
             domains: domains, host: bind, port: port,
             certificateValidity: TimeInterval(certificateDays) * 86_400,
             openRegistration: openRegistration)
+        configuration.peerServers = peers
         let server: PresenceServer
         do {
             server = try await PresenceServer.start(configuration: configuration, store: store, logger: logger)

@@ -5,11 +5,11 @@ import Q2Q
 import Testing
 
 /// A node with a registered identity, in its own home, using `domain`'s server.
-func makeNode(_ address: String, password: String = "pw", in domain: TestDomain,
+func makeNode(_ address: String, password: String = "pw", in domain: TestDomain, knowing others: [TestDomain] = [],
               configuration: Q2QNodeConfiguration = .init(listenHost: "127.0.0.1")) async throws -> Q2QNode {
     let home = domain.directory.appendingPathComponent("home-\(address)-\(UUID().uuidString)")
     let store = try SQLiteNodeStore(home: home)
-    try await store.setServer(domain.hostPort, for: "example.test")
+    for known in [domain] + others { try await store.setServer(known.hostPort, for: known.name) }
     let address = try Q2QAddress(address)
     _ = try await domain.store.addUser(address, password: try PasswordHash(hashing: Array(password.utf8), logN: 10), now: Date())
     _ = try await PresenceClient(store: store).register(address, password: Array(password.utf8))
@@ -144,5 +144,31 @@ struct ConnectionTests {
             await bobHome.shutdown()
             await bobPhone.shutdown()
         }
+    }
+
+    @Test("across domains: alice@a.test reaches bob@b.test by tcp and by relay; each side learns the other's CA")
+    func crossDomain() async throws {
+        let a = try await TestDomain.start(domain: "a.test")
+        let b = try await TestDomain.start(domain: "b.test", peerServers: ["a.test": a.hostPort])
+        let alice = try Q2QAddress("alice@a.test")
+        let bob = try Q2QAddress("bob@b.test")
+        let aliceNode = try await makeNode("alice@a.test", in: a, knowing: [b])
+        let bobNode = try await makeNode("bob@b.test", in: b, knowing: [a])
+        let listener = try await bobNode.listen(as: bob, service: "echo")
+        let echoing = echo(listener)
+        for policy in [Q2QMethodPolicy.tcp, .relay] {
+            let stream = try await aliceNode.connect(from: alice, to: bob, service: "echo", methods: policy)
+            #expect(stream.peer == bob)
+            #expect(try await roundTrip(stream, Array("across \(policy)".utf8)) == Array("across \(policy)".utf8))
+        }
+        // b.test's server pinned a.test's CA when alice secured a connection there.
+        #expect(try await b.store.pinnedAuthority(for: "a.test") == a.server.authority(for: "a.test")!.certificate)
+        #expect(try await bobNode.store.pinnedAuthority(for: "a.test") == a.server.authority(for: "a.test")!.certificate)
+        await listener.close()
+        echoing.cancel()
+        await aliceNode.shutdown()
+        await bobNode.shutdown()
+        await b.stop()
+        await a.stop()
     }
 }

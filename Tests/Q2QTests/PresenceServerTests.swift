@@ -8,6 +8,7 @@ import Testing
 /// A presence server on loopback with its own temporary data directory, and homes
 /// for clients.
 struct TestDomain {
+    var name = "example.test"
     let directory: URL
     let store: SQLitePresenceStore
     let server: PresenceServer
@@ -15,17 +16,18 @@ struct TestDomain {
     var hostPort: HostPort { HostPort(host: "127.0.0.1", port: port) }
 
     static func start(domain: String = "example.test", users: [String: String] = [:],
-                      openRegistration: Bool = false, registrationsPerHour: Int = 5) async throws -> TestDomain {
+                      openRegistration: Bool = false, registrationsPerHour: Int = 5,
+                      peerServers: [String: HostPort] = [:]) async throws -> TestDomain {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-presence-\(UUID().uuidString)")
         let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
         for (address, password) in users {
             _ = try await store.addUser(try Q2QAddress(address), password: try PasswordHash(hashing: Array(password.utf8), logN: 10), now: Date())
         }
-        let server = try await PresenceServer.start(
-            configuration: .init(domains: [domain], host: "127.0.0.1", port: 0,
-                                 openRegistration: openRegistration, registrationsPerHour: registrationsPerHour),
-            store: store)
-        return TestDomain(directory: directory, store: store, server: server)
+        var configuration = PresenceServerConfiguration(domains: [domain], host: "127.0.0.1", port: 0,
+                                                        openRegistration: openRegistration, registrationsPerHour: registrationsPerHour)
+        configuration.peerServers = peerServers
+        let server = try await PresenceServer.start(configuration: configuration, store: store)
+        return TestDomain(name: domain, directory: directory, store: store, server: server)
     }
 
     func client() throws -> PresenceClient {

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
-import Q2Q
+@testable import Q2Q
 import Testing
 
 /// A fresh temporary directory, removed afterwards.
@@ -24,7 +24,7 @@ struct StoreTests {
             let authority = try DomainAuthority.create(domain: "example.test")
             do {
                 let store = try SQLitePresenceStore(directory: directory)
-                #expect(try store.appliedMigrations() == ["v1: authorities, users, certificates"])
+                #expect(try store.appliedMigrations() == ["v1: authorities, users, certificates", "v2: pinned CAs of other domains"])
                 #expect(try await store.saveAuthorityIfAbsent(authority).certificate == authority.certificate)
                 // A second CA for the same domain does not replace the first.
                 let other = try DomainAuthority.create(domain: "example.test")
@@ -36,7 +36,7 @@ struct StoreTests {
                 try await store.recordIssued(certificate, for: alice, now: Date())
             }
             let reopened = try SQLitePresenceStore(directory: directory)
-            #expect(try reopened.appliedMigrations() == ["v1: authorities, users, certificates"])
+            #expect(try reopened.appliedMigrations() == ["v1: authorities, users, certificates", "v2: pinned CAs of other domains"])
             let stored = try #require(try await reopened.authority(for: "example.test"))
             #expect(stored.certificate == authority.certificate)
             #expect(stored.privateKey.rawRepresentation == authority.privateKey.rawRepresentation)
@@ -50,6 +50,27 @@ struct StoreTests {
             #expect(try await !reopened.revoke(serial: "00"))
             #expect(try permissions(directory) == 0o700)
             #expect(try permissions(directory.appendingPathComponent("presence.sqlite")) == 0o600)
+        }
+    }
+
+    @Test("a database made by the first schema is migrated to the latest, keeping its users")
+    func migrationFromV1() async throws {
+        try await withTemporaryDirectory { directory in
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let path = directory.appendingPathComponent("presence.sqlite").path
+            do {
+                let old = try DatabasePool(path: path)
+                try SQLitePresenceStore.migrator.migrate(old, upTo: "v1: authorities, users, certificates")
+                try await old.write { db in
+                    try db.execute(sql: "INSERT INTO user (domain, resource, passwordHash, created) VALUES ('example.test', 'alice', 'x', 0)")
+                }
+                let applied = try await old.read { try SQLitePresenceStore.migrator.appliedIdentifiers($0) }
+                #expect(applied == ["v1: authorities, users, certificates"])
+            }
+            let store = try SQLitePresenceStore(directory: directory)
+            #expect(try store.appliedMigrations() == ["v1: authorities, users, certificates", "v2: pinned CAs of other domains"])
+            #expect(try await store.users(domain: nil).map(\.address.description) == ["alice@example.test"])
+            #expect(try await store.pinnedAuthority(for: "other.test") == nil)
         }
     }
 

@@ -2,6 +2,7 @@ import AMP
 import Crypto
 import Foundation
 import Logging
+import X509
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -93,15 +94,32 @@ public struct PresenceClient: Sendable {
             throw PresenceClientError("\(error.errorDescription)")
         }
         let certificate = answer.certificate
-        guard certificate.commonName == subject.domain, certificate.address == subject,
-              certificate.certificate.issuer == certificate.certificate.subject else {
-            throw PresenceClientError("the server's CA certificate for \(domain) names \(certificate.commonName ?? "nothing"), not \(domain)")
-        }
+        try Self.checkAuthority(certificate, of: subject.domain)
         if let fingerprint, Self.normalized(fingerprint) != Self.normalized(certificate.fingerprint) {
             throw PresenceClientError("the CA certificate of \(domain) is \(certificate.fingerprint), not the expected \(fingerprint)")
         }
         try await store.pin(certificate, for: subject.domain, now: Date())
         return certificate
+    }
+
+    /// What an `identify` answer must be: a self-signed certificate naming the domain.
+    static func checkAuthority(_ certificate: Q2QCertificate, of domain: String) throws {
+        guard certificate.commonName == domain, certificate.address == (try? Q2QAddress(resource: nil, domain: domain)),
+              certificate.certificate.issuer == certificate.certificate.subject,
+              certificate.certificate.publicKey.isValidSignature(certificate.certificate.signature, for: certificate.certificate) else {
+            throw PresenceClientError("the CA certificate given for \(domain) names \(certificate.commonName ?? "nothing") or is not self-signed")
+        }
+    }
+
+    /// Learns `domain`'s CA from its presence server at `server` (a connection of its
+    /// own, in clear, as the original): trust on first use, to be pinned by the caller.
+    static func fetchAuthority(of domain: String, from server: HostPort, group: any EventLoopGroup, logger: Logger) async throws -> Q2QCertificate {
+        try await withConnection(to: server, group: group, logger: logger) { connection in
+            let subject = try Q2QAddress(resource: nil, domain: domain)
+            let certificate = try await connection.call(Identify.self, .init(subject: subject)).certificate
+            try checkAuthority(certificate, of: domain)
+            return certificate
+        }
     }
 
     private static func normalized(_ fingerprint: String) -> String {

@@ -68,9 +68,19 @@ public final class Q2QNode: Sendable {
         self.init(store: try SQLiteNodeStore(home: home), configuration: configuration)
     }
 
-    /// The pinned CA of `domain`.
+    /// The CA of `domain`: the pinned one, or on first contact the one its presence
+    /// server gives (which is then pinned).
     func authority(for domain: String) async -> Q2QCertificate? {
-        try? await store.pinnedAuthority(for: domain)
+        if let pinned = try? await store.pinnedAuthority(for: domain) { return pinned }
+        do {
+            let server = try await client.server(for: domain)
+            let certificate = try await PresenceClient.fetchAuthority(of: domain, from: server, group: group, logger: logger)
+            try await store.pin(certificate, for: domain, now: Date())
+            return certificate
+        } catch {
+            logger.notice("cannot learn the CA of \(domain)", metadata: ["error": "\(error)"])
+            return nil
+        }
     }
 
     func identity(_ address: Q2QAddress) async throws -> Q2QIdentity {

@@ -78,14 +78,20 @@ extension PresenceServer {
             guard let from = arguments.from, !from.isAnonymous else {
                 throw PresenceError.verifyError("secure with authorize needs a From address")
             }
-            // Addresses of other domains are verified against their CAs, fetched and
-            // pinned by identify, when the server learns to connect to other domains.
-            guard let fromAuthority = self.authority(for: from.domain) else {
-                throw PresenceError.verifyError("this server verifies addresses of \(authorities.keys.sorted().joined(separator: ", ")) only, not \(from)")
+            // Our users are checked against our CA and revocation list; another
+            // domain's users against its CA, pinned on first contact.
+            let fromAuthority: Q2QCertificate
+            do {
+                fromAuthority = try await self.authority(forUsersOf: from.domain)
+            } catch {
+                throw PresenceError.verifyError("cannot verify \(from): no CA for \(from.domain) (\(error))")
             }
             let store = self.store
-            verification = Q2QPeerVerifier(expected: from, authority: fromAuthority.certificate,
-                                           isRevoked: { serial in (try? await store.isRevoked(serial: serial)) ?? true }).tlsVerification
+            let isOurs = self.authority(for: from.domain) != nil
+            verification = Q2QPeerVerifier(expected: from, authority: fromAuthority, isRevoked: { serial in
+                guard isOurs else { return false }
+                return (try? await store.isRevoked(serial: serial)) ?? true
+            }).tlsVerification
             configuration.certificateVerification = .noHostnameVerification
             authenticated = from
         } else {

@@ -27,6 +27,9 @@ public struct PresenceServerConfiguration: Sendable {
     public var listenLifetime: TimeInterval
     /// How long the server waits for a listening node to answer a forwarded `inbound`.
     public var inboundTimeout: Duration
+    /// Where other domains' presence servers are, for domains not found at DOMAIN:8788
+    /// (their CAs are fetched from there, and pinned, when their users connect here).
+    public var peerServers: [String: HostPort]
     /// Sees every body the relay forwards (for tests that check only ciphertext passes).
     public var relayObserver: (@Sendable (ByteBuffer) -> Void)?
 
@@ -44,6 +47,7 @@ public struct PresenceServerConfiguration: Sendable {
         self.listenLifetime = listenLifetime
         self.inboundTimeout = inboundTimeout
         self.relayObserver = nil
+        self.peerServers = [:]
     }
 }
 
@@ -56,6 +60,7 @@ public final class PresenceServer: Sendable {
     let store: any PresenceStore
     let authorities: [String: DomainAuthority]
     let logger: Logger
+    let group: any EventLoopGroup
     private let server: Mutex<AMPServer?> = Mutex(nil)
     /// Open connections, closed on shutdown.
     private let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
@@ -68,8 +73,9 @@ public final class PresenceServer: Sendable {
     let relayNumbers = Mutex<[ObjectIdentifier: Int]>([:])
 
     private init(configuration: PresenceServerConfiguration, store: any PresenceStore,
-                 authorities: [String: DomainAuthority], logger: Logger) {
+                 authorities: [String: DomainAuthority], group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
+        self.group = group
         self.store = store
         self.authorities = authorities
         self.logger = logger
@@ -102,7 +108,7 @@ public final class PresenceServer: Sendable {
                 logger.notice("created the CA of \(domain)", metadata: ["fingerprint": "\(authorities[domain]!.certificate.fingerprint)"])
             }
         }
-        let presence = PresenceServer(configuration: configuration, store: store, authorities: authorities, logger: logger)
+        let presence = PresenceServer(configuration: configuration, store: store, authorities: authorities, group: group, logger: logger)
         let server = try await AMPServer.bind(
             host: configuration.host, port: configuration.port, group: group, logger: logger,
             respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) },
@@ -116,6 +122,19 @@ public final class PresenceServer: Sendable {
 
     /// The CA of `domain`, if served here.
     public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
+
+    /// The CA to verify `domain`'s users against: ours for our domains; for another
+    /// domain the pinned one, or on first contact the one its presence server gives,
+    /// which is then pinned.
+    func authority(forUsersOf domain: String) async throws -> Q2QCertificate {
+        if let own = authority(for: domain) { return own.certificate }
+        if let pinned = try await store.pinnedAuthority(for: domain) { return pinned }
+        let server = configuration.peerServers[domain] ?? HostPort(host: domain, port: PresenceClient.defaultPort)
+        let certificate = try await PresenceClient.fetchAuthority(of: domain, from: server, group: group, logger: logger)
+        try await store.pin(certificate, for: domain, now: Date())
+        logger.notice("pinned the CA of \(domain)", metadata: ["fingerprint": "\(certificate.fingerprint)", "from": "\(server)"])
+        return certificate
+    }
 
     /// How many relayed channels are open.
     public var relayedChannelCount: Int { relay.count }

@@ -42,6 +42,13 @@ public protocol PresenceStore: Sendable {
     /// Revokes a serial (lowercase hex). `false` when this server never issued it.
     func revoke(serial: String) async throws -> Bool
     func isRevoked(serial: String) async throws -> Bool
+
+    /// The CA of another domain, pinned when one of its users first secured a
+    /// connection here.
+    func pinnedAuthority(for domain: String) async throws -> Q2QCertificate?
+    /// Pins another domain's CA; a different certificate than the pinned one is refused
+    /// with ``Q2QPinError``.
+    func pin(_ certificate: Q2QCertificate, for domain: String, now: Date) async throws
 }
 
 /// What a node (a user's Vertex) keeps in its home: its identities, the domain CAs it

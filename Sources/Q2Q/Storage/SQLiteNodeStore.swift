@@ -72,22 +72,11 @@ public final class SQLiteNodeStore: NodeStore {
     }
 
     public func pinnedAuthority(for domain: String) async throws -> Q2QCertificate? {
-        let der = try await database.read { db in
-            try Data.fetchOne(db, sql: "SELECT certificate FROM pin WHERE domain = ?", arguments: [domain])
-        }
-        return try der.map { try Q2QCertificate(derEncoded: Array($0)) }
+        try await PinTable.pinned(domain, in: database)
     }
 
     public func pin(_ certificate: Q2QCertificate, for domain: String, now: Date) async throws {
-        let existing = try await database.write { db -> Data? in
-            try db.execute(sql: "INSERT OR IGNORE INTO pin (domain, certificate, pinned) VALUES (?, ?, ?)",
-                           arguments: [domain, Data(certificate.der), now.storedSeconds])
-            return try Data.fetchOne(db, sql: "SELECT certificate FROM pin WHERE domain = ?", arguments: [domain])
-        }
-        if let existing, Array(existing) != certificate.der {
-            throw Q2QPinError(domain: domain, pinned: Q2QCertificate.fingerprint(of: Array(existing)),
-                              presented: certificate.fingerprint)
-        }
+        try await PinTable.pin(certificate, for: domain, now: now, in: database)
     }
 
     /// Forgets the pin of `domain`; `false` when there was none.

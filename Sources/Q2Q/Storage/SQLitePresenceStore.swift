@@ -37,6 +37,13 @@ public final class SQLitePresenceStore: PresenceStore {
             }
             try db.create(index: "certificate_by_address", on: "certificate", columns: ["domain", "resource"])
         }
+        migrator.registerMigration("v2: pinned CAs of other domains") { db in
+            try db.create(table: "pin") { t in
+                t.primaryKey("domain", .text)
+                t.column("certificate", .blob).notNull()
+                t.column("pinned", .integer).notNull()
+            }
+        }
         return migrator
     }
 
@@ -140,5 +147,13 @@ public final class SQLitePresenceStore: PresenceStore {
         try await database.read { db in
             try Bool.fetchOne(db, sql: "SELECT revoked FROM certificate WHERE serial = ?", arguments: [serial]) ?? false
         }
+    }
+
+    public func pinnedAuthority(for domain: String) async throws -> Q2QCertificate? {
+        try await PinTable.pinned(domain, in: database)
+    }
+
+    public func pin(_ certificate: Q2QCertificate, for domain: String, now: Date) async throws {
+        try await PinTable.pin(certificate, for: domain, now: now, in: database)
     }
 }
