@@ -16,9 +16,9 @@ struct CLITests {
         let port: Int
         let fingerprint: String
 
-        static func start(data: URL, log: URL) async throws -> ServerProcess {
-            let process = try ChildProcess(vertex, ["server", "--domain", "example.test", "--data", data.path,
-                                                    "--port", "0", "--bind", "127.0.0.1"], stderrFile: log)
+        static func start(domain: String = "example.test", data: URL, log: URL, extra: [String] = []) async throws -> ServerProcess {
+            let process = try ChildProcess(vertex, ["server", "--domain", domain, "--data", data.path,
+                                                    "--port", "0", "--bind", "127.0.0.1"] + extra, stderrFile: log)
             guard let line = await process.nextLine(),
                   let range = line.range(of: #"listening on 127\.0\.0\.1:(\d+), CA (SHA256:[0-9A-F:]+)"#, options: .regularExpression) else {
                 await process.stop()

@@ -16,6 +16,26 @@ func makeNode(_ address: String, password: String = "pw", in domain: TestDomain,
     return Q2QNode(store: store, configuration: configuration)
 }
 
+/// Incompressible test bytes, fast even in a debug build (xorshift64, 8 bytes a step).
+func pseudoRandomBytes(_ count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UInt8] {
+    var state = seed
+    var bytes = [UInt8](repeating: 0, count: count)
+    bytes.withUnsafeMutableBytes { buffer in
+        var offset = 0
+        while offset < count {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            withUnsafeBytes(of: state) { word in
+                let n = min(8, count - offset)
+                buffer.baseAddress!.advanced(by: offset).copyMemory(from: word.baseAddress!, byteCount: n)
+                offset += n
+            }
+        }
+    }
+    return bytes
+}
+
 /// Echoes every stream the listener accepts until it closes.
 func echo(_ listener: Q2QListener) -> Task<Void, Never> {
     Task {
@@ -69,8 +89,7 @@ struct ConnectionTests {
             let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
             #expect(stream.peer == Self.bob && stream.local == Self.alice)
             guard case .tcp = stream.method else { Issue.record("method \(stream.method)"); return }
-            var generator = SystemRandomNumberGenerator()
-            let payload = (0..<1_000_000).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let payload = pseudoRandomBytes(1_000_000)
             #expect(try await roundTrip(stream, payload) == payload)
 
             await listener.close()
@@ -170,5 +189,30 @@ struct ConnectionTests {
         await bobNode.shutdown()
         await b.stop()
         await a.stop()
+    }
+
+    @Test("registrations lapse unless renewed, and the node renews them")
+    func renewal() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-renew-\(UUID().uuidString)")
+        let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
+        let server = try await PresenceServer.start(
+            configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: 0, listenLifetime: 1.5), store: store)
+        let domain = TestDomain(directory: directory, store: store, server: server)
+        let renewing = Q2QNodeConfiguration(listenHost: "127.0.0.1", renewInterval: .milliseconds(400))
+        let bobNode = try await makeNode("bob@example.test", in: domain, configuration: renewing)
+        let aliceNode = try await makeNode("alice@example.test", in: domain)
+        let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+        let echoing = echo(listener)
+        try await Task.sleep(for: .seconds(4))
+        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+        #expect(try await roundTrip(stream, Array("still here".utf8)) == Array("still here".utf8))
+        // Without renewal (the listener closed), the registration lapses.
+        await listener.close()
+        echoing.cancel()
+        try await Task.sleep(for: .seconds(2))
+        #expect(server.listenerCount == 0)
+        await aliceNode.shutdown()
+        await bobNode.shutdown()
+        await domain.stop()
     }
 }

@@ -136,7 +136,7 @@ struct RelayTests {
             let aliceNode = try await makeNode("alice@example.test", in: domain)
             let bobNode = try await makeNode("bob@example.test", in: domain)
             let listener = try await bobNode.listen(as: Self.bob, service: "sink")
-            let total = 128 * 1024 * 1024
+            let total = 64 * 1024 * 1024
             let startReading = NIOLockedValueBox(false)
             let received = Task { () -> Int in
                 var iterator = listener.connections.makeAsyncIterator()
@@ -159,7 +159,7 @@ struct RelayTests {
                 }
             }
             // While bob reads nothing, what crosses the relay is what was in flight when
-            // his node choked the channel (socket buffers), not the 128 MiB alice offers.
+            // his node choked the channel (socket buffers), not the 64 MiB alice offers.
             try await Task.sleep(for: .seconds(2))
             let crossedBeforeReading = forwarded.withLockedValue { $0.count }
             #expect(crossedBeforeReading < 48 * 1024 * 1024, "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing")

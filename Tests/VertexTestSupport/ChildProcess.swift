@@ -118,6 +118,21 @@ public final class ChildProcess: @unchecked Sendable {
                    stderr: String(decoding: stderr, as: UTF8.self))
     }
 
+    /// Runs to completion and returns standard output as bytes (standard error discarded).
+    public static func runCapturingBytes(_ executable: URL, _ arguments: [String]) async throws -> Data {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        let exited = try launch(process)
+        let data = await Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
+        _ = await exited.value
+        return data
+    }
+
     /// An executable built next to the test bundle (`swift build --build-tests` builds
     /// the package's executables into the same directory).
     public static func built(_ name: String) -> URL {

@@ -88,6 +88,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// stop reading and wait on each other forever.
     private var answersWhileUnwritable = 0
     private static let answersAllowedWhileUnwritable = 64
+    /// Reading paused by the application (a relay whose other side is full).
+    private var readPauses = 0
     private var flushScheduled = false
     private var inChannelRead = false
     private var writabilityWaiters: [EventLoopPromise<Void>] = []
@@ -158,7 +160,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Backpressure: while the peer has many requests in progress, or our answers are
         // not draining, stop reading so that nothing accumulates without bound.
         if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty
-            || answersBackedUp(context) {
+            || answersBackedUp(context) || readPauses > 0 {
             readHeld = true
         } else {
             context.read()
@@ -172,7 +174,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func releaseReadIfPossible() {
         guard readHeld, let context,
               incomingInFlight < limits.maximumConcurrentIncomingRequests, queuedRequests.isEmpty,
-              !answersBackedUp(context) else { return }
+              !answersBackedUp(context), readPauses == 0 else { return }
         readHeld = false
         context.read()
     }
@@ -552,6 +554,17 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             promise?.fail(AMPConnectionError.protocolSwitched)
         case .closed(let reason):
             promise?.fail(AMPConnectionError.connectionClosed(reason: reason))
+        }
+    }
+
+    /// Stops reading until `until` completes (pauses nest).
+    func pauseReads(until: EventLoopFuture<Void>) {
+        guard let eventLoop = context?.eventLoop else { return }
+        readPauses += 1
+        let handler = NIOLoopBound(self, eventLoop: eventLoop)
+        until.hop(to: eventLoop).whenComplete { _ in
+            handler.value.readPauses -= 1
+            handler.value.releaseReadIfPossible()
         }
     }
 

@@ -111,6 +111,12 @@ public final class AMPConnection: Sendable {
         onLoop { $0.sendRequest(bytes, tag: nil, promise: nil) }
     }
 
+    /// Stops reading from the peer until `until` completes: for a relay whose other side
+    /// cannot take more, so that nothing accumulates in between.
+    public func pauseReading(until: EventLoopFuture<Void>) {
+        onLoop { $0.pauseReads(until: until) }
+    }
+
     /// Whether the socket takes more bytes now (NIO's write watermarks).
     public var isWritable: Bool { channel.isWritable }
 
@@ -208,9 +214,11 @@ public final class AMPConnection: Sendable {
         try? await channel.close()
     }
 
-    /// Returns when the connection has closed.
+    /// Returns when the connection has closed, or when the calling task is cancelled.
     public func waitUntilClosed() async {
-        try? await channel.closeFuture.get()
+        let (closed, continuation) = AsyncStream.makeStream(of: Never.self)
+        channel.closeFuture.whenComplete { _ in continuation.finish() }
+        for await _ in closed {}
     }
 }
 

@@ -7,9 +7,10 @@ import Synchronization
 /// connection, whose `write`s, `close`s and chokes it forwards. It sees only what
 /// the nodes send, which is TLS between them.
 ///
-/// Backpressure: when the receiving node's connection stops taking bytes, or that node
-/// chokes its end, the sender is choked; it is unchoked when both have cleared. So the
-/// relay holds at most what is in flight when a choke is sent.
+/// Backpressure: when the receiving node's connection stops taking bytes, the sender's
+/// channel is choked and its connection is not read until the receiver drains; when the
+/// receiving node chokes its end, the sender is choked too. It is unchoked when both
+/// have cleared. So the relay holds at most one read's worth beyond the socket buffers.
 final class RelayTable: Sendable {
     struct End: Hashable, Sendable {
         var connection: ObjectIdentifier
@@ -74,8 +75,13 @@ final class RelayTable: Sendable {
         observer?(body.buffer)
         try? route.to.sendWithoutWaiting(Write.self, .init(id: route.toID, body: body))
         if !route.to.isWritable {
+            // Choke the sender's channel, and read nothing more from its connection
+            // until the receiver's socket drains: what is in flight stays bounded even
+            // before the sender acts on the choke.
             update(end, sender: connection, senderID: id) { $0.blocked = true }
-            route.to.whenWritable().whenSuccess { [self] in
+            let writable = route.to.whenWritable()
+            connection.pauseReading(until: writable)
+            writable.whenComplete { [self] _ in
                 update(end, sender: connection, senderID: id) { $0.blocked = false }
             }
         }

@@ -39,7 +39,14 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     private var pendingWrites = MarkedCircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 8)
     private var pendingWriteBytes = 0
     private var closed = false
+    /// No more writes are taken (half-closed, or closing once what is queued is sent).
     private var outputClosed = false
+    /// A close that waits for the queued writes to go out first (they may be choked).
+    private var closeWhenSent: (mode: CloseMode, promise: EventLoopPromise<Void>?)?
+    private var deliveryScheduled = false
+    /// Writes go out in bursts of this much, so that the event loop also reads the
+    /// peer's Choke between them.
+    static let writeBurst = 256 * 1024
 
     init(id: Int, multiplexer: VirtualChannelMultiplexer, parent: any Channel) {
         self.id = id
@@ -144,33 +151,33 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     }
 
     func close0(error: any Error, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        switch mode {
-        case .input:
+        if mode == .input {
             promise?.fail(ChannelError.operationUnsupported)
             return
-        case .output:
-            // The end of our output already went in-band (TLS close_notify); the channel
-            // itself stays open for the peer's bytes, and closes fully later.
-            guard !closed, !outputClosed else {
-                promise?.fail(ChannelError.outputClosed)
-                return
-            }
-            deliverWrites(ignoringFlowControl: true)
-            outputClosed = true
-            promise?.succeed()
-            return
-        case .all:
-            break
         }
         guard !closed else {
             promise?.fail(ChannelError.alreadyClosed)
             return
         }
-        // Whatever was flushed goes out before the close.
-        deliverWrites(ignoringFlowControl: true)
-        multiplexer.sendClose(id)
-        finishClose()
-        promise?.succeed()
+        if mode == .output, outputClosed {
+            promise?.fail(ChannelError.outputClosed)
+            return
+        }
+        // Whatever was written goes out first, still under flow control; then, for
+        // `.output`, nothing more (the end of output already went in-band as TLS
+        // close_notify and the channel stays open for the peer's bytes), or for `.all`,
+        // `close`.
+        outputClosed = true
+        pendingWrites.mark()
+        if let earlier = closeWhenSent {
+            // A full close while a half-close still waits: both complete together.
+            let combined = promise ?? eventLoop.makePromise()
+            if let earlierPromise = earlier.promise { combined.futureResult.cascade(to: earlierPromise) }
+            closeWhenSent = (.all, combined)
+        } else {
+            closeWhenSent = (mode, promise)
+        }
+        deliverWrites()
     }
 
     // MARK: Driven by the multiplexer
@@ -228,10 +235,13 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         if autoRead, !closed { pipeline.read() }
     }
 
-    private func deliverWrites(ignoringFlowControl: Bool = false) {
-        while pendingWrites.hasMark, ignoringFlowControl || (!chokedByPeer && multiplexer.parentIsWritable),
+    private func deliverWrites() {
+        guard !closed else { return }
+        var budget = Self.writeBurst
+        while pendingWrites.hasMark, !chokedByPeer, multiplexer.parentIsWritable, budget > 0,
               let (buffer, promise) = pendingWrites.popFirst() {
             pendingWriteBytes -= buffer.readableBytes
+            budget -= buffer.readableBytes
             var rest = buffer
             while rest.readableBytes > 0 {
                 let chunk = rest.readSlice(length: min(rest.readableBytes, Self.maximumBody))!
@@ -239,15 +249,35 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
             }
             promise?.succeed()
         }
-        if pendingWrites.hasMark, !chokedByPeer, !multiplexer.parentIsWritable {
-            multiplexer.notifyWhenParentWritable()
+        if pendingWrites.hasMark {
+            if budget <= 0, !chokedByPeer {
+                scheduleDelivery()
+            } else if !chokedByPeer, !multiplexer.parentIsWritable {
+                multiplexer.notifyWhenParentWritable()
+            }
+        } else if pendingWrites.isEmpty, let request = closeWhenSent {
+            closeWhenSent = nil
+            if request.mode == .all {
+                multiplexer.sendClose(id)
+                finishClose()
+            }
+            request.promise?.succeed()
         }
         updateWritability()
     }
 
+    private func scheduleDelivery() {
+        guard !deliveryScheduled else { return }
+        deliveryScheduled = true
+        eventLoop.execute { [self] in
+            deliveryScheduled = false
+            deliverWrites()
+        }
+    }
+
     private func updateWritability() {
         let wasWritable = isWritable
-        let nowWritable = !closed && !chokedByPeer
+        let nowWritable = !closed && !outputClosed && !chokedByPeer
             && pendingWriteBytes < (wasWritable ? Self.writeBufferHigh : Self.writeBufferLow)
         if nowWritable != wasWritable {
             writable.store(nowWritable, ordering: .relaxed)
@@ -261,6 +291,10 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         if !pendingReads.isEmpty { deliverReads() }
         while let (_, promise) = pendingWrites.popFirst() { promise?.fail(ChannelError.ioOnClosedChannel) }
         pendingWriteBytes = 0
+        if let request = closeWhenSent {
+            closeWhenSent = nil
+            request.promise?.succeed()
+        }
         active.store(false, ordering: .relaxed)
         writable.store(false, ordering: .relaxed)
         pipeline.fireChannelInactive()

@@ -62,6 +62,9 @@ final class ListenerRegistry: Sendable {
         }
     }
 
-    /// How many (address, service, connection) registrations exist.
-    var count: Int { entries.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    /// How many (address, service, connection) registrations are live.
+    var count: Int {
+        let now = Date()
+        return entries.withLock { $0.values.reduce(0) { $0 + $1.values.filter { $0.expires > now }.count } }
+    }
 }
