@@ -5,6 +5,9 @@
 //   presence-bench sign --port N --password-file F [--clients C] [--seconds S]
 //       C connections, each secured once (TLS), then calling sign back to back for
 //       user0…user(C-1)@bench.test; prints "sign_per_second=…"
+//   presence-bench listeners --port N --password-file F --count K
+//       registers user0@bench.test, then holds K secured connections, each listening
+//       for its own service; prints "listening=K" and waits until killed
 import AMP
 import Crypto
 import Foundation
@@ -90,7 +93,42 @@ case "sign":
         _ = try await connection.call(Sign.self, .init(certificateRequest: requests[index], password: password))
     })
     print("sign_per_second=\(String(format: "%.1f", rate))")
+case "listeners":
+    guard let file = stringOption("--password-file"), let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+        FileHandle.standardError.write(Data("presence-bench listeners needs --password-file\n".utf8))
+        exit(2)
+    }
+    let password = Array(text.trimmingCharacters(in: .newlines).utf8)
+    let count = option("--count", default: 10_000)
+    let home = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: home) }
+    let client = PresenceClient(store: try SQLiteNodeStore(home: home))
+    let server = HostPort(host: "127.0.0.1", port: port)
+    let user = try Q2QAddress("user0@\(domain)")
+    let identity = try await client.register(user, password: password, server: server)
+    let authority = try await client.store.pinnedAuthority(for: domain)!
+    let connections = try await withThrowingTaskGroup(of: [AMPConnection].self) { group in
+        let lanes = 32
+        for lane in 0..<lanes {
+            group.addTask {
+                var held: [AMPConnection] = []
+                for index in stride(from: lane, to: count, by: lanes) {
+                    let connection = try await client.connect(to: server)
+                    try await client.secure(connection, domain: domain, authority: authority, as: identity)
+                    _ = try await connection.call(Listen.self, .init(from: user, protocols: ["service\(index)"], description: ""))
+                    held.append(connection)
+                }
+                return held
+            }
+        }
+        var all: [AMPConnection] = []
+        for try await held in group { all += held }
+        return all
+    }
+    print("listening=\(connections.count)")
+    fflush(nil)
+    try await Task.sleep(for: .seconds(3600))
 default:
-    FileHandle.standardError.write(Data("usage: presence-bench identify|sign --port N [--clients C] [--seconds S] [--password-file F]\n".utf8))
+    FileHandle.standardError.write(Data("usage: presence-bench identify|sign|listeners --port N [--clients C] [--seconds S] [--password-file F]\n".utf8))
     exit(2)
 }
