@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "AMP", targets: ["AMP"]),
         .library(name: "Q2Q", targets: ["Q2Q"]),
+        .library(name: "VertexApps", targets: ["VertexApps"]),
         .executable(name: "vertex", targets: ["vertex"]),
         .executable(name: "amp-bench", targets: ["AMPBench"]),
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
@@ -51,11 +52,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Apps on Q2Q streams: file transfer.
+        .target(
+            name: "VertexApps",
+            dependencies: [
+                "Q2Q",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .executableTarget(
             name: "vertex",
             dependencies: [
                 "AMP",
                 "Q2Q",
+                "VertexApps",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,6 +100,7 @@ let package = Package(
             name: "Q2QTests",
             dependencies: [
                 "Q2Q",
+                "VertexApps",
                 "AMP",
                 "VertexTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -16,7 +16,7 @@ struct Vertex: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            ServerCommand.self, UserCommand.self, CertCommand.self,
+            DemoCommand.self, ServerCommand.self, UserCommand.self, CertCommand.self,
             RegisterCommand.self, IdentityCommand.self, ServersCommand.self, PinsCommand.self, WhoAmICommand.self,
             ServeCommand.self, ConnectCommand.self, TunnelCommand.self,
             AMPCommandGroup.self,

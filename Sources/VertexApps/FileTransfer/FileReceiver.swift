@@ -1,0 +1,113 @@
+import Foundation
+import NIOCore
+import Q2Q
+
+/// What a receive achieved.
+public struct FileReceiveSummary: Sendable {
+    public var peer: Q2QAddress
+    public var files: [URL]
+    public var bytesReceived: Int64
+    public var verified: Bool
+}
+
+/// Receives files from a ``FileSender`` into a directory. A file becomes visible under
+/// its name only once its SHA-256 matched; until then it is `.NAME.vertex-partial` in
+/// the same directory, from which an interrupted transfer resumes.
+public enum FileReceiver {
+    /// Whether an offer is accepted: `nil` to accept, else the reason given to the sender.
+    public typealias Decision = @Sendable (FileTransferMessage.Offer, Q2QAddress) async -> String?
+
+    static func partialURL(for name: String, in directory: URL) -> URL {
+        directory.appendingPathComponent(".\(name).vertex-partial")
+    }
+
+    public static func receive(_ stream: Q2QStream, into directory: URL, decide: Decision) async throws -> FileReceiveSummary {
+        try await stream.channel.executeThenClose { inbound, outbound in
+            var reader = StreamReader(inbound)
+            let offer = try await reader.message(FileTransferMessage.Offer.self)
+            func refuse(_ reason: String) async throws -> Never {
+                try await outbound.send(FileTransferMessage.Answer(accept: false, reason: reason, held: []))
+                outbound.finish()
+                throw FileTransferError("refused \(stream.peer)'s files: \(reason)")
+            }
+            if let problem = check(offer, directory: directory) { try await refuse(problem) }
+            if let reason = await decide(offer, stream.peer) { try await refuse(reason) }
+
+            var held: [FileTransferMessage.Answer.Held] = []
+            for file in offer.files {
+                let partial = partialURL(for: file.name, in: directory)
+                let size = ((try? FileManager.default.attributesOfItem(atPath: partial.path))?[.size] as? NSNumber)?.int64Value ?? 0
+                if size > 0, size <= file.size, let digest = try? FileDigest.sha256(of: partial) {
+                    held.append(.init(bytes: size, sha256: digest))
+                } else {
+                    held.append(.init(bytes: 0, sha256: ""))
+                }
+            }
+            try await outbound.send(FileTransferMessage.Answer(accept: true, reason: nil, held: held))
+            let start = try await reader.message(FileTransferMessage.Start.self)
+            guard start.offsets.count == offer.files.count,
+                  zip(start.offsets, held).allSatisfy({ $0 == 0 || $0 == $1.bytes }) else {
+                throw FileTransferError("\(stream.peer) sent a malformed start")
+            }
+
+            var received: Int64 = 0
+            var verified: [Bool] = []
+            var finals: [URL] = []
+            for (index, file) in offer.files.enumerated() {
+                let partial = partialURL(for: file.name, in: directory)
+                if !FileManager.default.fileExists(atPath: partial.path) {
+                    guard FileManager.default.createFile(atPath: partial.path, contents: nil) else {
+                        throw FileTransferError("cannot create \(partial.path) (is \(directory.path) writable?)")
+                    }
+                }
+                let handle = try FileHandle(forWritingTo: partial)
+                do {
+                    try handle.truncate(atOffset: UInt64(start.offsets[index]))
+                    try handle.seekToEnd()
+                    var remaining = file.size - start.offsets[index]
+                    while remaining > 0 {
+                        let chunk = try await reader.data(upTo: Int(min(remaining, 1 << 20)))
+                        try chunk.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
+                        remaining -= Int64(chunk.readableBytes)
+                        received += Int64(chunk.readableBytes)
+                    }
+                    try handle.synchronize()
+                    try handle.close()
+                } catch {
+                    try? handle.close()
+                    throw FileTransferError("receiving \(file.name): \(error)")
+                }
+                let final = directory.appendingPathComponent(file.name)
+                if try FileDigest.sha256(of: partial) == file.sha256, !FileManager.default.fileExists(atPath: final.path) {
+                    try FileManager.default.moveItem(at: partial, to: final)
+                    verified.append(true)
+                    finals.append(final)
+                } else {
+                    try? FileManager.default.removeItem(at: partial)
+                    verified.append(false)
+                }
+            }
+            try await outbound.send(FileTransferMessage.Result(verified: verified, reason: verified.allSatisfy { $0 } ? nil : "SHA-256 mismatch"))
+            outbound.finish()
+            return FileReceiveSummary(peer: stream.peer, files: finals, bytesReceived: received, verified: verified.allSatisfy { $0 })
+        }
+    }
+
+    /// Why an offer cannot be taken into `directory`, if it cannot.
+    static func check(_ offer: FileTransferMessage.Offer, directory: URL) -> String? {
+        guard offer.version == FileTransferMessage.version else { return "version \(offer.version) is not supported" }
+        guard !offer.files.isEmpty, offer.files.count <= 10_000 else { return "between 1 and 10,000 files, please" }
+        var names = Set<String>()
+        for file in offer.files {
+            guard FileTransferMessage.isSafeName(file.name) else { return "'\(file.name.prefix(64))' is not a plain file name" }
+            guard names.insert(file.name).inserted else { return "'\(file.name)' is offered twice" }
+            guard file.size >= 0, file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit) else {
+                return "'\(file.name)' has a bad size or SHA-256"
+            }
+            if FileManager.default.fileExists(atPath: directory.appendingPathComponent(file.name).path) {
+                return "\(file.name) exists already in the target directory"
+            }
+        }
+        return nil
+    }
+}

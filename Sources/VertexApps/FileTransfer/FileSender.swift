@@ -1,0 +1,85 @@
+import Foundation
+import NIOCore
+import Q2Q
+
+/// What a send achieved.
+public struct FileSendSummary: Sendable, Codable {
+    public var files: [String]
+    /// Bytes of file data sent (a resumed file counts from where it resumed).
+    public var bytesSent: Int64
+    public var totalBytes: Int64
+    public var seconds: Double
+    public var method: String
+    public var verified: Bool
+}
+
+/// Sends files over a Q2Q stream to a ``FileReceiver``.
+public enum FileSender {
+    /// Offers `files`, resumes what the receiver already holds (after checking that
+    /// part against our own file), streams the rest, and waits for the receiver's
+    /// SHA-256 verdict. `progress` is told (bytes so far, bytes to send).
+    public static func send(_ files: [URL], over stream: Q2QStream,
+                            progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileSendSummary {
+        var entries: [FileTransferMessage.Offer.File] = []
+        for url in files {
+            let attributes: [FileAttributeKey: Any]
+            do {
+                attributes = try FileManager.default.attributesOfItem(atPath: url.path)
+            } catch {
+                throw FileTransferError("cannot read \(url.path): \(error.localizedDescription)")
+            }
+            guard (attributes[.type] as? FileAttributeType) == .typeRegular else {
+                throw FileTransferError("\(url.path) is not a regular file")
+            }
+            entries.append(.init(name: url.lastPathComponent, size: (attributes[.size] as! NSNumber).int64Value,
+                                 sha256: try FileDigest.sha256(of: url)))
+        }
+        let offer = FileTransferMessage.Offer(version: FileTransferMessage.version, files: entries)
+        let start = ContinuousClock.now
+        return try await stream.channel.executeThenClose { inbound, outbound in
+            var reader = StreamReader(inbound)
+            try await outbound.send(offer)
+            let answer = try await reader.message(FileTransferMessage.Answer.self)
+            guard answer.accept else {
+                throw FileTransferError("\(stream.peer) refused the files: \(answer.reason ?? "no reason given")")
+            }
+            guard answer.held.count == entries.count else { throw FileTransferError("a malformed answer") }
+            var offsets: [Int64] = []
+            for (index, held) in answer.held.enumerated() {
+                let usable = held.bytes > 0 && held.bytes <= entries[index].size
+                    && (try? FileDigest.sha256(of: files[index], length: held.bytes)) == held.sha256
+                offsets.append(usable ? held.bytes : 0)
+            }
+            try await outbound.send(FileTransferMessage.Start(offsets: offsets))
+            let toSend = zip(entries, offsets).reduce(Int64(0)) { $0 + $1.0.size - $1.1 }
+            var sent: Int64 = 0
+            for (index, url) in files.enumerated() {
+                let handle = try FileHandle(forReadingFrom: url)
+                defer { try? handle.close() }
+                try handle.seek(toOffset: UInt64(offsets[index]))
+                var remaining = entries[index].size - offsets[index]
+                while remaining > 0 {
+                    let chunk = try handle.read(upToCount: Int(min(remaining, 256 * 1024))) ?? Data()
+                    guard !chunk.isEmpty else {
+                        throw FileTransferError("\(url.path) became shorter while it was being sent")
+                    }
+                    try await outbound.write(ByteBuffer(bytes: chunk))
+                    remaining -= Int64(chunk.count)
+                    sent += Int64(chunk.count)
+                    progress(sent, toSend)
+                }
+            }
+            let result = try await reader.message(FileTransferMessage.Result.self)
+            outbound.finish()
+            let elapsed = ContinuousClock.now - start
+            let summary = FileSendSummary(files: entries.map(\.name), bytesSent: sent, totalBytes: offer.totalBytes,
+                                          seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                                          method: stream.method.description, verified: result.verified.allSatisfy { $0 })
+            guard summary.verified else {
+                let bad = zip(entries, result.verified).filter { !$0.1 }.map(\.0.name)
+                throw FileTransferError("the receiver could not verify \(bad.joined(separator: ", ")) (changed while sent?): \(result.reason ?? "SHA-256 mismatch")")
+            }
+            return summary
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+import NIOCore
+
+/// Reads control messages and raw data from a stream's inbound side.
+struct StreamReader {
+    private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    private var buffered = ByteBuffer()
+
+    init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) {
+        iterator = inbound.makeAsyncIterator()
+    }
+
+    /// Whether more bytes came; `false` at the end of the stream.
+    private mutating func fill() async throws -> Bool {
+        guard var more = try await iterator.next() else { return false }
+        buffered.writeBuffer(&more)
+        return true
+    }
+
+    mutating func message<Message: Decodable>(_ type: Message.Type) async throws -> Message {
+        while buffered.readableBytes < 4 {
+            guard try await fill() else { throw FileTransferError("the peer closed the stream") }
+        }
+        let length = Int(buffered.getInteger(at: buffered.readerIndex, as: UInt32.self)!)
+        guard length <= FileTransferMessage.maximumMessageSize else {
+            throw FileTransferError("a control message of \(length) bytes is over the \(FileTransferMessage.maximumMessageSize)-byte limit")
+        }
+        while buffered.readableBytes < 4 + length {
+            guard try await fill() else { throw FileTransferError("the peer closed the stream") }
+        }
+        buffered.moveReaderIndex(forwardBy: 4)
+        let bytes = buffered.readSlice(length: length)!
+        do {
+            return try JSONDecoder().decode(Message.self, from: Data(bytes.readableBytesView))
+        } catch {
+            throw FileTransferError("a malformed \(Message.self) message: \(error)")
+        }
+    }
+
+    /// Up to `limit` bytes of data; throws at the end of the stream.
+    mutating func data(upTo limit: Int) async throws -> ByteBuffer {
+        if buffered.readableBytes == 0 {
+            guard try await fill() else { throw FileTransferError("the stream ended before the file did") }
+        }
+        return buffered.readSlice(length: min(limit, buffered.readableBytes))!
+    }
+}
+
+extension NIOAsyncChannelOutboundWriter<ByteBuffer> {
+    func send<Message: Encodable>(_ message: Message) async throws {
+        let json = try JSONEncoder().encode(message)
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt32(json.count))
+        buffer.writeBytes(json)
+        try await write(buffer)
+    }
+}

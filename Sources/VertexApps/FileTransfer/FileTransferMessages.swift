@@ -1,0 +1,64 @@
+import Foundation
+
+/// The control messages of Vertex's file transfer (docs/file-transfer.md). Each travels
+/// as a 4-byte big-endian length and that many bytes of JSON; file data follows raw.
+public enum FileTransferMessage {
+    /// The service name peers listen on.
+    public static let service = "file-transfer"
+    /// The largest control message either side accepts.
+    public static let maximumMessageSize = 1 << 20
+    public static let version = 1
+
+    /// Sender → receiver: what would be sent.
+    public struct Offer: Codable, Sendable, Equatable {
+        public var version: Int
+        public var files: [File]
+
+        public struct File: Codable, Sendable, Equatable {
+            /// A plain file name: no directories, nothing hidden.
+            public var name: String
+            public var size: Int64
+            /// SHA-256 of the whole file, lowercase hex.
+            public var sha256: String
+        }
+
+        public var totalBytes: Int64 { files.reduce(0) { $0 + $1.size } }
+    }
+
+    /// Receiver → sender: refused, or accepted with what it already holds of each file.
+    public struct Answer: Codable, Sendable, Equatable {
+        public var accept: Bool
+        public var reason: String?
+        /// Per file: bytes already held from an interrupted transfer, and their SHA-256.
+        public var held: [Held]
+
+        public struct Held: Codable, Sendable, Equatable {
+            public var bytes: Int64
+            public var sha256: String
+        }
+    }
+
+    /// Sender → receiver: where each file's data starts (the held part, when it matched
+    /// the sender's own file, else 0). The data of every file follows, in order.
+    public struct Start: Codable, Sendable, Equatable {
+        public var offsets: [Int64]
+    }
+
+    /// Receiver → sender: whether each file arrived whole and matched its SHA-256.
+    public struct Result: Codable, Sendable, Equatable {
+        public var verified: [Bool]
+        public var reason: String?
+    }
+
+    /// Whether `name` may be written as a file directly under the target directory.
+    public static func isSafeName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 255 && !name.hasPrefix(".") && !name.contains("/") && !name.contains("\\")
+            && !name.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+}
+
+/// Something wrong with a transfer, worded for the person at the terminal.
+public struct FileTransferError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
