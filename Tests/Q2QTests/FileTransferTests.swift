@@ -1,0 +1,106 @@
+import Foundation
+import NIOCore
+import Q2Q
+@testable import VertexApps
+import Testing
+import VertexTestSupport
+
+@Suite("File transfer")
+struct FileTransferTests {
+    static let alice = try! Q2QAddress("alice@example.test")
+    static let bob = try! Q2QAddress("bob@example.test")
+
+    /// alice sends `file` to bob's `inbox` over `methods`; bob accepts unless `refuse`.
+    static func transfer(_ file: URL, into inbox: URL, in domain: TestDomain, methods: Q2QMethodPolicy = .tcp,
+                         refuse: String? = nil) async throws -> (FileSendSummary, FileReceiveSummary?) {
+        let aliceNode = try await makeNode("alice@example.test", in: domain)
+        let bobNode = try await makeNode("bob@example.test", in: domain)
+        let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
+        let receiving = Task { () -> FileReceiveSummary? in
+            var iterator = listener.connections.makeAsyncIterator()
+            guard let stream = await iterator.next() else { return nil }
+            return try? await FileReceiver.receive(stream, into: inbox) { _, _ in refuse }
+        }
+        defer { Task { await listener.close(); await aliceNode.shutdown(); await bobNode.shutdown() } }
+        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: methods)
+        let sent = try await FileSender.send([file], over: stream)
+        return (sent, await receiving.value)
+    }
+
+    static func makeFile(_ directory: URL, _ name: String, bytes: Int) throws -> URL {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let url = directory.appendingPathComponent(name)
+        try Data(pseudoRandomBytes(bytes)).write(to: url)
+        return url
+    }
+
+    @Test("a file arrives byte-exact under its name, over tcp and over the relay", arguments: ["tcp", "relay"])
+    func sendFile(method: String) async throws {
+        try await withDomain { domain in
+            let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "report.bin", bytes: 3_000_000)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let (sent, received) = try await Self.transfer(file, into: inbox, in: domain, methods: Q2QMethodPolicy(method)!)
+            #expect(sent.verified && sent.bytesSent == 3_000_000)
+            #expect(received?.verified == true && received?.peer == Self.alice)
+            #expect(try Data(contentsOf: inbox.appendingPathComponent("report.bin")) == Data(contentsOf: file))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path) == ["report.bin"])
+        }
+    }
+
+    @Test("an interrupted transfer resumes after the held part is checked; a held part that differs starts over")
+    func resume() async throws {
+        try await withDomain { domain in
+            let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "big.bin", bytes: 2_000_000)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let original = try Data(contentsOf: file)
+            // What an interrupted transfer left: the first 1.5 MB.
+            try original.prefix(1_500_000).write(to: FileReceiver.partialURL(for: "big.bin", in: inbox))
+            let (resumed, _) = try await Self.transfer(file, into: inbox, in: domain)
+            #expect(resumed.bytesSent == 500_000)
+            #expect(try Data(contentsOf: inbox.appendingPathComponent("big.bin")) == original)
+
+            // A held part that is not a prefix of the file: everything is sent again.
+            let inbox2 = domain.directory.appendingPathComponent("inbox2")
+            try FileManager.default.createDirectory(at: inbox2, withIntermediateDirectories: true)
+            var wrong = original.prefix(1_000_000)
+            wrong[wrong.startIndex + 10] ^= 0xFF
+            try wrong.write(to: FileReceiver.partialURL(for: "big.bin", in: inbox2))
+            let (restarted, _) = try await Self.transfer(file, into: inbox2, in: domain)
+            #expect(restarted.bytesSent == 2_000_000)
+            #expect(try Data(contentsOf: inbox2.appendingPathComponent("big.bin")) == original)
+        }
+    }
+
+    @Test("a receiver that refuses: the sender gets the reason, nothing is written")
+    func refused() async throws {
+        try await withDomain { domain in
+            let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "x.bin", bytes: 1000)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let error = await #expect(throws: FileTransferError.self) {
+                _ = try await Self.transfer(file, into: inbox, in: domain, refuse: "not from you")
+            }
+            #expect(error?.description.contains("not from you") == true)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).isEmpty)
+        }
+    }
+
+    @Test("offers that would escape the directory or overwrite are refused", arguments: [
+        "../escape", "/etc/passwd", ".hidden", "a/b", "", "back\\slash",
+    ])
+    func unsafeNames(name: String) {
+        let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: name, size: 1, sha256: String(repeating: "a", count: 64))])
+        #expect(FileReceiver.check(offer, directory: FileManager.default.temporaryDirectory) != nil)
+    }
+
+    @Test("vertex demo prints a verified row for each method")
+    func demo() async throws {
+        let run = try await ChildProcess.run(ChildProcess.built("vertex"), ["demo", "--size", "2"])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        let rows = run.stdout.split(separator: "\n").filter { $0.hasSuffix("yes (SHA-256)") }
+        #expect(rows.count == 2, "\(run.stdout)")
+        #expect(rows.contains { $0.hasPrefix("tcp@127.0.0.1:") } && rows.contains { $0.hasPrefix("relay (virtual)") })
+    }
+}
