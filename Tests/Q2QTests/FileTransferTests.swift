@@ -21,10 +21,21 @@ struct FileTransferTests {
             guard let stream = await iterator.next() else { return nil }
             return try? await FileReceiver.receive(stream, into: inbox) { _, _ in refuse }
         }
-        defer { Task { await listener.close(); await aliceNode.shutdown(); await bobNode.shutdown() } }
-        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: methods)
-        let sent = try await FileSender.send([file], over: stream)
-        return (sent, await receiving.value)
+        func shutdown() async {
+            await listener.close()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+        do {
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: methods)
+            let sent = try await FileSender.send([file], over: stream)
+            let received = await receiving.value
+            await shutdown()
+            return (sent, received)
+        } catch {
+            await shutdown()
+            throw error
+        }
     }
 
     static func makeFile(_ directory: URL, _ name: String, bytes: Int) throws -> URL {

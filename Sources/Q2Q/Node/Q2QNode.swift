@@ -120,6 +120,7 @@ public final class Q2QNode: Sendable {
             }
             let server = try await client.server(for: domain)
             return try await client.withNewConnection(to: server, responders: responders) { connection in
+                try await connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: PresenceServer.writeBufferWaterMark).get()
                 let authority = try await client.identify(domain, on: connection)
                 try await client.secure(connection, domain: domain, authority: authority, as: identity)
             }

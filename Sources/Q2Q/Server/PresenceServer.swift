@@ -136,6 +136,8 @@ public final class PresenceServer: Sendable {
         return certificate
     }
 
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 512 * 1024, high: 2 * 1024 * 1024)
+
     /// How many relayed channels are open.
     public var relayedChannelCount: Int { relay.count }
 
@@ -143,6 +145,9 @@ public final class PresenceServer: Sendable {
     public var listenerCount: Int { listeners.count }
 
     private func track(_ connection: AMPConnection) {
+        // Room for relayed streams: NIO's default 64 KiB high-water mark would make the
+        // relay pause a sender at every few boxes.
+        connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark).whenFailure { _ in }
         let id = ObjectIdentifier(connection)
         connections.withLock { $0[id] = connection }
         connection.channel.closeFuture.whenComplete { [self] _ in
