@@ -14,6 +14,9 @@ public struct AMPTLSUpgrade: Sendable {
     public var configuration: TLSConfiguration
     public var serverHostname: String?
     public var verification: AMPTLSVerification?
+    /// A context made once from `configuration` and shared by many connections (a
+    /// server's), instead of a new one per connection.
+    public var context: NIOSSLContext?
 
     public init(configuration: TLSConfiguration, serverHostname: String? = nil, verification: AMPTLSVerification? = nil) {
         self.configuration = configuration
@@ -21,10 +24,17 @@ public struct AMPTLSUpgrade: Sendable {
         self.verification = verification
     }
 
+    public init(context: NIOSSLContext, serverHostname: String? = nil, verification: AMPTLSVerification? = nil) {
+        self.configuration = context.configuration
+        self.context = context
+        self.serverHostname = serverHostname
+        self.verification = verification
+    }
+
     /// The TLS handler for this side. TLS roles follow TCP roles, as in Twisted: the
     /// side that accepted the TCP connection is the TLS server.
     func makeHandler(isTCPServer: Bool) throws -> NIOSSLHandler {
-        let context = try NIOSSLContext(configuration: configuration)
+        let context = try self.context ?? NIOSSLContext(configuration: configuration)
         switch (isTCPServer, verification) {
         case (true, nil):
             return NIOSSLServerHandler(context: context)

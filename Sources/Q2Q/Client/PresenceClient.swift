@@ -138,6 +138,7 @@ public struct PresenceClient: Sendable {
         } else {
             configuration = TLSConfiguration.makeClientConfiguration()
             configuration.minimumTLSVersion = .tlsv13
+            configuration.trustRoots = Q2QIdentity.noTrustRoots
         }
         configuration.certificateVerification = .noHostnameVerification
         let verifier = Q2QPeerVerifier(expected: server, authority: authority)

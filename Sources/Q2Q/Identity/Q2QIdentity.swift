@@ -31,6 +31,10 @@ public struct Q2QIdentity: Sendable {
         return configuration
     }
 
+    /// Q2Q verifies peers itself (``Q2QPeerVerifier``); loading the system's CA bundle
+    /// into every TLS context would cost hundreds of KiB per connection for nothing.
+    static let noTrustRoots = NIOSSLTrustRoots.certificates([])
+
     func tlsConfiguration(server: Bool) throws -> TLSConfiguration {
         let key = try NIOSSLPrivateKey(bytes: Array(privateKey.derRepresentation), format: .der)
         var configuration = server
@@ -41,6 +45,7 @@ public struct Q2QIdentity: Sendable {
             configuration.privateKey = .privateKey(key)
         }
         configuration.minimumTLSVersion = .tlsv13
+        configuration.trustRoots = Self.noTrustRoots
         return configuration
     }
 }

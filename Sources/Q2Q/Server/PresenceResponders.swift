@@ -71,7 +71,6 @@ extension PresenceServer {
         guard let authority = authority(for: arguments.to.domain) else {
             throw PresenceError.unknownDomain("this server is not the presence server of '\(arguments.to.domain)'")
         }
-        var configuration = try Q2QIdentity(authority: authority).tlsConfiguration(server: true)
         var verification: AMPTLSVerification?
         var authenticated: Q2QAddress?
         if arguments.authorize {
@@ -92,17 +91,15 @@ extension PresenceServer {
                 guard isOurs else { return false }
                 return (try? await store.isRevoked(serial: serial)) ?? true
             }).tlsVerification
-            configuration.certificateVerification = .noHostnameVerification
             authenticated = from
-        } else {
-            configuration.certificateVerification = .none
         }
+        let tls = try tlsContext(for: authority, verifyingPeer: arguments.authorize)
         guard session.secure(domain: authority.domain, authenticated: authenticated) else {
             throw PresenceError.verifyError("the connection is already secured")
         }
         logger.debug("secure", metadata: ["peer": "\(context.remoteAddress.map(String.init(describing:)) ?? "?")",
                                           "from": "\(authenticated?.description ?? "(unverified)")"])
-        return (AMPEmpty(), AMPTLSUpgrade(configuration: configuration, verification: verification))
+        return (AMPEmpty(), AMPTLSUpgrade(context: tls, verification: verification))
     }
 
     func sign(_ arguments: Sign.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Sign.Response {

@@ -62,6 +62,9 @@ public final class PresenceServer: Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     private let server: Mutex<AMPServer?> = Mutex(nil)
+    /// TLS contexts per (domain, whether the client is verified), made once: a context
+    /// holds the certificate and key, and is shared by every connection.
+    private let tlsContexts = Mutex<[String: NIOSSLContext]>([:])
     /// Open connections, closed on shutdown.
     private let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
     let registrations: Mutex<RateLimiter>
@@ -134,6 +137,17 @@ public final class PresenceServer: Sendable {
         try await store.pin(certificate, for: domain, now: Date())
         logger.notice("pinned the CA of \(domain)", metadata: ["fingerprint": "\(certificate.fingerprint)", "from": "\(server)"])
         return certificate
+    }
+
+    func tlsContext(for authority: DomainAuthority, verifyingPeer: Bool) throws -> NIOSSLContext {
+        let key = "\(authority.domain)|\(verifyingPeer)"
+        return try tlsContexts.withLock { contexts in
+            if let context = contexts[key] { return context }
+            let configuration = try Q2QIdentity(authority: authority).tlsConfiguration(server: true, verifyingPeer: verifyingPeer)
+            let context = try NIOSSLContext(configuration: configuration)
+            contexts[key] = context
+            return context
+        }
     }
 
     static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 512 * 1024, high: 2 * 1024 * 1024)
