@@ -2,7 +2,7 @@ import AMP
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
-import Q2Q
+@testable import Q2Q
 import Testing
 
 @Suite("Relayed connections (virtual channels through the presence server)")
@@ -76,7 +76,7 @@ struct RelayTests {
             // directions, which once made both ends stop reading.
             let block = (0..<65_521).map { UInt8(truncatingIfNeeded: $0 &* 31) }
             let payload = Array((0..<256).map { _ in block }.joined())
-            let echoed = try await withTimeout(seconds: 60) { try await roundTrip(stream, payload) }
+            let echoed = try await withTimeout(.seconds(60), "a 16 MiB echo through the relay") { try await roundTrip(stream, payload) }
             #expect(echoed == payload)
             await listener.close()
             echoing.cancel()
@@ -171,25 +171,4 @@ struct RelayTests {
             await bobNode.shutdown()
         }
     }
-}
-
-/// Fails the test instead of hanging it.
-func withTimeout<T: Sendable>(seconds: Int, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let result = try await group.next()!  else {
-            throw TestTimeout(seconds: seconds)
-        }
-        return result
-    }
-}
-
-struct TestTimeout: Error, CustomStringConvertible {
-    var seconds: Int
-    var description: String { "timed out after \(seconds) s" }
 }

@@ -75,6 +75,19 @@ public enum WhoAmI: AMPCommand {
     }
 }
 
+extension AMPResponders {
+    /// Answers `Who-Am-I` with the caller's address as this side sees it (presence
+    /// servers and listeners' direct paths both answer it).
+    mutating func registerWhoAmI() {
+        registerImmediate(WhoAmI.self) { _, context in
+            guard let address = context.remoteAddress.flatMap(HostPort.init) else {
+                throw PresenceError.verifyError("the caller's address is unknown")
+            }
+            return WhoAmI.Response(address: address)
+        }
+    }
+}
+
 /// `source-ip`: the caller's IP as the server sees it.
 public enum SourceIP: AMPCommand {
     public static let name = "source-ip"

@@ -65,6 +65,11 @@ public struct Q2QCertificate: Hashable, Sendable {
 
     /// The serial number in lowercase hex, as stored in revocation lists.
     public var serial: String {
+        Self.serial(of: certificate)
+    }
+
+    /// A certificate's serial number in lowercase hex.
+    static func serial(of certificate: Certificate) -> String {
         certificate.serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
     }
 

@@ -132,7 +132,7 @@ struct RevocationPolicy: VerifierPolicy {
 
     func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) async -> PolicyEvaluationResult {
         for certificate in chain {
-            let serial = certificate.serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
+            let serial = Q2QCertificate.serial(of: certificate)
             if await isRevoked(serial) {
                 return .failsToMeetPolicy(reason: .init("certificate \(serial) was revoked"))
             }

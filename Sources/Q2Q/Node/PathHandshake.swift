@@ -19,12 +19,7 @@ enum PathHandshake {
         responders.registerProtocolSwitch(RetrieveConnection.self) { arguments, context in
             try await listener.claim(arguments.text, on: context.connection)
         }
-        responders.registerImmediate(WhoAmI.self) { _, context in
-            guard let remote = context.remoteAddress.flatMap(HostPort.init) else {
-                throw ConnectionError.verifyError("the caller's address is unknown")
-            }
-            return WhoAmI.Response(address: remote)
-        }
+        responders.registerWhoAmI()
         _ = try AMPConnection.install(on: channel, responders: responders, isTCPServer: true, logger: logger)
     }
 

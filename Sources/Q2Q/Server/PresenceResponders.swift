@@ -45,12 +45,7 @@ extension PresenceServer {
             relay.choke(from: context.connection, id: arguments.id, choked: false)
             return AMPEmpty()
         }
-        responders.registerImmediate(WhoAmI.self) { _, context in
-            guard let remote = context.remoteAddress, let address = HostPort(remote) else {
-                throw PresenceError.verifyError("the caller's address is unknown")
-            }
-            return WhoAmI.Response(address: address)
-        }
+        responders.registerWhoAmI()
         responders.registerImmediate(SourceIP.self) { _, context in
             guard let ip = context.remoteAddress?.ipAddress else {
                 throw PresenceError.verifyError("the caller's address is unknown")
