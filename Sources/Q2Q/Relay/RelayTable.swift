@@ -7,10 +7,10 @@ import Synchronization
 /// connection, whose `write`s, `close`s and chokes it forwards. It sees only what
 /// the nodes send, which is TLS between them.
 ///
-/// Backpressure: when the receiving node's connection stops taking bytes (past a 2 MiB
-/// watermark), or that node chokes its end, the sender's channel is choked; it is
-/// unchoked when both have cleared. Senders write in 256 KiB bursts and read the Choke
-/// in between, so what the relay holds stays near the watermark.
+/// Backpressure: when the receiving node's connection stops taking bytes, the sender's
+/// connection is not read until it drains; when the receiving node chokes its end (its
+/// application is not reading), the sender is choked until it unchokes. So the relay
+/// holds at most one read's worth beyond the socket buffers.
 final class RelayTable: Sendable {
     struct End: Hashable, Sendable {
         var connection: ObjectIdentifier
@@ -22,8 +22,6 @@ final class RelayTable: Sendable {
         let toID: Int
         /// The receiving node choked its end.
         var chokedByReceiver = false
-        /// The receiving node's connection does not take more bytes.
-        var blocked = false
         /// What we last told the sender.
         var senderChoked = false
     }
@@ -75,13 +73,10 @@ final class RelayTable: Sendable {
         observer?(body.buffer)
         try? route.to.sendWithoutWaiting(Write.self, .init(id: route.toID, body: body))
         if !route.to.isWritable {
-            // Choke this channel's sender until the receiver's socket drains. Only this
-            // channel: pausing the sender's whole connection also stalled the traffic
-            // going the other way, and long echoes crawled.
-            update(end, sender: connection, senderID: id) { $0.blocked = true }
-            route.to.whenWritable().whenComplete { [self] _ in
-                update(end, sender: connection, senderID: id) { $0.blocked = false }
-            }
+            // Read nothing more from the sender's connection until the receiver's socket
+            // drains: TCP then slows the sender, with no round trip of Choke/Unchoke
+            // (which, at every watermark crossing, cut throughput to a trickle).
+            connection.pauseReading(until: route.to.whenWritable())
         }
     }
 
@@ -99,7 +94,7 @@ final class RelayTable: Sendable {
         let message: Bool? = routes.withLock { routes in
             guard var route = routes[end] else { return nil }
             change(&route)
-            let shouldChoke = route.blocked || route.chokedByReceiver
+            let shouldChoke = route.chokedByReceiver
             defer { routes[end] = route }
             guard shouldChoke != route.senderChoked else { return nil }
             route.senderChoked = shouldChoke
