@@ -2,19 +2,7 @@ import AMP
 import Foundation
 import NIOCore
 import Testing
-
-/// A seeded generator, so a failing case can be replayed from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import VertexTestSupport
 
 /// Property and fuzz tests of the box parser and the argument decoders: on any input
 /// they return boxes or a typed error, never crash, and never hold more than the limit.

@@ -130,11 +130,13 @@ struct RelayTests {
         }
     }
 
-    @Test("a receiver that does not read chokes the sender through the relay; nothing is lost")
-    func slowReceiverChokesSender() async throws {
+    @Test("a receiver that does not read holds the sender to its window through the relay; nothing is lost")
+    func slowReceiverHoldsSender() async throws {
         try await Self.withObservedDomain { domain, forwarded in
             let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let window = 256 * 1024
+            let bobNode = try await makeNode("bob@example.test", in: domain,
+                                             configuration: .init(listenHost: "127.0.0.1", relayWindow: window))
             let listener = try await bobNode.listen(as: Self.bob, service: "sink")
             let total = 64 * 1024 * 1024
             let startReading = NIOLockedValueBox(false)
@@ -158,14 +160,53 @@ struct RelayTests {
                     for _ in 0..<(total / chunk.readableBytes) { try await outbound.write(chunk) }
                 }
             }
-            // While bob reads nothing, what crosses the relay is what was in flight when
-            // his node choked the channel (socket buffers), not the 64 MiB alice offers.
+            // While bob reads nothing, what crosses the relay is his window, plus what his
+            // pipeline took before it stopped asking (the TLS handshake, a few records
+            // buffered for the application), not the 64 MiB alice offers.
             try await Task.sleep(for: .seconds(2))
             let crossedBeforeReading = forwarded.withLockedValue { $0.count }
-            #expect(crossedBeforeReading < 48 * 1024 * 1024, "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing")
+            #expect(crossedBeforeReading <= 4 * window, "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing")
             startReading.withLockedValue { $0 = true }
             #expect(await received.value == total)
             try await sender.value
+            await listener.close()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("a node that sends beyond its credit has the relayed channel closed, and no more is forwarded")
+    func overrunClosesChannel() async throws {
+        try await Self.withObservedDomain { domain, forwarded in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let window = 256 * 1024
+            let bobNode = try await makeNode("bob@example.test", in: domain,
+                                             configuration: .init(listenHost: "127.0.0.1", relayWindow: window))
+            let listener = try await bobNode.listen(as: Self.bob, service: "sink")
+            let bobSaw = Task { () -> Bool in
+                var iterator = listener.connections.makeAsyncIterator()
+                guard let stream = await iterator.next() else { return false }
+                // bob does not read until the channel is closed under him.
+                try? await stream.channel.channel.closeFuture.get()
+                return true
+            }
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "sink", methods: .relay)
+            let before = forwarded.withLockedValue { $0.count }
+            // Beside alice's well-behaved channel (id 1 on her connection to the server),
+            // raw `write`s on it that ignore the credit bob granted.
+            let identity = try await aliceNode.identity(Self.alice)
+            let link = try await aliceNode.link(as: identity, to: "example.test")
+            let block = AMPBytes(ByteBuffer(repeating: 0xEE, count: 65_535))
+            for _ in 0..<64 { try link.sendWithoutWaiting(Write.self, .init(id: 1, body: block)) }
+            #expect(try await withTimeout(.seconds(10), "bob's channel closing") { await bobSaw.value })
+            let deadline = ContinuousClock.now + .seconds(5)
+            while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(domain.server.relayedChannelCount == 0)
+            let overrun = forwarded.withLockedValue { $0.count } - before
+            #expect(overrun <= window, "\(overrun) bytes forwarded beyond the window")
+            try? await stream.channel.channel.close()
             await listener.close()
             await aliceNode.shutdown()
             await bobNode.shutdown()

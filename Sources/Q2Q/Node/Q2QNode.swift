@@ -19,8 +19,13 @@ public struct Q2QNodeConfiguration: Sendable {
     /// How often listen registrations are renewed (the server lets them lapse after 300 s).
     public var renewInterval: Duration
 
+    /// The window this node grants per relayed channel it receives on (``ChannelWindow``).
+    public var relayWindow: Int
+
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
-                maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100)) {
+                maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
+                relayWindow: Int = ChannelWindow.defaultSize) {
+        self.relayWindow = relayWindow
         self.listenHost = listenHost
         self.publishedHosts = publishedHosts
         self.stagger = stagger
@@ -110,6 +115,10 @@ public final class Q2QNode: Sendable {
                 multiplexer(for: context.connection).receivedClose(arguments.id)
                 return AMPEmpty()
             }
+            responders.registerImmediate(Credit.self) { [self] arguments, context in
+                multiplexer(for: context.connection).receivedCredit(arguments.id, bytes: arguments.bytes)
+                return AMPEmpty()
+            }
             responders.registerImmediate(Choke.self) { [self] arguments, context in
                 multiplexer(for: context.connection).receivedChoke(arguments.id, choked: true)
                 return AMPEmpty()
@@ -148,13 +157,17 @@ public final class Q2QNode: Sendable {
 
     /// The presence server relays a channel to one of our listeners: `id` is the
     /// server's, `listener` an id we offered. The channel then runs ``PathHandshake``.
-    private func acceptRelayed(_ arguments: Virtual.Arguments, on connection: AMPConnection) throws -> AMPEmpty {
+    private func acceptRelayed(_ arguments: Virtual.Arguments, on connection: AMPConnection) throws -> Virtual.Response {
         guard let listenerID = arguments.listenerID,
               let listener = listeners.withLock({ $0.values.first { $0.hasPendingClaim(listenerID) } }) else {
             throw ConnectionError.notFound("no listener here offered '\(arguments.listenerID?.prefix(64) ?? "")'")
         }
+        guard let sendCredit = arguments.window, ChannelWindow.isValid(sendCredit) else {
+            throw ConnectionError.notFound("a relayed channel needs a window of 1 to \(ChannelWindow.maximumCredit) bytes")
+        }
         let mux = multiplexer(for: connection)
-        guard let channel = mux.acceptChannel(id: arguments.id) else {
+        let window = configuration.relayWindow
+        guard let channel = mux.acceptChannel(id: arguments.id, receiveWindow: window) else {
             throw ConnectionError.notFound("virtual channel id \(arguments.id) is not a free id of the server's")
         }
         do {
@@ -163,8 +176,8 @@ public final class Q2QNode: Sendable {
             channel.remoteClosed()
             throw error
         }
-        channel.activate()
-        return AMPEmpty()
+        channel.activate(sendCredit: sendCredit)
+        return Virtual.Response(window: window)
     }
 
     /// The relay attempt: a virtual channel through the presence server to the node
@@ -172,15 +185,21 @@ public final class Q2QNode: Sendable {
     private func dialRelayed(over connection: AMPConnection, listenerID: String, as identity: Q2QIdentity,
                              peer: Q2QAddress, authority: Q2QCertificate, service: String) async throws -> Q2QStream {
         let mux = multiplexer(for: connection)
-        let channel = try await connection.channel.eventLoop.submit { mux.makeChannel() }.get()
+        let window = configuration.relayWindow
+        let channel = try await connection.channel.eventLoop.submit { mux.makeChannel(receiveWindow: window) }.get()
         return try await withTaskCancellationHandler {
+            let sendCredit: Int
             do {
-                _ = try await connection.call(Virtual.self, .init(id: channel.id, listener: listenerID))
+                let answer = try await connection.call(Virtual.self, .init(id: channel.id, listener: listenerID, window: window))
+                guard let granted = answer.window, ChannelWindow.isValid(granted) else {
+                    throw ConnectionError.notFound("the presence server relayed without a flow-control window")
+                }
+                sendCredit = granted
             } catch {
                 channel.eventLoop.execute { channel.remoteClosed() }
                 throw error
             }
-            try await channel.eventLoop.submit { channel.activate() }.get()
+            try await channel.eventLoop.submit { channel.activate(sendCredit: sendCredit) }.get()
             return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
                                                  listenerID: listenerID, service: service, method: .virtual, logger: logger)
         } onCancel: {

@@ -1,16 +1,19 @@
 import AMP
 import Foundation
+import Logging
 import NIOCore
 import Synchronization
 
 /// The presence server's relay: pairs of virtual channels, one on each node's
-/// connection, whose `write`s, `close`s and chokes it forwards. It sees only what
-/// the nodes send, which is TLS between them.
+/// connection, whose `write`s, `credit`s, `close`s and chokes it forwards. It sees only
+/// what the nodes send, which is TLS between them.
 ///
-/// Backpressure: when the receiving node's connection stops taking bytes, the sender's
-/// connection is not read until it drains; when the receiving node chokes its end (its
-/// application is not reading), the sender is choked until it unchokes. So the relay
-/// holds at most one read's worth beyond the socket buffers.
+/// Backpressure is the channels' credit windows (``ChannelWindow``), which the relay
+/// checks as well as forwards: a node may send on a relayed channel only what the other
+/// end granted, so the relay holds at most one window per direction of a channel,
+/// whatever the speed of the receiving node, and never has to stop reading a node's
+/// connection (which would stall that node's other channels). A node that sends beyond
+/// its credit has both ends of that channel closed.
 final class RelayTable: Sendable {
     struct End: Hashable, Sendable {
         var connection: ObjectIdentifier
@@ -20,20 +23,24 @@ final class RelayTable: Sendable {
     private struct Route {
         let to: AMPConnection
         let toID: Int
-        /// The receiving node choked its end.
-        var chokedByReceiver = false
-        /// What we last told the sender.
-        var senderChoked = false
+        /// What this end may still send to the other.
+        var credit: SendCredit
     }
+
+    /// The largest window the relay passes on: what one direction of one relayed
+    /// channel may make it hold.
+    static let maximumWindow = 8 * 1024 * 1024
 
     private let routes = Mutex<[End: Route]>([:])
     /// Listener ids offered in `inbound` answers → the connection of the node that offered them.
     private let offers = Mutex<[String: (connection: AMPConnection, expires: Date)]>([:])
     /// Sees every body forwarded (tests use it to check that only ciphertext passes).
     let observer: (@Sendable (ByteBuffer) -> Void)?
+    private let logger: Logger
 
-    init(observer: (@Sendable (ByteBuffer) -> Void)? = nil) {
+    init(observer: (@Sendable (ByteBuffer) -> Void)? = nil, logger: Logger) {
         self.observer = observer
+        self.logger = logger
     }
 
     func remember(offer id: String, from connection: AMPConnection, now: Date) {
@@ -50,61 +57,104 @@ final class RelayTable: Sendable {
         }
     }
 
-    /// Splices `a` (channel `aID` on connection `a`) with `b`'s `bID`.
-    func splice(_ a: AMPConnection, _ aID: Int, with b: AMPConnection, _ bID: Int) -> Bool {
+    /// Splices `a` (channel `aID` on connection `a`, which grants `aWindow`) with `b`'s
+    /// `bID`. `b` may send `aWindow` at once; `a` nothing until ``accepted`` gives `b`'s window.
+    func splice(_ a: AMPConnection, _ aID: Int, window aWindow: Int, with b: AMPConnection, _ bID: Int) -> Bool {
         let endA = End(connection: ObjectIdentifier(a), id: aID)
         let endB = End(connection: ObjectIdentifier(b), id: bID)
         return routes.withLock { routes in
             guard routes[endA] == nil, routes[endB] == nil else { return false }
-            routes[endA] = Route(to: b, toID: bID)
-            routes[endB] = Route(to: a, toID: aID)
+            routes[endA] = Route(to: b, toID: bID, credit: SendCredit(initial: 0))
+            routes[endB] = Route(to: a, toID: aID, credit: SendCredit(initial: aWindow))
             return true
         }
+    }
+
+    /// The accepting end answered with its window: `a`'s end may now send that much.
+    func accepted(_ a: AMPConnection, _ aID: Int, window bWindow: Int) {
+        grant(End(connection: ObjectIdentifier(a), id: aID), bWindow)
     }
 
     func isInUse(_ connection: AMPConnection, _ id: Int) -> Bool {
         routes.withLock { $0[End(connection: ObjectIdentifier(connection), id: id)] != nil }
     }
 
-    /// Forwards a `write` from `connection`'s channel `id`.
+    /// How many relayed channels end on `connection`.
+    func channelCount(of connection: AMPConnection) -> Int {
+        let id = ObjectIdentifier(connection)
+        return routes.withLock { routes in routes.keys.count { $0.connection == id } }
+    }
+
+    /// Forwards a `write` from `connection`'s channel `id`, if its credit covers it.
     func write(from connection: AMPConnection, id: Int, body: AMPBytes) {
         let end = End(connection: ObjectIdentifier(connection), id: id)
-        guard let route = routes.withLock({ $0[end] }) else { return }
-        observer?(body.buffer)
-        try? route.to.sendWithoutWaiting(Write.self, .init(id: route.toID, body: body))
-        if !route.to.isWritable {
-            // Read nothing more from the sender's connection until the receiver's socket
-            // drains: TCP then slows the sender, with no round trip of Choke/Unchoke
-            // (which, at every watermark crossing, cut throughput to a trickle).
-            connection.pauseReading(until: route.to.whenWritable())
+        let checked = routes.withLock { routes -> Result<Route, ChannelWindowError>? in
+            guard var route = routes[end] else { return nil }
+            do throws(ChannelWindowError) {
+                try route.credit.spend(body.buffer.readableBytes)
+            } catch {
+                return .failure(error)
+            }
+            routes[end] = route
+            return .success(route)
+        }
+        switch checked {
+        case .success(let route)?:
+            observer?(body.buffer)
+            try? route.to.sendWithoutWaiting(Write.self, .init(id: route.toID, body: body))
+        case .failure(let error)?:
+            brokeWindow(end, connection, error)
+        case nil:
+            break
         }
     }
 
-    /// A `Choke`/`Unchoke` from `connection`'s channel `id` holds or releases the other end's sender.
+    /// A `credit` from `connection`'s channel `id` (the receiver): the other end, its
+    /// sender, may send `bytes` more.
+    func credit(from connection: AMPConnection, id: Int, bytes: Int) {
+        let end = End(connection: ObjectIdentifier(connection), id: id)
+        guard let route = routes.withLock({ $0[end] }) else { return }
+        let sender = End(connection: ObjectIdentifier(route.to), id: route.toID)
+        guard grant(sender, bytes) else {
+            brokeWindow(end, connection, ChannelWindowError("a grant of \(bytes) bytes"))
+            return
+        }
+        try? route.to.sendWithoutWaiting(Credit.self, .init(id: route.toID, bytes: bytes))
+    }
+
+    /// Adds `bytes` to `end`'s credit; false when that breaks the rules.
+    @discardableResult
+    private func grant(_ end: End, _ bytes: Int) -> Bool {
+        routes.withLock { routes in
+            guard var route = routes[end] else { return true }
+            do {
+                try route.credit.grant(bytes)
+            } catch {
+                return false
+            }
+            routes[end] = route
+            return true
+        }
+    }
+
+    /// A `Choke`/`Unchoke` (the original's) from `connection`'s channel `id` goes to the other end.
     func choke(from connection: AMPConnection, id: Int, choked: Bool) {
         let end = End(connection: ObjectIdentifier(connection), id: id)
         guard let route = routes.withLock({ $0[end] }) else { return }
-        // The receiver (this end) choked: the sender is the other end.
-        let other = End(connection: ObjectIdentifier(route.to), id: route.toID)
-        update(other, sender: route.to, senderID: route.toID) { $0.chokedByReceiver = choked }
+        if choked {
+            try? route.to.sendWithoutWaiting(Choke.self, .init(id: route.toID))
+        } else {
+            try? route.to.sendWithoutWaiting(Unchoke.self, .init(id: route.toID))
+        }
     }
 
-    /// Applies `change` to the route from `end` and tells its sender if its choke state changed.
-    private func update(_ end: End, sender: AMPConnection, senderID: Int, _ change: (inout Route) -> Void) {
-        let message: Bool? = routes.withLock { routes in
-            guard var route = routes[end] else { return nil }
-            change(&route)
-            let shouldChoke = route.chokedByReceiver
-            defer { routes[end] = route }
-            guard shouldChoke != route.senderChoked else { return nil }
-            route.senderChoked = shouldChoke
-            return shouldChoke
-        }
-        switch message {
-        case true?: try? sender.sendWithoutWaiting(Choke.self, .init(id: senderID))
-        case false?: try? sender.sendWithoutWaiting(Unchoke.self, .init(id: senderID))
-        case nil: break
-        }
+    /// `end` broke the window rules: both ends of its channel are closed.
+    private func brokeWindow(_ end: End, _ connection: AMPConnection, _ error: ChannelWindowError) {
+        logger.warning("closing a relayed channel whose node broke its window",
+                       metadata: ["peer": "\(connection.channel.remoteAddress.map { "\($0)" } ?? "?")",
+                                  "channel": "\(end.id)", "error": "\(error)"])
+        close(from: connection, id: end.id)
+        Task { _ = try? await connection.call(Close.self, .init(id: end.id)) }
     }
 
     /// A `close` from one end: forget the pair and close the other end.

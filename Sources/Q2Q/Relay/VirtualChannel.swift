@@ -5,11 +5,12 @@ import Synchronization
 /// on a parent AMP connection, so TLS and any application pipeline run on it exactly
 /// as on a TCP socket. Modelled on swift-nio-ssh's child channels.
 ///
-/// Flow control (the original's Choke/Unchoke, reactive): bytes that arrive while the
-/// pipeline has not asked to read are held; past `chokeThreshold` the peer is sent
-/// `Choke`, and `Unchoke` once they are read. Writes go to the parent while the peer
-/// has not choked us and the parent socket takes more; otherwise they wait here, and
-/// the channel reports itself not writable past `writeBufferHigh`.
+/// Flow control is credit-based (``ChannelWindow``): bytes that arrive while the
+/// pipeline has not asked to read are held, and are granted back to the peer as
+/// `credit` only once the pipeline has taken them, so at most one window is held
+/// here. Writes go to the parent while we have credit, the peer has not choked us (the
+/// original's `Choke`, still obeyed) and the parent socket takes more; otherwise they
+/// wait here, and the channel reports itself not writable past `writeBufferHigh`.
 ///
 /// All state is confined to the parent's event loop.
 final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
@@ -23,8 +24,6 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     private let writable = Atomic<Bool>(true)
     private let active = Atomic<Bool>(false)
 
-    static let chokeThreshold = 256 * 1024
-    static let unchokeThreshold = 64 * 1024
     static let writeBufferHigh = 256 * 1024
     static let writeBufferLow = 64 * 1024
     /// The largest `body` one `write` box may carry.
@@ -33,11 +32,13 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     private var autoRead = true
     private var readRequested = false
     private var pendingReads = CircularBuffer<ByteBuffer>()
-    private var pendingReadBytes = 0
-    private var chokedPeer = false
+    private var receiveWindow: ReceiveWindow
+    private var credit = SendCredit(initial: 0)
     private var chokedByPeer = false
     private var pendingWrites = MarkedCircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 8)
     private var pendingWriteBytes = 0
+    /// How much of the first pending write has gone out (credit may cover only part of it).
+    private var sentOfFirstWrite = 0
     private var closed = false
     /// No more writes are taken (half-closed, or closing once what is queued is sent).
     private var outputClosed = false
@@ -48,8 +49,9 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     /// peer's Choke between them.
     static let writeBurst = 256 * 1024
 
-    init(id: Int, multiplexer: VirtualChannelMultiplexer, parent: any Channel) {
+    init(id: Int, multiplexer: VirtualChannelMultiplexer, parent: any Channel, receiveWindow: Int) {
         self.id = id
+        self.receiveWindow = ReceiveWindow(size: receiveWindow)
         self.multiplexer = multiplexer
         self.parent = parent
         self.eventLoop = parent.eventLoop
@@ -182,8 +184,9 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
 
     // MARK: Driven by the multiplexer
 
-    /// The channel exists at both ends: start the pipeline.
-    func activate() {
+    /// The channel exists at both ends, and the peer granted `sendCredit`: start the pipeline.
+    func activate(sendCredit: Int) {
+        credit = SendCredit(initial: sendCredit)
         active.store(true, ordering: .relaxed)
         pipeline.fireChannelRegistered()
         pipeline.fireChannelActive()
@@ -192,14 +195,25 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
 
     func received(_ body: ByteBuffer) {
         guard !closed else { return }
-        pendingReads.append(body)
-        pendingReadBytes += body.readableBytes
-        if readRequested {
-            deliverReads()
-        } else if !chokedPeer, pendingReadBytes > Self.chokeThreshold {
-            chokedPeer = true
-            multiplexer.sendChoke(id, choked: true)
+        do throws(ChannelWindowError) {
+            try receiveWindow.received(body.readableBytes)
+        } catch {
+            peerBrokeWindow(error)
+            return
         }
+        pendingReads.append(body)
+        if readRequested { deliverReads() }
+    }
+
+    func peerGranted(_ bytes: Int) {
+        guard !closed else { return }
+        do throws(ChannelWindowError) {
+            try credit.grant(bytes)
+        } catch {
+            peerBrokeWindow(error)
+            return
+        }
+        deliverWrites()
     }
 
     func peerChoked(_ choked: Bool) {
@@ -223,14 +237,16 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
 
     private func deliverReads() {
         readRequested = false
+        var delivered = 0
         while let buffer = pendingReads.popFirst() {
-            pendingReadBytes -= buffer.readableBytes
+            delivered += buffer.readableBytes
             pipeline.fireChannelRead(buffer)
         }
         pipeline.fireChannelReadComplete()
-        if chokedPeer, !closed, pendingReadBytes < Self.unchokeThreshold {
-            chokedPeer = false
-            multiplexer.sendChoke(id, choked: false)
+        // The pipeline took them (its own backpressure stops asking to read): the peer
+        // may send as much again.
+        if !closed, let grant = receiveWindow.consumed(delivered) {
+            multiplexer.sendCredit(id, grant)
         }
         if autoRead, !closed { pipeline.read() }
     }
@@ -239,21 +255,31 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         guard !closed else { return }
         var budget = Self.writeBurst
         while pendingWrites.hasMark, !chokedByPeer, multiplexer.parentIsWritable, budget > 0,
-              let (buffer, promise) = pendingWrites.popFirst() {
-            pendingWriteBytes -= buffer.readableBytes
-            budget -= buffer.readableBytes
-            var rest = buffer
+              credit.available > 0, let (buffer, promise) = pendingWrites.first {
+            let unsent = buffer.readableBytes - sentOfFirstWrite
+            let count = credit.take(upTo: min(unsent, budget))
+            var rest = buffer.getSlice(at: buffer.readerIndex + sentOfFirstWrite, length: count)!
             while rest.readableBytes > 0 {
                 let chunk = rest.readSlice(length: min(rest.readableBytes, Self.maximumBody))!
                 multiplexer.sendWrite(id, chunk)
             }
-            promise?.succeed()
+            sentOfFirstWrite += count
+            pendingWriteBytes -= count
+            budget -= count
+            if sentOfFirstWrite == buffer.readableBytes {
+                _ = pendingWrites.removeFirst()
+                sentOfFirstWrite = 0
+                promise?.succeed()
+            }
         }
         if pendingWrites.hasMark {
-            if budget <= 0, !chokedByPeer {
-                scheduleDelivery()
-            } else if !chokedByPeer, !multiplexer.parentIsWritable {
-                multiplexer.notifyWhenParentWritable()
+            // Waiting for credit or an Unchoke needs nothing more: their arrival delivers.
+            if !chokedByPeer, credit.available > 0 {
+                if multiplexer.parentIsWritable {
+                    scheduleDelivery()
+                } else {
+                    multiplexer.notifyWhenParentWritable()
+                }
             }
         } else if pendingWrites.isEmpty, let request = closeWhenSent {
             closeWhenSent = nil
@@ -285,12 +311,21 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         }
     }
 
+    /// The peer (or the relay) broke the window rules: the channel cannot be trusted to
+    /// stay bounded, so it is closed.
+    private func peerBrokeWindow(_ error: ChannelWindowError) {
+        pipeline.fireErrorCaught(error)
+        multiplexer.sendClose(id)
+        finishClose()
+    }
+
     private func finishClose() {
         closed = true
         // Bytes that arrived before the close are still the application's.
         if !pendingReads.isEmpty { deliverReads() }
         while let (_, promise) = pendingWrites.popFirst() { promise?.fail(ChannelError.ioOnClosedChannel) }
         pendingWriteBytes = 0
+        sentOfFirstWrite = 0
         if let request = closeWhenSent {
             closeWhenSent = nil
             request.promise?.succeed()

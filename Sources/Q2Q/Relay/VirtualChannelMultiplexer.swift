@@ -2,7 +2,7 @@ import AMP
 import NIOCore
 
 /// The virtual channels of one AMP connection, on a node: it numbers ours, delivers
-/// the peer's `write`/`close`/`Choke`/`Unchoke` to the right channel, and sends ours.
+/// the peer's `write`/`close`/`credit`/`Choke`/`Unchoke` to the right channel, and sends ours.
 /// Confined to the connection's event loop.
 final class VirtualChannelMultiplexer: @unchecked Sendable {
     let connection: AMPConnection
@@ -19,21 +19,21 @@ final class VirtualChannelMultiplexer: @unchecked Sendable {
 
     var eventLoop: any EventLoop { connection.channel.eventLoop }
 
-    /// A new channel with one of our ids, not yet active.
-    func makeChannel() -> VirtualChannel {
+    /// A new channel with one of our ids, not yet active, granting the peer `receiveWindow`.
+    func makeChannel(receiveWindow: Int) -> VirtualChannel {
         eventLoop.preconditionInEventLoop()
         let id = ourSign * nextNumber
         nextNumber += 1
-        let channel = VirtualChannel(id: id, multiplexer: self, parent: connection.channel)
+        let channel = VirtualChannel(id: id, multiplexer: self, parent: connection.channel, receiveWindow: receiveWindow)
         channels[id] = channel
         return channel
     }
 
     /// A channel the peer opened with `id`; `nil` when the id has the wrong sign or is taken.
-    func acceptChannel(id: Int) -> VirtualChannel? {
+    func acceptChannel(id: Int, receiveWindow: Int) -> VirtualChannel? {
         eventLoop.preconditionInEventLoop()
         guard id != 0, id.signum() == -ourSign, channels[id] == nil else { return nil }
-        let channel = VirtualChannel(id: id, multiplexer: self, parent: connection.channel)
+        let channel = VirtualChannel(id: id, multiplexer: self, parent: connection.channel, receiveWindow: receiveWindow)
         channels[id] = channel
         return channel
     }
@@ -46,6 +46,10 @@ final class VirtualChannelMultiplexer: @unchecked Sendable {
 
     func receivedClose(_ id: Int) {
         channels[id]?.remoteClosed()
+    }
+
+    func receivedCredit(_ id: Int, bytes: Int) {
+        channels[id]?.peerGranted(bytes)
     }
 
     func receivedChoke(_ id: Int, choked: Bool) {
@@ -65,12 +69,8 @@ final class VirtualChannelMultiplexer: @unchecked Sendable {
         try? connection.sendWithoutWaiting(Write.self, .init(id: id, body: AMPBytes(body)))
     }
 
-    func sendChoke(_ id: Int, choked: Bool) {
-        if choked {
-            try? connection.sendWithoutWaiting(Choke.self, .init(id: id))
-        } else {
-            try? connection.sendWithoutWaiting(Unchoke.self, .init(id: id))
-        }
+    func sendCredit(_ id: Int, _ bytes: Int) {
+        try? connection.sendWithoutWaiting(Credit.self, .init(id: id, bytes: bytes))
     }
 
     func sendClose(_ id: Int) {

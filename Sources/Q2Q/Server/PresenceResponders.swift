@@ -37,6 +37,10 @@ extension PresenceServer {
             relay.close(from: context.connection, id: arguments.id)
             return AMPEmpty()
         }
+        responders.registerImmediate(Credit.self) { [relay] arguments, context in
+            relay.credit(from: context.connection, id: arguments.id, bytes: arguments.bytes)
+            return AMPEmpty()
+        }
         responders.registerImmediate(Choke.self) { [relay] arguments, context in
             relay.choke(from: context.connection, id: arguments.id, choked: true)
             return AMPEmpty()
@@ -226,12 +230,15 @@ extension PresenceServer {
 
     /// `virtual` with a listener id: open a channel on the connection of the node that
     /// offered that id, and splice the two.
-    func openRelay(_ arguments: Virtual.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> AMPEmpty {
+    func openRelay(_ arguments: Virtual.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Virtual.Response {
         guard session.authenticated != nil else {
             throw ConnectionError.notFound("relayed channels need a connection secured with your certificate")
         }
         guard let listenerID = arguments.listenerID else {
             throw ConnectionError.notFound("this server hosts no services of its own: virtual needs a listener id")
+        }
+        guard let callerWindow = arguments.window, ChannelWindow.isValid(callerWindow) else {
+            throw ConnectionError.notFound("a relayed channel needs a window of 1 to \(ChannelWindow.maximumCredit) bytes")
         }
         let caller = context.connection
         // The caller made its TCP connection, so its ids are positive.
@@ -241,22 +248,35 @@ extension PresenceServer {
         guard let target = relay.offeringConnection(for: listenerID, now: Date()) else {
             throw ConnectionError.notFound("no listener '\(listenerID.prefix(64))' to relay to (unknown or expired)")
         }
+        let limit = configuration.maximumRelayedChannelsPerConnection
+        guard relay.channelCount(of: caller) < limit, relay.channelCount(of: target) < limit else {
+            throw ConnectionError.notFound("too many relayed channels (at most \(limit) per connection)")
+        }
+        // Windows larger than the relay will hold are passed on smaller: the sender
+        // then simply has less credit than the receiver would have allowed.
+        let towardsCaller = min(callerWindow, RelayTable.maximumWindow)
         let targetID = relayNumbers.withLock { numbers in
             let next = (numbers[ObjectIdentifier(target)] ?? 0) - 1
             numbers[ObjectIdentifier(target)] = next
             return next
         }
-        guard relay.splice(caller, arguments.id, with: target, targetID) else {
+        guard relay.splice(caller, arguments.id, window: towardsCaller, with: target, targetID) else {
             throw ConnectionError.notFound("virtual channel id \(arguments.id) is in use")
         }
+        let towardsTarget: Int
         do {
-            _ = try await withTimeout(configuration.inboundTimeout, "relaying a channel") {
-                try await target.call(Virtual.self, .init(id: targetID, listener: listenerID))
+            let answer = try await withTimeout(configuration.inboundTimeout, "relaying a channel") {
+                try await target.call(Virtual.self, .init(id: targetID, listener: listenerID, window: towardsCaller))
             }
+            guard let window = answer.window, ChannelWindow.isValid(window) else {
+                throw ConnectionError.notFound("it answered without a flow-control window")
+            }
+            towardsTarget = min(window, RelayTable.maximumWindow)
         } catch {
             relay.close(from: caller, id: arguments.id)
             throw ConnectionError.notFound("the listener did not take the relayed channel: \(error)")
         }
-        return AMPEmpty()
+        relay.accepted(caller, arguments.id, window: towardsTarget)
+        return Virtual.Response(window: towardsTarget)
     }
 }

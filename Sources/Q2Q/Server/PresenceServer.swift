@@ -32,6 +32,9 @@ public struct PresenceServerConfiguration: Sendable {
     public var peerServers: [String: HostPort]
     /// Sees every body the relay forwards (for tests that check only ciphertext passes).
     public var relayObserver: (@Sendable (ByteBuffer) -> Void)?
+    /// Relayed channels one node connection may have open at once (each may hold up to
+    /// ``RelayTable/maximumWindow`` per direction in this server).
+    public var maximumRelayedChannelsPerConnection: Int
 
     public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -48,6 +51,7 @@ public struct PresenceServerConfiguration: Sendable {
         self.inboundTimeout = inboundTimeout
         self.relayObserver = nil
         self.peerServers = [:]
+        self.maximumRelayedChannelsPerConnection = 64
     }
 }
 
@@ -85,7 +89,7 @@ public final class PresenceServer: Sendable {
         self.registrations = Mutex(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
         self.failedSigns = Mutex(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
         self.listeners = ListenerRegistry(lifetime: configuration.listenLifetime)
-        self.relay = RelayTable(observer: configuration.relayObserver)
+        self.relay = RelayTable(observer: configuration.relayObserver, logger: logger)
     }
 
     /// Loads (or, on first start, creates) each domain's CA, then listens.
