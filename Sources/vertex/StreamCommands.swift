@@ -217,22 +217,7 @@ struct ConnectCommand: AsyncParsableCommand {
         try await stream.channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
-                    // Standard input may be a file, a pipe or a terminal: plain reads on a thread of their own.
-                    let chunks = AsyncThrowingStream<ByteBuffer, any Error> { continuation in
-                        Thread.detachNewThread {
-                            var buffer = [UInt8](repeating: 0, count: 256 * 1024)
-                            while true {
-                                let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
-                                if count > 0 {
-                                    continuation.yield(ByteBuffer(bytes: buffer[0..<count]))
-                                } else if count == 0 || errno != EINTR {
-                                    break
-                                }
-                            }
-                            continuation.finish()
-                        }
-                    }
-                    for try await chunk in chunks { try await outbound.write(chunk) }
+                    try await forEachStandardInputChunk { chunk in try await outbound.write(chunk) }
                     outbound.finish()
                     return false
                 }
@@ -261,5 +246,58 @@ struct ConnectCommand: AsyncParsableCommand {
                 }
             }
         }
+    }
+}
+
+/// Calls `body` with each chunk of standard input until its end. Standard input may be
+/// a file, a pipe or a terminal, so plain reads run on a thread of their own; that
+/// thread stays at most a few chunks ahead of `body`, so a slow stream holds the
+/// input back instead of buffering it all.
+func forEachStandardInputChunk(_ body: (ByteBuffer) async throws -> Void) async throws {
+    let chunkSize = 256 * 1024
+    let slots = InputSlots(free: 4)
+    let chunks = AsyncStream<ByteBuffer> { continuation in
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: chunkSize)
+            while true {
+                slots.take()
+                let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    continuation.yield(ByteBuffer(bytes: buffer[0..<count]))
+                } else if count < 0, errno == EINTR {
+                    slots.give()
+                } else {
+                    break
+                }
+            }
+            continuation.finish()
+        }
+    }
+    for await chunk in chunks {
+        try await body(chunk)
+        slots.give()
+    }
+}
+
+/// How many chunks the input thread may read ahead (a counting semaphore that, unlike
+/// DispatchSemaphore, may be released with its count anywhere).
+private final class InputSlots: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var free: Int
+
+    init(free: Int) { self.free = free }
+
+    func take() {
+        condition.lock()
+        while free == 0 { condition.wait() }
+        free -= 1
+        condition.unlock()
+    }
+
+    func give() {
+        condition.lock()
+        free += 1
+        condition.signal()
+        condition.unlock()
     }
 }

@@ -45,6 +45,9 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     /// A close that waits for the queued writes to go out first (they may be choked).
     private var closeWhenSent: (mode: CloseMode, promise: EventLoopPromise<Void>?)?
     private var deliveryScheduled = false
+    private var readDeliveryScheduled = false
+    /// The most one read delivers (as a socket delivers at most its buffer).
+    static let readBatch = 64 * 1024
     /// Writes go out in bursts of this much, so that the event loop also reads the
     /// peer's Choke between them.
     static let writeBurst = 256 * 1024
@@ -145,11 +148,10 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
 
     func read0() {
         guard !closed else { return }
-        if pendingReads.isEmpty {
-            readRequested = true
-        } else {
-            deliverReads()
-        }
+        readRequested = true
+        // Delivered on the next turn of the loop, as a socket would: a pipeline that asks
+        // to read again from inside a delivery does not recurse.
+        if !pendingReads.isEmpty { scheduleReadDelivery() }
     }
 
     func close0(error: any Error, mode: CloseMode, promise: EventLoopPromise<Void>?) {
@@ -235,10 +237,13 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
 
     // MARK: Internals
 
-    private func deliverReads() {
+    /// Delivers what is held, at most `readBatch` bytes a time unless `all` (a closing
+    /// channel hands over everything): like a socket's read, so that TLS above decrypts
+    /// in buffers it can reuse rather than in one window-sized lump.
+    private func deliverReads(all: Bool = false) {
         readRequested = false
         var delivered = 0
-        while let buffer = pendingReads.popFirst() {
+        while all || delivered < Self.readBatch, let buffer = pendingReads.popFirst() {
             delivered += buffer.readableBytes
             pipeline.fireChannelRead(buffer)
         }
@@ -292,6 +297,15 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         updateWritability()
     }
 
+    private func scheduleReadDelivery() {
+        guard !readDeliveryScheduled else { return }
+        readDeliveryScheduled = true
+        eventLoop.execute { [self] in
+            readDeliveryScheduled = false
+            if readRequested, !closed, !pendingReads.isEmpty { deliverReads() }
+        }
+    }
+
     private func scheduleDelivery() {
         guard !deliveryScheduled else { return }
         deliveryScheduled = true
@@ -322,7 +336,7 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     private func finishClose() {
         closed = true
         // Bytes that arrived before the close are still the application's.
-        if !pendingReads.isEmpty { deliverReads() }
+        if !pendingReads.isEmpty { deliverReads(all: true) }
         while let (_, promise) = pendingWrites.popFirst() { promise?.fail(ChannelError.ioOnClosedChannel) }
         pendingWriteBytes = 0
         sentOfFirstWrite = 0
