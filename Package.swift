@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "vertex", targets: ["vertex"]),
         .executable(name: "amp-bench", targets: ["AMPBench"]),
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
+        .executable(name: "connect-bench", targets: ["ConnectBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -85,6 +86,14 @@ let package = Package(
         ),
         // Real child processes for integration tests (the vertex CLI, Twisted peers).
         .target(name: "VertexTestSupport", path: "Tests/VertexTestSupport"),
+        // Time to a first echoed byte, used by scripts/bench/connect-latency.
+        .executableTarget(
+            name: "ConnectBench",
+            dependencies: [
+                "Q2Q",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // Load on a presence server, used by scripts/bench/presence-load.
         .executableTarget(
             name: "PresenceBench",
