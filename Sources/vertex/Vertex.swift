@@ -18,6 +18,7 @@ struct Vertex: AsyncParsableCommand {
         subcommands: [
             DemoCommand.self, ServerCommand.self, UserCommand.self, CertCommand.self,
             RegisterCommand.self, IdentityCommand.self, ServersCommand.self, PinsCommand.self, WhoAmICommand.self,
+            SendCommand.self, ReceiveCommand.self, AuthorizeCommand.self,
             ServeCommand.self, ConnectCommand.self, TunnelCommand.self,
             AMPCommandGroup.self,
         ]

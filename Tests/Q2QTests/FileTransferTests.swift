@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Q2Q
 @testable import VertexApps
@@ -12,7 +13,8 @@ struct FileTransferTests {
 
     /// alice sends `file` to bob's `inbox` over `methods`; bob accepts unless `refuse`.
     static func transfer(_ file: URL, into inbox: URL, in domain: TestDomain, methods: Q2QMethodPolicy = .tcp,
-                         refuse: String? = nil) async throws -> (FileSendSummary, FileReceiveSummary?) {
+                         refuse: String? = nil,
+                         progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> (FileSendSummary, FileReceiveSummary?) {
         let aliceNode = try await makeNode("alice@example.test", in: domain)
         let bobNode = try await makeNode("bob@example.test", in: domain)
         let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
@@ -28,7 +30,7 @@ struct FileTransferTests {
         }
         do {
             let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: methods)
-            let sent = try await FileSender.send([file], over: stream)
+            let sent = try await FileSender.send([file], over: stream, progress: progress)
             let received = await receiving.value
             await shutdown()
             return (sent, received)
@@ -99,7 +101,8 @@ struct FileTransferTests {
     }
 
     @Test("offers that would escape the directory or overwrite are refused", arguments: [
-        "../escape", "/etc/passwd", ".hidden", "a/b", "", "back\\slash",
+        "../escape", "/etc/passwd", "a/../../b", "a//b", "a/", ".", "", "back\\slash", "x.vertex-partial",
+        "dir/.x.vertex-partial", "bell\u{7}", String(repeating: "n", count: 256),
     ])
     func unsafeNames(name: String) {
         let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: name, size: 1, sha256: String(repeating: "a", count: 64))])
@@ -113,5 +116,82 @@ struct FileTransferTests {
         let rows = run.stdout.split(separator: "\n").filter { $0.hasSuffix("yes (SHA-256)") }
         #expect(rows.count == 2, "\(run.stdout)")
         #expect(rows.contains { $0.hasPrefix("tcp@127.0.0.1:") } && rows.contains { $0.hasPrefix("relay (virtual)") })
+    }
+
+    @Test("a directory arrives with its tree, each file verified; hidden files come too")
+    func directory() async throws {
+        try await withDomain { domain in
+            let root = domain.directory.appendingPathComponent("out/photos")
+            let files = [("a.jpg", 70_000), ("2024/b.jpg", 1_200_000), ("2024/deep/c.txt", 10), (".meta", 5)]
+            for (path, size) in files {
+                let url = root.appendingPathComponent(path)
+                _ = try Self.makeFile(url.deletingLastPathComponent(), url.lastPathComponent, bytes: size)
+            }
+            try FileManager.default.createDirectory(at: root.appendingPathComponent("empty"), withIntermediateDirectories: true)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let (sent, received) = try await Self.transfer(root, into: inbox, in: domain)
+            #expect(sent.files.sorted() == ["photos/.meta", "photos/2024/b.jpg", "photos/2024/deep/c.txt", "photos/a.jpg"])
+            #expect(received?.verified == true)
+            for (path, _) in files {
+                #expect(try Data(contentsOf: inbox.appendingPathComponent("photos/\(path)")) == Data(contentsOf: root.appendingPathComponent(path)))
+            }
+        }
+    }
+
+    @Test("a symbolic link inside a sent directory is refused before anything is sent")
+    func symlinkInSource() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-links-\(UUID().uuidString)/dir")
+        defer { try? FileManager.default.removeItem(at: root.deletingLastPathComponent()) }
+        _ = try Self.makeFile(root, "ok.txt", bytes: 10)
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("out").path, withDestinationPath: "/etc")
+        let error = #expect(throws: FileTransferError.self) { try FileSelection([root]) }
+        #expect(error?.description.contains("is a symbolic link") == true)
+    }
+
+    @Test("a symbolic link in the receiver's directory cannot lead a file out of it")
+    func symlinkInTarget() throws {
+        let inbox = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-inbox-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: inbox) }
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: inbox.appendingPathComponent("photos").path, withDestinationPath: "/tmp")
+        let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: "photos/x.jpg", size: 1, sha256: String(repeating: "a", count: 64))])
+        #expect(FileReceiver.check(offer, directory: inbox)?.contains("symbolic link") == true)
+        let clash = FileTransferMessage.Offer(version: 1, files: [
+            .init(name: "a", size: 1, sha256: String(repeating: "a", count: 64)),
+            .init(name: "a/b", size: 1, sha256: String(repeating: "a", count: 64)),
+        ])
+        #expect(FileReceiver.check(clash, directory: inbox)?.contains("as a file and as a directory") == true)
+    }
+
+    @Test("a file that changes while it is sent is not accepted under its name; one that shrinks stops the send",
+          arguments: ["changes", "shrinks"])
+    func sourceChanges(how: String) async throws {
+        try await withDomain { domain in
+            let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "moving.bin", bytes: 4_000_000)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let meddled = NIOLockedValueBox(false)
+            let error = await #expect(throws: FileTransferError.self) {
+                _ = try await Self.transfer(file, into: inbox, in: domain) { _, _ in
+                    let first = meddled.withLockedValue { done in
+                        defer { done = true }
+                        return !done
+                    }
+                    guard first else { return }
+                    // After the first chunk went out: rewrite the rest, or cut the file short.
+                    let handle = try! FileHandle(forWritingTo: file)
+                    if how == "changes" {
+                        try! handle.seek(toOffset: 3_000_000)
+                        try! handle.write(contentsOf: Data(repeating: 0xAB, count: 1_000_000))
+                    } else {
+                        try! handle.truncate(atOffset: 1_000_000)
+                    }
+                    try! handle.close()
+                }
+            }
+            #expect(error?.description.contains(how == "changes" ? "could not verify" : "became shorter") == true, "\(String(describing: error))")
+            #expect(!FileManager.default.fileExists(atPath: inbox.appendingPathComponent("moving.bin").path))
+        }
     }
 }

@@ -58,3 +58,11 @@ public struct Q2QMethodPolicy: Sendable, Hashable {
         return allowed?.contains(method.name) ?? true
     }
 }
+
+extension Q2QMethodPolicy: CustomStringConvertible {
+    /// As it is written on a command line: `auto`, or the names (`relay` for `virtual`).
+    public var description: String {
+        guard let allowed else { return "auto" }
+        return allowed.map { $0 == "virtual" ? "relay" : $0 }.sorted().joined(separator: ",")
+    }
+}

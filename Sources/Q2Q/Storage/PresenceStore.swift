@@ -68,6 +68,12 @@ public protocol NodeStore: Sendable {
     /// Sets (or, with `nil`, forgets) where `domain`'s presence server is.
     func setServer(_ server: HostPort?, for domain: String) async throws
     func servers() async throws -> [(domain: String, server: HostPort)]
+
+    /// Trusts `sender` to send to `receiver` without asking (the original's `authorize`).
+    func authorize(_ sender: Q2QAddress, for receiver: Q2QAddress, now: Date) async throws
+    /// Whether a trust existed and was removed.
+    func removeAuthorization(of sender: Q2QAddress, for receiver: Q2QAddress) async throws -> Bool
+    func authorizedSenders(for receiver: Q2QAddress) async throws -> [Q2QAddress]
 }
 
 /// A domain's CA is not the one pinned for it.

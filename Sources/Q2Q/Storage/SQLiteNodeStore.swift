@@ -37,6 +37,14 @@ public final class SQLiteNodeStore: NodeStore {
                 t.column("hostPort", .text).notNull()
             }
         }
+        migrator.registerMigration("v2: authorized senders") { db in
+            try db.create(table: "authorizedSender") { t in
+                t.column("receiver", .text).notNull()
+                t.column("sender", .text).notNull()
+                t.column("added", .integer).notNull()
+                t.primaryKey(["receiver", "sender"])
+            }
+        }
         return migrator
     }
 
@@ -120,5 +128,28 @@ public final class SQLiteNodeStore: NodeStore {
             }
         }
         return rows.compactMap { row in HostPort(row.1).map { (domain: row.0, server: $0) } }
+    }
+
+    public func authorize(_ sender: Q2QAddress, for receiver: Q2QAddress, now: Date) async throws {
+        try await database.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO authorizedSender (receiver, sender, added) VALUES (?, ?, ?)",
+                           arguments: [receiver.description, sender.description, Int(now.timeIntervalSince1970)])
+        }
+    }
+
+    public func removeAuthorization(of sender: Q2QAddress, for receiver: Q2QAddress) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM authorizedSender WHERE receiver = ? AND sender = ?",
+                           arguments: [receiver.description, sender.description])
+            return db.changesCount == 1
+        }
+    }
+
+    public func authorizedSenders(for receiver: Q2QAddress) async throws -> [Q2QAddress] {
+        let rows = try await database.read { db in
+            try String.fetchAll(db, sql: "SELECT sender FROM authorizedSender WHERE receiver = ? ORDER BY sender",
+                                arguments: [receiver.description])
+        }
+        return rows.compactMap { try? Q2QAddress($0) }
     }
 }

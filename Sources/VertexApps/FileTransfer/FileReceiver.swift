@@ -10,19 +10,24 @@ public struct FileReceiveSummary: Sendable {
     public var verified: Bool
 }
 
-/// Receives files from a ``FileSender`` into a directory. A file becomes visible under
-/// its name only once its SHA-256 matched; until then it is `.NAME.vertex-partial` in
-/// the same directory, from which an interrupted transfer resumes.
+/// Receives files from a ``FileSender`` into a directory (creating the subdirectories
+/// the offered paths name). A file becomes visible under its name only once its
+/// SHA-256 matched; until then it is `.NAME.vertex-partial` in the same directory, from
+/// which an interrupted transfer resumes.
 public enum FileReceiver {
     /// Whether an offer is accepted: `nil` to accept, else the reason given to the sender.
     public typealias Decision = @Sendable (FileTransferMessage.Offer, Q2QAddress) async -> String?
 
     static func partialURL(for name: String, in directory: URL) -> URL {
-        directory.appendingPathComponent(".\(name).vertex-partial")
+        ReceiveDirectory(directory).partialURL(for: name)
     }
 
-    public static func receive(_ stream: Q2QStream, into directory: URL, decide: Decision) async throws -> FileReceiveSummary {
-        try await stream.channel.executeThenClose { inbound, outbound in
+    /// Receives one transfer from `stream` into `directory` (which must exist); `progress`
+    /// is told (bytes so far, bytes to receive) once the data starts.
+    public static func receive(_ stream: Q2QStream, into directory: URL, decide: Decision,
+                               progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileReceiveSummary {
+        let target = ReceiveDirectory(directory)
+        return try await stream.channel.executeThenClose { inbound, outbound in
             var reader = StreamReader(inbound)
             let offer = try await reader.message(FileTransferMessage.Offer.self)
             func refuse(_ reason: String) async throws -> Never {
@@ -35,7 +40,7 @@ public enum FileReceiver {
 
             var held: [FileTransferMessage.Answer.Held] = []
             for file in offer.files {
-                let partial = partialURL(for: file.name, in: directory)
+                let partial = target.partialURL(for: file.name)
                 let size = ((try? FileManager.default.attributesOfItem(atPath: partial.path))?[.size] as? NSNumber)?.int64Value ?? 0
                 if size > 0, size <= file.size, let digest = try? FileDigest.sha256(of: partial) {
                     held.append(.init(bytes: size, sha256: digest))
@@ -51,13 +56,15 @@ public enum FileReceiver {
             }
 
             var received: Int64 = 0
+            let toReceive = zip(offer.files, start.offsets).reduce(Int64(0)) { $0 + $1.0.size - $1.1 }
             var verified: [Bool] = []
             var finals: [URL] = []
             for (index, file) in offer.files.enumerated() {
-                let partial = partialURL(for: file.name, in: directory)
+                try target.prepare(file.name)
+                let partial = target.partialURL(for: file.name)
                 if !FileManager.default.fileExists(atPath: partial.path) {
                     guard FileManager.default.createFile(atPath: partial.path, contents: nil) else {
-                        throw FileTransferError("cannot create \(partial.path) (is \(directory.path) writable?)")
+                        throw FileTransferError("cannot create \(partial.path) (is \(partial.deletingLastPathComponent().path) writable?)")
                     }
                 }
                 let handle = try FileHandle(forWritingTo: partial)
@@ -70,6 +77,7 @@ public enum FileReceiver {
                         try chunk.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
                         remaining -= Int64(chunk.readableBytes)
                         received += Int64(chunk.readableBytes)
+                        progress(received, toReceive)
                     }
                     try handle.synchronize()
                     try handle.close()
@@ -77,8 +85,8 @@ public enum FileReceiver {
                     try? handle.close()
                     throw FileTransferError("receiving \(file.name): \(error)")
                 }
-                let final = directory.appendingPathComponent(file.name)
-                if try FileDigest.sha256(of: partial) == file.sha256, !FileManager.default.fileExists(atPath: final.path) {
+                let final = target.finalURL(for: file.name)
+                if try FileDigest.sha256(of: partial) == file.sha256, ReceiveDirectory.kind(of: final) == nil {
                     try FileManager.default.moveItem(at: partial, to: final)
                     verified.append(true)
                     finals.append(final)
@@ -97,17 +105,27 @@ public enum FileReceiver {
     static func check(_ offer: FileTransferMessage.Offer, directory: URL) -> String? {
         guard offer.version == FileTransferMessage.version else { return "version \(offer.version) is not supported" }
         guard !offer.files.isEmpty, offer.files.count <= 10_000 else { return "between 1 and 10,000 files, please" }
+        let target = ReceiveDirectory(directory)
+        guard ReceiveDirectory.kind(of: target.root) == .directory else { return "the receiver's directory is not there" }
         var names = Set<String>()
+        var directories = Set<String>()
         for file in offer.files {
-            guard FileTransferMessage.isSafeName(file.name) else { return "'\(file.name.prefix(64))' is not a plain file name" }
+            guard FileTransferMessage.isSafePath(file.name) else {
+                return "'\(file.name.prefix(64))' is not a safe relative path (no '..', no absolute paths)"
+            }
             guard names.insert(file.name).inserted else { return "'\(file.name)' is offered twice" }
+            var parent = Substring("")
+            for component in file.name.split(separator: "/").dropLast() {
+                parent = parent.isEmpty ? component : "\(parent)/\(component)"
+                directories.insert(String(parent))
+            }
             guard file.size >= 0, file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit) else {
                 return "'\(file.name)' has a bad size or SHA-256"
             }
-            if FileManager.default.fileExists(atPath: directory.appendingPathComponent(file.name).path) {
-                return "\(file.name) exists already in the target directory"
-            }
+            if let problem = target.problem(with: file.name) { return problem }
         }
+        // A file and a directory by the same path cannot both arrive.
+        if let clash = names.intersection(directories).first { return "'\(clash)' is offered as a file and as a directory" }
         return nil
     }
 }

@@ -15,24 +15,31 @@ public struct FileSendSummary: Sendable, Codable {
 
 /// Sends files over a Q2Q stream to a ``FileReceiver``.
 public enum FileSender {
-    /// Offers `files`, resumes what the receiver already holds (after checking that
-    /// part against our own file), streams the rest, and waits for the receiver's
-    /// SHA-256 verdict. `progress` is told (bytes so far, bytes to send).
-    public static func send(_ files: [URL], over stream: Q2QStream,
+    /// Offers the files at `paths` (directories recursively, see ``FileSelection``),
+    /// resumes what the receiver already holds (after checking that part against our
+    /// own file), streams the rest, and waits for the receiver's SHA-256 verdict.
+    /// `progress` is told (bytes so far, bytes to send).
+    public static func send(_ paths: [URL], over stream: Q2QStream,
                             progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileSendSummary {
+        try await send(try FileSelection(paths), over: stream, progress: progress)
+    }
+
+    /// Sends what `selection` collected, as above.
+    public static func send(_ selection: FileSelection, over stream: Q2QStream,
+                            progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileSendSummary {
+        let files = selection.entries.map(\.url)
         var entries: [FileTransferMessage.Offer.File] = []
-        for url in files {
-            let attributes: [FileAttributeKey: Any]
+        for entry in selection.entries {
+            let size: Int64
+            let digest: String
             do {
-                attributes = try FileManager.default.attributesOfItem(atPath: url.path)
+                let attributes = try FileManager.default.attributesOfItem(atPath: entry.url.path)
+                size = (attributes[.size] as! NSNumber).int64Value
+                digest = try FileDigest.sha256(of: entry.url)
             } catch {
-                throw FileTransferError("cannot read \(url.path): \(error.localizedDescription)")
+                throw FileTransferError("cannot read \(entry.url.path): \(error.localizedDescription)")
             }
-            guard (attributes[.type] as? FileAttributeType) == .typeRegular else {
-                throw FileTransferError("\(url.path) is not a regular file")
-            }
-            entries.append(.init(name: url.lastPathComponent, size: (attributes[.size] as! NSNumber).int64Value,
-                                 sha256: try FileDigest.sha256(of: url)))
+            entries.append(.init(name: entry.name, size: size, sha256: digest))
         }
         let offer = FileTransferMessage.Offer(version: FileTransferMessage.version, files: entries)
         let start = ContinuousClock.now
@@ -54,7 +61,12 @@ public enum FileSender {
             let toSend = zip(entries, offsets).reduce(Int64(0)) { $0 + $1.0.size - $1.1 }
             var sent: Int64 = 0
             for (index, url) in files.enumerated() {
-                let handle = try FileHandle(forReadingFrom: url)
+                let handle: FileHandle
+                do {
+                    handle = try FileHandle(forReadingFrom: url)
+                } catch {
+                    throw FileTransferError("cannot open \(url.path) (gone since it was offered?): \(error.localizedDescription)")
+                }
                 defer { try? handle.close() }
                 try handle.seek(toOffset: UInt64(offsets[index]))
                 var remaining = entries[index].size - offsets[index]

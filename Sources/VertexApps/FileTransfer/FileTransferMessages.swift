@@ -15,7 +15,8 @@ public enum FileTransferMessage {
         public var files: [File]
 
         public struct File: Codable, Sendable, Equatable {
-            /// A plain file name: no directories, nothing hidden.
+            /// Where the file goes under the receiver's directory: a relative path with
+            /// `/` between components (see ``FileTransferMessage/isSafePath(_:)``).
             public var name: String
             public var size: Int64
             /// SHA-256 of the whole file, lowercase hex.
@@ -50,10 +51,19 @@ public enum FileTransferMessage {
         public var reason: String?
     }
 
-    /// Whether `name` may be written as a file directly under the target directory.
-    public static func isSafeName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 255 && !name.hasPrefix(".") && !name.contains("/") && !name.contains("\\")
-            && !name.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    /// The suffix of a file being received (never accepted in an offered path).
+    static let partialSuffix = ".vertex-partial"
+
+    /// Whether `path` may be written under the target directory: relative, `/`-separated
+    /// components that are each a plain name (not empty, `.` or `..`, at most 255 bytes,
+    /// no backslash or control characters, not one of our partial files), 4,096 bytes at most.
+    public static func isSafePath(_ path: String) -> Bool {
+        guard !path.isEmpty, path.utf8.count <= 4096 else { return false }
+        return path.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { component in
+            !component.isEmpty && component != "." && component != ".." && component.utf8.count <= 255
+                && !component.contains("\\") && !component.hasSuffix(partialSuffix)
+                && !component.unicodeScalars.contains { $0.properties.generalCategory == .control }
+        }
     }
 }
 

@@ -1,0 +1,79 @@
+import Foundation
+
+/// The receiver's target directory: where each offered path lands, and the checks that
+/// keep every write inside it. Paths are already known to be safe strings
+/// (``FileTransferMessage/isSafePath(_:)``); what remains is what is on disk: a
+/// component that exists must be a real directory (a symbolic link could lead out), and
+/// nothing is overwritten.
+struct ReceiveDirectory {
+    let root: URL
+
+    init(_ root: URL) {
+        self.root = root.standardizedFileURL
+    }
+
+    func finalURL(for path: String) -> URL {
+        root.appendingPathComponent(path)
+    }
+
+    /// `dir/.NAME.vertex-partial` beside where `dir/NAME` will be.
+    func partialURL(for path: String) -> URL {
+        let final = finalURL(for: path)
+        return final.deletingLastPathComponent()
+            .appendingPathComponent(".\(final.lastPathComponent)\(FileTransferMessage.partialSuffix)")
+    }
+
+    /// Why `path` cannot be received here, if it cannot.
+    func problem(with path: String) -> String? {
+        var current = root
+        let components = path.split(separator: "/").map(String.init)
+        for component in components.dropLast() {
+            current.appendPathComponent(component)
+            switch Self.kind(of: current) {
+            case nil, .directory?: continue
+            case .symbolicLink?: return "\(path): \(component) is a symbolic link in the target directory"
+            case .other?: return "\(path): \(component) exists and is not a directory"
+            }
+        }
+        if Self.kind(of: finalURL(for: path)) != nil {
+            return "\(path) exists already in the target directory"
+        }
+        if Self.kind(of: partialURL(for: path)) == .symbolicLink {
+            return "\(path): its partial file is a symbolic link"
+        }
+        return nil
+    }
+
+    /// Creates the directories leading to `path`, checking each again (the disk may have
+    /// changed since the offer was checked).
+    func prepare(_ path: String) throws {
+        if let problem = problem(with: path) { throw FileTransferError(problem) }
+        var current = root
+        for component in path.split(separator: "/").dropLast() {
+            current.appendPathComponent(String(component))
+            if Self.kind(of: current) == nil {
+                do {
+                    try FileManager.default.createDirectory(at: current, withIntermediateDirectories: false)
+                } catch {
+                    throw FileTransferError("cannot create \(current.path): \(error.localizedDescription)")
+                }
+            }
+            guard Self.kind(of: current) == .directory else {
+                throw FileTransferError("\(current.path) is not a directory")
+            }
+        }
+    }
+
+    enum Kind { case directory, symbolicLink, other }
+
+    /// What is at `url`, without following a symbolic link; `nil` when nothing is.
+    static func kind(of url: URL) -> Kind? {
+        var status = stat()
+        guard lstat(url.path, &status) == 0 else { return nil }
+        switch status.st_mode & S_IFMT {
+        case S_IFDIR: return .directory
+        case S_IFLNK: return .symbolicLink
+        default: return .other
+        }
+    }
+}
