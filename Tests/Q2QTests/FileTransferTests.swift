@@ -194,4 +194,23 @@ struct FileTransferTests {
             #expect(!FileManager.default.fileExists(atPath: inbox.appendingPathComponent("moving.bin").path))
         }
     }
+
+    @Test("a receiver whose disk fills up tells the sender why; nothing appears under the final name")
+    func diskFull() async throws {
+        try await withDomain { domain in
+            let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "large.bin", bytes: 3_000_000)
+            let inbox = domain.directory.appendingPathComponent("small-disk")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            // A 1 MiB filesystem (tmpfs; the suite runs as root, as .ci/run does).
+            let mounted = try await ChildProcess.run(URL(fileURLWithPath: "/bin/mount"), ["-t", "tmpfs", "-o", "size=1m", "tmpfs", inbox.path])
+            try #require(mounted.status == 0, "cannot mount a small tmpfs (needs root): \(mounted.stderr)")
+            defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: [inbox.path]).waitUntilExit() }
+            let error = await #expect(throws: FileTransferError.self) {
+                _ = try await Self.transfer(file, into: inbox, in: domain)
+            }
+            #expect(error?.description.contains("stopped the transfer: the receiver could not write large.bin: No space left on device") == true,
+                    "\(String(describing: error))")
+            #expect(!FileManager.default.fileExists(atPath: inbox.appendingPathComponent("large.bin").path))
+        }
+    }
 }

@@ -60,30 +60,22 @@ public enum FileReceiver {
             var verified: [Bool] = []
             var finals: [URL] = []
             for (index, file) in offer.files.enumerated() {
-                try target.prepare(file.name)
                 let partial = target.partialURL(for: file.name)
-                if !FileManager.default.fileExists(atPath: partial.path) {
-                    guard FileManager.default.createFile(atPath: partial.path, contents: nil) else {
-                        throw FileTransferError("cannot create \(partial.path) (is \(partial.deletingLastPathComponent().path) writable?)")
-                    }
-                }
-                let handle = try FileHandle(forWritingTo: partial)
                 do {
-                    try handle.truncate(atOffset: UInt64(start.offsets[index]))
-                    try handle.seekToEnd()
-                    var remaining = file.size - start.offsets[index]
-                    while remaining > 0 {
-                        let chunk = try await reader.data(upTo: Int(min(remaining, 1 << 20)))
-                        try chunk.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
-                        remaining -= Int64(chunk.readableBytes)
-                        received += Int64(chunk.readableBytes)
+                    try target.prepare(file.name)
+                    try await receiveData(of: file, from: start.offsets[index], into: partial, reader: &reader) { count in
+                        received += count
                         progress(received, toReceive)
                     }
-                    try handle.synchronize()
-                    try handle.close()
+                } catch let error as FileTransferError where error.fromPeer {
+                    throw error
                 } catch {
-                    try? handle.close()
-                    throw FileTransferError("receiving \(file.name): \(error)")
+                    // Our side failed (disk full, a directory gone…): tell the sender why
+                    // before the stream closes, then stop. The partial file stays partial.
+                    let reason = "the receiver could not write \(file.name): \(Self.describe(error))"
+                    try? await outbound.send(FileTransferMessage.Result(verified: [], reason: reason))
+                    outbound.finish()
+                    throw FileTransferError(reason)
                 }
                 let final = target.finalURL(for: file.name)
                 if try FileDigest.sha256(of: partial) == file.sha256, ReceiveDirectory.kind(of: final) == nil {
@@ -99,6 +91,40 @@ public enum FileReceiver {
             outbound.finish()
             return FileReceiveSummary(peer: stream.peer, files: finals, bytesReceived: received, verified: verified.allSatisfy { $0 })
         }
+    }
+
+    /// Appends `file`'s data from `offset` to `partial` (cut to `offset` first).
+    private static func receiveData(of file: FileTransferMessage.Offer.File, from offset: Int64, into partial: URL,
+                                    reader: inout StreamReader, received: (Int64) -> Void) async throws {
+        if !FileManager.default.fileExists(atPath: partial.path) {
+            guard FileManager.default.createFile(atPath: partial.path, contents: nil) else {
+                throw FileTransferError("cannot create \(partial.path) (is \(partial.deletingLastPathComponent().path) writable?)")
+            }
+        }
+        let handle = try FileHandle(forWritingTo: partial)
+        defer { try? handle.close() }
+        try handle.truncate(atOffset: UInt64(offset))
+        try handle.seekToEnd()
+        var remaining = file.size - offset
+        while remaining > 0 {
+            let chunk = try await reader.data(upTo: Int(min(remaining, 1 << 20)))
+            try chunk.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
+            remaining -= Int64(chunk.readableBytes)
+            received(Int64(chunk.readableBytes))
+        }
+        try handle.synchronize()
+    }
+
+    /// An error on one line, without Foundation's "The operation could not be completed." preamble.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? FileTransferError { return error.description }
+        let nsError = error as NSError
+        if nsError.domain == NSPOSIXErrorDomain || nsError.domain == NSCocoaErrorDomain,
+           let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if nsError.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(nsError.code))) }
+        return nsError.localizedDescription.replacingOccurrences(of: "\n", with: " ")
     }
 
     /// Why an offer cannot be taken into `directory`, if it cannot.

@@ -60,28 +60,46 @@ public enum FileSender {
             try await outbound.send(FileTransferMessage.Start(offsets: offsets))
             let toSend = zip(entries, offsets).reduce(Int64(0)) { $0 + $1.0.size - $1.1 }
             var sent: Int64 = 0
-            for (index, url) in files.enumerated() {
-                let handle: FileHandle
-                do {
-                    handle = try FileHandle(forReadingFrom: url)
-                } catch {
-                    throw FileTransferError("cannot open \(url.path) (gone since it was offered?): \(error.localizedDescription)")
-                }
-                defer { try? handle.close() }
-                try handle.seek(toOffset: UInt64(offsets[index]))
-                var remaining = entries[index].size - offsets[index]
-                while remaining > 0 {
-                    let chunk = try handle.read(upToCount: Int(min(remaining, 256 * 1024))) ?? Data()
-                    guard !chunk.isEmpty else {
-                        throw FileTransferError("\(url.path) became shorter while it was being sent")
+            do {
+                for (index, url) in files.enumerated() {
+                    let handle: FileHandle
+                    do {
+                        handle = try FileHandle(forReadingFrom: url)
+                    } catch {
+                        throw FileTransferError("cannot open \(url.path) (gone since it was offered?): \(error.localizedDescription)")
                     }
-                    try await outbound.write(ByteBuffer(bytes: chunk))
-                    remaining -= Int64(chunk.count)
-                    sent += Int64(chunk.count)
-                    progress(sent, toSend)
+                    defer { try? handle.close() }
+                    try handle.seek(toOffset: UInt64(offsets[index]))
+                    var remaining = entries[index].size - offsets[index]
+                    while remaining > 0 {
+                        let chunk: Data
+                        do {
+                            chunk = try handle.read(upToCount: Int(min(remaining, 256 * 1024))) ?? Data()
+                        } catch {
+                            throw FileTransferError("cannot read \(url.path): \(error.localizedDescription)")
+                        }
+                        guard !chunk.isEmpty else {
+                            throw FileTransferError("\(url.path) became shorter while it was being sent")
+                        }
+                        try await outbound.write(ByteBuffer(bytes: chunk))
+                        remaining -= Int64(chunk.count)
+                        sent += Int64(chunk.count)
+                        progress(sent, toSend)
+                    }
                 }
+            } catch let error as FileTransferError {
+                throw error
+            } catch {
+                // The receiver may have stopped the transfer, saying why before it closed.
+                if let result = try? await reader.message(FileTransferMessage.Result.self), let reason = result.reason {
+                    throw FileTransferError("\(stream.peer) stopped the transfer: \(reason)")
+                }
+                throw FileTransferError("the stream to \(stream.peer) failed while sending: \(error)")
             }
             let result = try await reader.message(FileTransferMessage.Result.self)
+            guard result.verified.count == entries.count else {
+                throw FileTransferError("\(stream.peer) stopped the transfer: \(result.reason ?? "no reason given")")
+            }
             outbound.finish()
             let elapsed = ContinuousClock.now - start
             let summary = FileSendSummary(files: entries.map(\.name), bytesSent: sent, totalBytes: offer.totalBytes,

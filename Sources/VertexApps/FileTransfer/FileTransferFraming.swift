@@ -12,21 +12,27 @@ struct StreamReader {
 
     /// Whether more bytes came; `false` at the end of the stream.
     private mutating func fill() async throws -> Bool {
-        guard var more = try await iterator.next() else { return false }
+        let next: ByteBuffer?
+        do {
+            next = try await iterator.next()
+        } catch {
+            throw FileTransferError("the stream failed: \(error)", fromPeer: true)
+        }
+        guard var more = next else { return false }
         buffered.writeBuffer(&more)
         return true
     }
 
     mutating func message<Message: Decodable>(_ type: Message.Type) async throws -> Message {
         while buffered.readableBytes < 4 {
-            guard try await fill() else { throw FileTransferError("the peer closed the stream") }
+            guard try await fill() else { throw FileTransferError("the peer closed the stream", fromPeer: true) }
         }
         let length = Int(buffered.getInteger(at: buffered.readerIndex, as: UInt32.self)!)
         guard length <= FileTransferMessage.maximumMessageSize else {
             throw FileTransferError("a control message of \(length) bytes is over the \(FileTransferMessage.maximumMessageSize)-byte limit")
         }
         while buffered.readableBytes < 4 + length {
-            guard try await fill() else { throw FileTransferError("the peer closed the stream") }
+            guard try await fill() else { throw FileTransferError("the peer closed the stream", fromPeer: true) }
         }
         buffered.moveReaderIndex(forwardBy: 4)
         let bytes = buffered.readSlice(length: length)!
@@ -40,7 +46,7 @@ struct StreamReader {
     /// Up to `limit` bytes of data; throws at the end of the stream.
     mutating func data(upTo limit: Int) async throws -> ByteBuffer {
         if buffered.readableBytes == 0 {
-            guard try await fill() else { throw FileTransferError("the stream ended before the file did") }
+            guard try await fill() else { throw FileTransferError("the stream ended before the file did", fromPeer: true) }
         }
         return buffered.readSlice(length: min(limit, buffered.readableBytes))!
     }

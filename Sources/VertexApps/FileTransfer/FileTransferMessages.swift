@@ -70,5 +70,15 @@ public enum FileTransferMessage {
 /// Something wrong with a transfer, worded for the person at the terminal.
 public struct FileTransferError: Error, Sendable, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The stream or the peer failed, rather than this side's files or disk.
+    var fromPeer: Bool
+
+    public init(_ description: String) {
+        self.init(description, fromPeer: false)
+    }
+
+    init(_ description: String, fromPeer: Bool) {
+        self.description = description
+        self.fromPeer = fromPeer
+    }
 }
