@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOCore
 import Q2Q
@@ -39,13 +40,18 @@ public enum FileReceiver {
             if let reason = await decide(offer, stream.peer) { try await refuse(reason) }
 
             var held: [FileTransferMessage.Answer.Held] = []
+            // The SHA-256 of each held part, kept to go on with what arrives (so no file
+            // is read again after it is received).
+            var heldHashers: [SHA256?] = []
             for file in offer.files {
                 let partial = target.partialURL(for: file.name)
                 let size = ((try? FileManager.default.attributesOfItem(atPath: partial.path))?[.size] as? NSNumber)?.int64Value ?? 0
-                if size > 0, size <= file.size, let digest = try? FileDigest.sha256(of: partial) {
-                    held.append(.init(bytes: size, sha256: digest))
+                if size > 0, size <= file.size, let hasher = try? FileDigest.hasher(of: partial) {
+                    held.append(.init(bytes: size, sha256: FileDigest.hex(hasher.finalize())))
+                    heldHashers.append(hasher)
                 } else {
                     held.append(.init(bytes: 0, sha256: ""))
+                    heldHashers.append(nil)
                 }
             }
             try await outbound.send(FileTransferMessage.Answer(accept: true, reason: nil, held: held))
@@ -61,9 +67,10 @@ public enum FileReceiver {
             var finals: [URL] = []
             for (index, file) in offer.files.enumerated() {
                 let partial = target.partialURL(for: file.name)
+                var hasher = start.offsets[index] > 0 ? heldHashers[index]! : SHA256()
                 do {
                     try target.prepare(file.name)
-                    try await receiveData(of: file, from: start.offsets[index], into: partial, reader: &reader) { count in
+                    try await receiveData(of: file, from: start.offsets[index], into: partial, hashing: &hasher, reader: &reader) { count in
                         received += count
                         progress(received, toReceive)
                     }
@@ -78,7 +85,7 @@ public enum FileReceiver {
                     throw FileTransferError(reason)
                 }
                 let final = target.finalURL(for: file.name)
-                if try FileDigest.sha256(of: partial) == file.sha256, ReceiveDirectory.kind(of: final) == nil {
+                if FileDigest.hex(hasher.finalize()) == file.sha256, ReceiveDirectory.kind(of: final) == nil {
                     try FileManager.default.moveItem(at: partial, to: final)
                     verified.append(true)
                     finals.append(final)
@@ -93,9 +100,10 @@ public enum FileReceiver {
         }
     }
 
-    /// Appends `file`'s data from `offset` to `partial` (cut to `offset` first).
+    /// Appends `file`'s data from `offset` to `partial` (cut to `offset` first), and to `hasher`.
     private static func receiveData(of file: FileTransferMessage.Offer.File, from offset: Int64, into partial: URL,
-                                    reader: inout StreamReader, received: (Int64) -> Void) async throws {
+                                    hashing hasher: inout SHA256, reader: inout StreamReader,
+                                    received: (Int64) -> Void) async throws {
         if !FileManager.default.fileExists(atPath: partial.path) {
             guard FileManager.default.createFile(atPath: partial.path, contents: nil) else {
                 throw FileTransferError("cannot create \(partial.path) (is \(partial.deletingLastPathComponent().path) writable?)")
@@ -108,10 +116,15 @@ public enum FileReceiver {
         var remaining = file.size - offset
         while remaining > 0 {
             let chunk = try await reader.data(upTo: Int(min(remaining, 1 << 20)))
-            try chunk.withUnsafeReadableBytes { try handle.write(contentsOf: $0) }
+            try chunk.withUnsafeReadableBytes { bytes in
+                hasher.update(bufferPointer: bytes)
+                try handle.write(contentsOf: bytes)
+            }
             remaining -= Int64(chunk.readableBytes)
             received(Int64(chunk.readableBytes))
         }
+        // On disk before it may be renamed into place: a crash never leaves a complete-
+        // looking file with missing data.
         try handle.synchronize()
     }
 
