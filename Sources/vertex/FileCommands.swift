@@ -29,6 +29,10 @@ struct SendCommand: AsyncParsableCommand {
     @Option(help: "auto, tcp or relay.")
     var method: Q2QMethodPolicy = .auto
 
+    @Option(help: ArgumentHelp("Send at most this many bytes per second (e.g. 500k, 20M, 1G; decimal units).",
+                               valueName: "rate"))
+    var limitRate: ByteRate?
+
     @Flag(help: "Print the summary as JSON on standard output.")
     var json = false
 
@@ -59,7 +63,7 @@ struct SendCommand: AsyncParsableCommand {
         let display = ProgressDisplay(verb: "sent")
         let summary: FileSendSummary
         do {
-            summary = try await FileSender.send(selection, over: stream) {
+            summary = try await FileSender.send(selection, over: stream, maximumRate: limitRate?.bytesPerSecond) {
                 display.update($0, of: $1)
             }
         } catch let error as FileTransferError {
@@ -295,6 +299,24 @@ final class ProgressDisplay: Sendable {
 }
 
 /// Bytes for people: 1.5 MB, 12.0 GB (decimal units, as disks and networks count).
+/// A rate on the command line: a number of bytes per second with an optional decimal
+/// unit suffix (k, M, G).
+struct ByteRate: ExpressibleByArgument {
+    var bytesPerSecond: Int
+
+    init?(argument: String) {
+        let multipliers: [Character: Double] = ["k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9]
+        var text = Substring(argument)
+        var multiplier = 1.0
+        if let last = text.last, let unit = multipliers[last] {
+            multiplier = unit
+            text = text.dropLast()
+        }
+        guard let value = Double(text), value.isFinite, value > 0, value * multiplier >= 1, value * multiplier < 1e15 else { return nil }
+        bytesPerSecond = Int(value * multiplier)
+    }
+}
+
 struct ByteCount: CustomStringConvertible {
     var bytes: Int64
     init(_ bytes: Int64) { self.bytes = bytes }

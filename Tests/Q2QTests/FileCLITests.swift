@@ -116,12 +116,14 @@ struct FileCLITests {
             let receiver = try await Self.receive(path, into: path("inbox"), ["--yes", "--keep-listening"])
             let partial = path("inbox/.big.bin.vertex-partial")
             let killAt = Int.random(in: 1_000_000...(size / 2))
+            // Paced so that the kill lands mid-file even when the machine is busy.
             let sender = try ChildProcess(CLITests.vertex, ["send", path("big.bin"), "--from", "alice@example.test", "--to", "bob@example.test",
-                                                            "--home", path("home-alice")])
+                                                            "--home", path("home-alice"), "--limit-rate", "12M"])
             let deadline = ContinuousClock.now + .seconds(60)
             while ContinuousClock.now < deadline {
                 let held = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? 0
                 if held >= killAt { break }
+                try #require(!FileManager.default.fileExists(atPath: path("inbox/big.bin")), "the send ended before the kill")
                 try await Task.sleep(for: .milliseconds(5))
             }
             await sender.stop()

@@ -224,7 +224,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             dispatch(box)
         }
         if received.readableBytes == 0 {
-            received.clear()
+            // Let the storage go: an idle connection (a listener waiting for hours)
+            // should not keep the last read's buffer, often a whole TLS record's.
+            received = ByteBuffer()
         } else if received.readerIndex > 65536 {
             received.discardReadBytes()
         }
@@ -496,7 +498,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         if outbound.readableBytes > 0 {
             let bytes = outbound
-            outbound = context.channel.allocator.buffer(capacity: 1024)
+            outbound = ByteBuffer()
             context.write(wrapOutboundOut(bytes), promise: nil)
         }
         context.flush()

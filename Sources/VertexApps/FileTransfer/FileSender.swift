@@ -15,17 +15,24 @@ public struct FileSendSummary: Sendable, Codable {
 
 /// Sends files over a Q2Q stream to a ``FileReceiver``.
 public enum FileSender {
+    /// 256 KiB reads; smaller ones when paced slowly, so the pace stays smooth.
+    static func chunkSize(_ maximumRate: Int?) -> Int {
+        guard let maximumRate, maximumRate > 0 else { return 256 * 1024 }
+        return max(16 * 1024, min(256 * 1024, maximumRate / 20))
+    }
+
     /// Offers the files at `paths` (directories recursively, see ``FileSelection``),
     /// resumes what the receiver already holds (after checking that part against our
     /// own file), streams the rest, and waits for the receiver's SHA-256 verdict.
-    /// `progress` is told (bytes so far, bytes to send).
-    public static func send(_ paths: [URL], over stream: Q2QStream,
+    /// `progress` is told (bytes so far, bytes to send). `maximumRate`, in bytes per
+    /// second, paces the data for links the sender must share.
+    public static func send(_ paths: [URL], over stream: Q2QStream, maximumRate: Int? = nil,
                             progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileSendSummary {
-        try await send(try FileSelection(paths), over: stream, progress: progress)
+        try await send(try FileSelection(paths), over: stream, maximumRate: maximumRate, progress: progress)
     }
 
     /// Sends what `selection` collected, as above.
-    public static func send(_ selection: FileSelection, over stream: Q2QStream,
+    public static func send(_ selection: FileSelection, over stream: Q2QStream, maximumRate: Int? = nil,
                             progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileSendSummary {
         let files = selection.entries.map(\.url)
         var entries: [FileTransferMessage.Offer.File] = []
@@ -60,6 +67,7 @@ public enum FileSender {
             try await outbound.send(FileTransferMessage.Start(offsets: offsets))
             let toSend = zip(entries, offsets).reduce(Int64(0)) { $0 + $1.0.size - $1.1 }
             var sent: Int64 = 0
+            let dataStart = ContinuousClock.now
             do {
                 for (index, url) in files.enumerated() {
                     let handle: FileHandle
@@ -74,7 +82,7 @@ public enum FileSender {
                     while remaining > 0 {
                         let chunk: Data
                         do {
-                            chunk = try handle.read(upToCount: Int(min(remaining, 256 * 1024))) ?? Data()
+                            chunk = try handle.read(upToCount: Int(min(remaining, Int64(chunkSize(maximumRate))))) ?? Data()
                         } catch {
                             throw FileTransferError("cannot read \(url.path): \(error.localizedDescription)")
                         }
@@ -85,6 +93,11 @@ public enum FileSender {
                         remaining -= Int64(chunk.count)
                         sent += Int64(chunk.count)
                         progress(sent, toSend)
+                        if let maximumRate, maximumRate > 0 {
+                            // Sleep until the bytes sent so far are due at that rate.
+                            let due = dataStart + .seconds(Double(sent) / Double(maximumRate))
+                            if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
+                        }
                     }
                 }
             } catch let error as FileTransferError {
