@@ -7,11 +7,13 @@ let package = Package(
     products: [
         .library(name: "AMP", targets: ["AMP"]),
         .library(name: "Q2Q", targets: ["Q2Q"]),
+        .library(name: "PTCP", targets: ["PTCP"]),
         .library(name: "VertexApps", targets: ["VertexApps"]),
         .executable(name: "vertex", targets: ["vertex"]),
         .executable(name: "amp-bench", targets: ["AMPBench"]),
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
         .executable(name: "connect-bench", targets: ["ConnectBench"]),
+        .executable(name: "ptcp-bench", targets: ["PTCPBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -36,6 +38,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // PTCP v2: a reliable, congestion-controlled stream over UDP. A sans-I/O core
+        // (Core, Wire) and NIO channels on one UDP socket per endpoint (Channel).
+        .target(
+            name: "PTCP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // Two PTCP cores over simulated lossy links on a simulated clock (tests, ptcp-bench).
+        .target(name: "PTCPSimulator", dependencies: ["PTCP"]),
         // Q2Q: addresses, identities (keys, certificates, pins), storage, the presence
         // server and the client side that talks to it.
         .target(
@@ -86,6 +99,16 @@ let package = Package(
         ),
         // Real child processes for integration tests (the vertex CLI, Twisted peers).
         .target(name: "VertexTestSupport", path: "Tests/VertexTestSupport"),
+        // PTCP throughput: the core on a simulated link, and real endpoints (scripts/bench/ptcp-vs-tcp).
+        .executableTarget(
+            name: "PTCPBench",
+            dependencies: [
+                "PTCP",
+                "PTCPSimulator",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // Time to a first echoed byte, used by scripts/bench/connect-latency.
         .executableTarget(
             name: "ConnectBench",
@@ -120,6 +143,18 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PTCPTests",
+            dependencies: [
+                "PTCP",
+                "PTCPSimulator",
+                "VertexTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(

@@ -1,0 +1,34 @@
+/// Tunables of a PTCP connection. The defaults suit the internet: datagrams that fit
+/// IPv6's minimum MTU, a window for ~300 Mbit/s at 100 ms, a keepalive inside common
+/// NAT UDP timeouts.
+public struct PTCPConfiguration: Sendable {
+    /// Largest UDP payload sent: 1,232 bytes keeps the IP packet within IPv6's
+    /// guaranteed 1,280-byte MTU (40 bytes IPv6 + 8 bytes UDP headers).
+    public var maximumDatagramSize = 1232
+    /// How far beyond what the application has read the peer may send.
+    public var receiveWindow = 4 * 1024 * 1024
+    public var congestionControl = PTCPCongestionControl.bbr
+    /// Longest the receiver holds an acknowledgement (it says how long, so RTT samples
+    /// stay exact).
+    public var maximumAckDelay: Duration = .milliseconds(5)
+    /// Acknowledge at once after this many packets that ask for it.
+    public var ackEveryPackets = 4
+    /// A connection that hears nothing for this long is closed with an error.
+    public var idleTimeout: Duration = .seconds(30)
+    /// Send a ping after this long without sending, to keep NAT mappings open and to
+    /// find dead peers.
+    public var keepaliveInterval: Duration = .seconds(10)
+    /// A handshake that gets no answer for this long fails.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// How long a closed connection keeps answering retransmissions of the peer's last
+    /// packets, in RTOs.
+    public var lingerRTOs = 3
+
+    public init() {}
+
+    /// Stream bytes in a packet that carries an acknowledgement of `ackRanges` ranges.
+    func payloadCapacity(ackRanges: Int) -> Int {
+        maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.StreamData.overhead
+            - (ackRanges > 0 ? 8 + 4 + 1 + 16 * ackRanges : 0)
+    }
+}

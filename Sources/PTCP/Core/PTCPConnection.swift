@@ -1,0 +1,721 @@
+/// One PTCP connection as a sans-I/O state machine: fed datagrams (``receive(_:now:)``),
+/// application writes and reads, and the time (``handleTimeout(now:)``); it answers with
+/// datagrams to send (``poll(now:)``), the next moment it must be woken
+/// (``nextDeadline``) and events (``nextEvent()``). No sockets, no clocks.
+///
+/// Reliability is QUIC-like over a TCP-like byte stream: packet numbers are never
+/// reused, stream bytes are addressed by 62-bit offsets, acknowledgements list
+/// received packet-number ranges (selective), loss is declared by packet threshold (3)
+/// or time threshold (9/8 RTT) — fast retransmit without waiting for a timer — and by
+/// the RFC 6298 retransmission timeout as the last resort.
+public struct PTCPConnection: Sendable {
+    public enum Role: Sendable { case client, server }
+
+    public enum Event: Equatable, Sendable {
+        /// The handshake completed.
+        case connected
+        /// Bytes are ready for ``read(maximum:)``.
+        case readable
+        /// The peer's stream ended and everything it sent has been read.
+        case peerFinished
+        /// The connection is over: nil when both streams ended cleanly (or ``abort()``).
+        case closed(PTCPConnectionError?)
+    }
+
+    public struct Statistics: Sendable, Equatable {
+        public var packetsSent = 0
+        public var packetsReceived = 0
+        public var bytesSent = 0
+        public var bytesReceived = 0
+        public var lostPackets = 0
+        public var retransmittedBytes = 0
+        public var retransmissionTimeouts = 0
+        public var duplicatePackets = 0
+        /// Datagrams that did not decode, and packets that broke the protocol (data
+        /// beyond our window, acknowledgements of packets never sent): dropped.
+        public var droppedPackets = 0
+        public var forgedAcknowledgements = 0
+        public init() {}
+    }
+
+    enum State: Equatable, Sendable {
+        case connecting
+        case accepting
+        case established
+        /// Both streams ended (or we aborted); acknowledging stragglers until the time.
+        case lingering(until: PTCPInstant)
+        case closed
+    }
+
+    private struct SentPacket: Sendable {
+        var number: UInt64
+        var sentAt: PTCPInstant
+        var size: Int
+        var stream: Range<UInt64>?
+        var fin: Bool
+        var handshake: Bool
+        var delivered: Int
+        var deliveredAt: PTCPInstant
+        var firstSentAt: PTCPInstant
+        var appLimited: Bool
+        var acknowledged = false
+    }
+
+    public let role: Role
+    public let localID: UInt64
+    public private(set) var peerID: UInt64
+    public let configuration: PTCPConfiguration
+    public private(set) var statistics = Statistics()
+    private(set) var state: State
+
+    private var rtt = RTTEstimator()
+    private var congestion: any CongestionController
+    private var events: [Event] = []
+
+    // Sending.
+    private var nextPacketNumber: UInt64 = 0
+    private var sendStream = SendStream()
+    /// The next stream byte never sent.
+    private var sentOffset: UInt64 = 0
+    private var ackedStream = PTCPRangeSet()
+    private var ackedPrefix: UInt64 = 0
+    private var retransmissions = PTCPRangeSet()
+    private var finOffset: UInt64?
+    private var finPending = false
+    private var finAcknowledged = false
+    /// Ack-eliciting packets sent and not yet acknowledged or declared lost, by number.
+    private var sent: [SentPacket] = []
+    private var sentHead = 0
+    private var bytesInFlight = 0
+    private var largestAcknowledged: UInt64?
+    private var lastAckElicitingSentAt: PTCPInstant?
+    private var lastSentAt: PTCPInstant
+    private var timeouts = 0
+    private var lossTime: PTCPInstant?
+    private var nextSendAt: PTCPInstant
+    private var peerMaxData: UInt64
+    private var handshakeNeeded: Bool
+    private var pingNeeded = false
+    private var resetNeeded = false
+    private var delivered = 0
+    private var deliveredAt: PTCPInstant
+    private var firstSentAt: PTCPInstant
+    private var appLimitedUntil = 0
+
+    // Receiving.
+    private var receiveStream = ReceiveStream()
+    private var receivedPackets = PTCPRangeSet()
+    private var forgottenBelow: UInt64 = 0
+    private var largestReceivedAt: PTCPInstant?
+    private var unacknowledgedEliciting = 0
+    private var ackPending = false
+    private var ackNow = false
+    private var ackDeadline: PTCPInstant?
+    private var advertisedMaxData: UInt64
+    private var lastReceivedAt: PTCPInstant
+    private let startedAt: PTCPInstant
+    private var peerFinishedReported = false
+
+    /// Starts a connection to a listening peer; the first ``poll(now:)`` gives the SYN.
+    public init(connectingWith localID: UInt64, configuration: PTCPConfiguration = .init(), now: PTCPInstant) {
+        self.init(role: .client, localID: localID, peerID: 0, peerMaxData: 0, configuration: configuration, now: now)
+        state = .connecting
+    }
+
+    /// Accepts the SYN in `datagram`; the first ``poll(now:)`` gives the SYN-ACK.
+    public init(accepting datagram: some Collection<UInt8>, localID: UInt64, configuration: PTCPConfiguration = .init(),
+                now: PTCPInstant) throws(PTCPConnectionError) {
+        let packet: PTCPPacket
+        do { packet = try PTCPPacket(decoding: datagram) } catch { throw .protocolViolation(error.description) }
+        guard let handshake = packet.handshake, !packet.flags.contains(.ack), packet.destinationID == 0, handshake.sourceID != 0 else {
+            throw .protocolViolation("not a connection request")
+        }
+        self.init(role: .server, localID: localID, peerID: handshake.sourceID, peerMaxData: handshake.initialMaxData,
+                  configuration: configuration, now: now)
+        state = .accepting
+        statistics.packetsReceived = 1
+        recordReceived(packet, now: now)
+    }
+
+    private init(role: Role, localID: UInt64, peerID: UInt64, peerMaxData: UInt64, configuration: PTCPConfiguration, now: PTCPInstant) {
+        precondition(localID != 0, "connection id 0 means 'new connection' on the wire")
+        self.role = role
+        self.localID = localID
+        self.peerID = peerID
+        self.peerMaxData = peerMaxData
+        self.configuration = configuration
+        self.congestion = makeCongestionController(configuration.congestionControl, segmentSize: configuration.maximumDatagramSize)
+        self.state = .connecting
+        self.handshakeNeeded = true
+        self.lastSentAt = now
+        self.lastReceivedAt = now
+        self.startedAt = now
+        self.nextSendAt = now
+        self.deliveredAt = now
+        self.firstSentAt = now
+        self.advertisedMaxData = UInt64(configuration.receiveWindow)
+    }
+
+    // MARK: - Application side
+
+    public var isEstablished: Bool { state == .established }
+    public var isClosed: Bool { state == .closed }
+    /// Written bytes not yet sent for the first time (what a writer should be held to).
+    public var unsentBytes: Int { Int(sendStream.endOffset - sentOffset) }
+    /// Written bytes not yet acknowledged.
+    public var bufferedBytes: Int { sendStream.heldBytes }
+    public var readableBytes: Int { receiveStream.readableBytes }
+    public var smoothedRTT: Duration? { rtt.smoothed }
+    public var congestionWindow: Int { congestion.congestionWindow }
+
+    public mutating func nextEvent() -> Event? {
+        events.isEmpty ? nil : events.removeFirst()
+    }
+
+    /// Queues bytes to send. Ignored once the stream was finished or the connection is over.
+    public mutating func write(_ bytes: [UInt8]) {
+        guard finOffset == nil, !isOver else { return }
+        sendStream.append(bytes)
+    }
+
+    /// Ends our stream after what was written (a half-close: the peer may go on sending).
+    public mutating func finish() {
+        guard finOffset == nil, !isOver else { return }
+        finOffset = sendStream.endOffset
+        finPending = true
+    }
+
+    /// Drops the connection at once, telling the peer (RST).
+    public mutating func abort() {
+        guard !isOver else { return }
+        if peerID != 0 { resetNeeded = true }
+        close(nil, linger: false)
+    }
+
+    /// Up to `maximum` bytes the peer sent, in order. Reading opens the window again.
+    public mutating func read(maximum: Int) -> [UInt8]? {
+        guard let bytes = receiveStream.read(maximum: maximum) else { return nil }
+        let limit = receiveStream.readOffset + UInt64(configuration.receiveWindow)
+        // Tell the peer once a quarter of the window has been freed, not on every read.
+        if limit - advertisedMaxData >= UInt64(configuration.receiveWindow / 4) {
+            ackPending = true
+            ackNow = true
+        }
+        reportPeerFinished()
+        return bytes
+    }
+
+    private var isOver: Bool {
+        switch state {
+        case .lingering, .closed: true
+        default: false
+        }
+    }
+
+    // MARK: - Incoming datagrams
+
+    /// Takes one datagram addressed to this connection. Anything malformed or
+    /// impossible is dropped and counted.
+    public mutating func receive(_ datagram: some Collection<UInt8>, now: PTCPInstant) {
+        guard state != .closed else { return }
+        let packet: PTCPPacket
+        do {
+            packet = try PTCPPacket(decoding: datagram)
+        } catch {
+            statistics.droppedPackets += 1
+            return
+        }
+        guard packet.destinationID == localID else {
+            statistics.droppedPackets += 1
+            return
+        }
+        if packet.flags.contains(.rst) {
+            guard !isOver else { return }
+            close(.reset, linger: false)
+            return
+        }
+        if let acknowledgement = packet.acknowledgement, acknowledgement.largest >= nextPacketNumber {
+            // Acknowledges a packet we never sent: forged or corrupt; trust nothing in it.
+            statistics.forgedAcknowledgements += 1
+            statistics.droppedPackets += 1
+            return
+        }
+        if packet.flags.contains(.fin) && packet.data == nil {
+            statistics.droppedPackets += 1
+            return
+        }
+        if let data = packet.data, data.offset + UInt64(data.bytes.count) > advertisedMaxData {
+            statistics.droppedPackets += 1   // beyond the window we gave
+            return
+        }
+        if packet.packetNumber < forgottenBelow || receivedPackets.contains(packet.packetNumber) {
+            statistics.duplicatePackets += 1
+            if packet.isAckEliciting {
+                ackPending = true
+                ackNow = true   // our acknowledgement was probably lost
+            }
+            return
+        }
+        statistics.packetsReceived += 1
+        statistics.bytesReceived += datagram.count
+        lastReceivedAt = now
+
+        switch state {
+        case .connecting:
+            guard let handshake = packet.handshake, packet.flags.contains(.ack), handshake.sourceID != 0 else {
+                statistics.droppedPackets += 1
+                return
+            }
+            peerID = handshake.sourceID
+            peerMaxData = handshake.initialMaxData
+            handshakeNeeded = false
+            state = .established
+            events.append(.connected)
+        case .accepting:
+            if packet.handshake != nil {
+                // The client's SYN again: our SYN-ACK was lost or is late.
+                handshakeNeeded = true
+            } else {
+                handshakeNeeded = false
+                state = .established
+                events.append(.connected)
+            }
+        default:
+            if packet.handshake != nil, role == .server {
+                handshakeNeeded = !isOver   // a late SYN: answer it again
+            }
+        }
+
+        recordReceived(packet, now: now)
+        if let acknowledgement = packet.acknowledgement {
+            process(acknowledgement, now: now)
+        }
+        if let data = packet.data, !isOver {
+            if receiveStream.insert(offset: data.offset, bytes: data.bytes), receiveStream.readableBytes > 0 {
+                if !events.contains(.readable) { events.append(.readable) }
+            }
+            if packet.flags.contains(.fin), !receiveStream.finish(at: data.offset + UInt64(data.bytes.count)) {
+                close(.protocolViolation("the peer moved the end of its stream"), linger: false)
+                resetNeeded = true
+                return
+            }
+            reportPeerFinished()
+        }
+        checkClosed(now: now)
+    }
+
+    private mutating func recordReceived(_ packet: PTCPPacket, now: PTCPInstant) {
+        let number = packet.packetNumber
+        let outOfOrder = (receivedPackets.last.map { number != $0.upperBound } ?? (number != 0))
+        receivedPackets.insert(number)
+        if receivedPackets.count > PTCPPacket.maximumAckRanges {
+            receivedPackets.keepHighest(PTCPPacket.maximumAckRanges)
+            forgottenBelow = receivedPackets.first!.lowerBound
+        }
+        if number + 1 == receivedPackets.last?.upperBound { largestReceivedAt = now }
+        guard packet.isAckEliciting else { return }
+        ackPending = true
+        unacknowledgedEliciting += 1
+        // Acknowledge at once what suggests loss (a gap), ends a stream or opens one;
+        // otherwise every few packets or after the delay.
+        if outOfOrder || packet.flags.contains(.fin) || packet.handshake != nil || packet.flags.contains(.ping)
+            || unacknowledgedEliciting >= configuration.ackEveryPackets || state != .established {
+            ackNow = true
+        } else if ackDeadline == nil {
+            ackDeadline = now + configuration.maximumAckDelay
+        }
+    }
+
+    private mutating func reportPeerFinished() {
+        guard !peerFinishedReported, receiveStream.isFinished else { return }
+        peerFinishedReported = true
+        events.append(.peerFinished)
+    }
+
+    // MARK: - Acknowledgements and loss
+
+    private func sentIndex(atOrAfter number: UInt64) -> Int {
+        var low = sentHead, high = sent.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sent[mid].number < number { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+
+    private mutating func process(_ acknowledgement: PTCPPacket.Acknowledgement, now: PTCPInstant) {
+        peerMaxData = max(peerMaxData, acknowledgement.maxData)
+        var newest: SentPacket?
+        var acknowledgedBytes = 0
+        for range in acknowledgement.ranges {
+            var index = sentIndex(atOrAfter: range.lowerBound)
+            while index < sent.count, sent[index].number <= range.upperBound {
+                if !sent[index].acknowledged {
+                    sent[index].acknowledged = true
+                    let packet = sent[index]
+                    bytesInFlight -= packet.size
+                    acknowledgedBytes += packet.size
+                    delivered += packet.size
+                    deliveredAt = now
+                    if let stream = packet.stream { acknowledgeStream(stream) }
+                    if packet.fin { finAcknowledged = true }
+                    if newest == nil || packet.number > newest!.number { newest = packet }
+                }
+                index += 1
+            }
+        }
+        compactSent()
+        guard let newest else { return }
+        timeouts = 0
+        largestAcknowledged = max(largestAcknowledged ?? 0, newest.number)
+        var sample: DeliveryRateSample?
+        if newest.number == acknowledgement.largest {
+            let delay = Duration.microseconds(Int64(acknowledgement.delayMicroseconds))
+            rtt.add(sample: now - newest.sentAt, ackDelay: min(delay, configuration.maximumAckDelay * 2))
+        }
+        // Delivery rate over the newest packet's flight (BBR's rate sample).
+        firstSentAt = newest.sentAt
+        let interval = max(newest.sentAt - newest.firstSentAt, now - newest.deliveredAt)
+        if interval > .zero {
+            sample = DeliveryRateSample(bytesPerSecond: Double(delivered - newest.delivered) / interval.seconds,
+                                        rtt: now - newest.sentAt, isAppLimited: newest.appLimited,
+                                        priorDelivered: newest.delivered)
+        }
+        detectLoss(now: now)
+        congestion.onAcknowledged(bytes: acknowledgedBytes, sample: sample, delivered: delivered,
+                                  bytesInFlight: bytesInFlight, rtt: rtt, now: now)
+        checkClosed(now: now)
+    }
+
+    private mutating func acknowledgeStream(_ range: Range<UInt64>) {
+        guard range.upperBound > ackedPrefix else { return }
+        ackedStream.insert(range)
+        if let first = ackedStream.first, first.lowerBound <= ackedPrefix {
+            ackedPrefix = first.upperBound
+            ackedStream.removeAll(below: ackedPrefix)
+            sendStream.discard(below: ackedPrefix)
+        }
+    }
+
+    private mutating func compactSent() {
+        while sentHead < sent.count, sent[sentHead].acknowledged { sentHead += 1 }
+        if sentHead > 1024, sentHead * 2 > sent.count {
+            sent.removeFirst(sentHead)
+            sentHead = 0
+        }
+    }
+
+    /// Declares lost what 3 later packets overtook, or what is 9/8 RTT older than the
+    /// newest acknowledged packet (RFC 9002 §6.1); arms the timer for the rest.
+    private mutating func detectLoss(now: PTCPInstant) {
+        guard let largestAcknowledged else { return }
+        lossTime = nil
+        let base = max(rtt.smoothed ?? rtt.latest, rtt.latest)
+        let lossDelay = max(base * 9 / 8, RTTEstimator.granularity)
+        var lostBytes = 0
+        var newestLost: PTCPInstant?
+        var index = sentHead
+        while index < sent.count, sent[index].number < largestAcknowledged {
+            defer { index += 1 }
+            guard !sent[index].acknowledged else { continue }
+            let packet = sent[index]
+            if largestAcknowledged - packet.number >= 3 || packet.sentAt <= now - lossDelay {
+                markLost(at: index)
+                lostBytes += packet.size
+                newestLost = max(newestLost ?? packet.sentAt, packet.sentAt)
+            } else {
+                let when = packet.sentAt + lossDelay
+                lossTime = min(lossTime ?? when, when)
+            }
+        }
+        compactSent()
+        if let newestLost {
+            congestion.onLost(bytes: lostBytes, sentAt: newestLost, bytesInFlight: bytesInFlight, now: now)
+        }
+    }
+
+    private mutating func markLost(at index: Int) {
+        sent[index].acknowledged = true   // no longer outstanding
+        let packet = sent[index]
+        bytesInFlight -= packet.size
+        statistics.lostPackets += 1
+        if let stream = packet.stream {
+            for gap in ackedStream.gaps(in: max(stream.lowerBound, ackedPrefix)..<max(stream.upperBound, ackedPrefix)) {
+                retransmissions.insert(gap)
+            }
+        }
+        if packet.fin, !finAcknowledged { finPending = true }
+        if packet.handshake, state == .connecting || state == .accepting { handshakeNeeded = true }
+    }
+
+    // MARK: - Timers
+
+    /// When ``handleTimeout(now:)`` must next be called, if ever.
+    public var nextDeadline: PTCPInstant? {
+        switch state {
+        case .closed:
+            return nil
+        case .lingering(let until):
+            return earliest(until, ackNow ? lastReceivedAt : nil, ackDeadline)
+        default:
+            break
+        }
+        let idle = state == .established ? lastReceivedAt + configuration.idleTimeout : startedAt + configuration.handshakeTimeout
+        let keepalive = state == .established ? lastSentAt + configuration.keepaliveInterval : nil
+        // Only a packet the window allows waits for pacing; otherwise an acknowledgement wakes us.
+        let pacing = wantsToSend && windowAllowsSending ? nextSendAt : nil
+        return earliest(idle, keepalive, pacing, ackDeadline, lossTime, retransmissionDeadline)
+    }
+
+    private func earliest(_ instants: PTCPInstant?...) -> PTCPInstant? {
+        instants.compactMap { $0 }.min()
+    }
+
+    private var retransmissionTimeout: Duration {
+        rtt.retransmissionTimeout * (1 << min(timeouts, 6))
+    }
+
+    private var retransmissionDeadline: PTCPInstant? {
+        if bytesInFlight > 0, let lastAckElicitingSentAt {
+            return lastAckElicitingSentAt + retransmissionTimeout
+        }
+        // Held back by the peer's window with nothing in flight: probe it, in case the
+        // acknowledgement that opened it was lost.
+        if state == .established, hasNewData, sentOffset >= peerMaxData {
+            return lastSentAt + retransmissionTimeout
+        }
+        return nil
+    }
+
+    /// Runs whatever timers have expired at `now`.
+    public mutating func handleTimeout(now: PTCPInstant) {
+        switch state {
+        case .closed:
+            return
+        case .lingering(let until):
+            if now >= until {
+                state = .closed
+            }
+            return
+        case .connecting, .accepting:
+            if now >= startedAt + configuration.handshakeTimeout {
+                close(.handshakeTimedOut, linger: false)
+                return
+            }
+        case .established:
+            if now >= lastReceivedAt + configuration.idleTimeout {
+                close(.timedOut, linger: false)
+                return
+            }
+            if now >= lastSentAt + configuration.keepaliveInterval { pingNeeded = true }
+        }
+        if let ackDeadline, now >= ackDeadline { ackNow = true }
+        if let lossTime, now >= lossTime { detectLoss(now: now) }
+        if let deadline = retransmissionDeadline, now >= deadline {
+            onRetransmissionTimeout()
+        }
+    }
+
+    private mutating func onRetransmissionTimeout() {
+        statistics.retransmissionTimeouts += 1
+        timeouts += 1
+        if bytesInFlight > 0 {
+            for index in sentHead..<sent.count where !sent[index].acknowledged {
+                markLost(at: index)
+            }
+            compactSent()
+            congestion.onRetransmissionTimeout()
+        }
+        if !hasSomethingToRetransmit { pingNeeded = true }
+    }
+
+    private var hasSomethingToRetransmit: Bool {
+        !retransmissions.isEmpty || handshakeNeeded || finPending
+    }
+
+    private var windowAllowsSending: Bool {
+        let room = congestion.congestionWindow - bytesInFlight
+        return room >= configuration.maximumDatagramSize || (bytesInFlight == 0 && room > 0)
+    }
+
+    private var hasNewData: Bool { sentOffset < sendStream.endOffset }
+
+    private var wantsToSend: Bool {
+        guard state == .established else { return false }
+        return !retransmissions.isEmpty || (hasNewData && sentOffset < peerMaxData) || (finPending && sentOffset == finOffset)
+    }
+
+    // MARK: - Outgoing datagrams
+
+    /// The next datagram to send now, or nil when there is nothing (or the window,
+    /// pacing or the peer's flow control says wait: see ``nextDeadline``).
+    public mutating func poll(now: PTCPInstant) -> [UInt8]? {
+        switch state {
+        case .closed:
+            return resetNeeded ? resetDatagram() : nil
+        case .lingering:
+            if resetNeeded { return resetDatagram() }
+            return ackNow ? finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) : nil
+        case .connecting, .accepting:
+            if handshakeNeeded { return handshakeDatagram(now: now) }
+            if ackNow { return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) }
+            return nil
+        case .established:
+            break
+        }
+        if resetNeeded { return resetDatagram() }
+        if handshakeNeeded, role == .server { return handshakeDatagram(now: now) }
+        if wantsToSend, let datagram = dataDatagram(now: now) { return datagram }
+        if pingNeeded {
+            pingNeeded = false
+            return finishPacket(PTCPPacket(flags: .ping, destinationID: peerID, packetNumber: 0), now: now)
+        }
+        if ackNow { return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) }
+        if !wantsToSend, bytesInFlight < congestion.congestionWindow {
+            // Nothing to send with room in the window: rate samples from now on
+            // measure the application, not the path.
+            appLimitedUntil = max(delivered + bytesInFlight, 1)
+        }
+        return nil
+    }
+
+    private mutating func resetDatagram() -> [UInt8] {
+        resetNeeded = false
+        let packet = PTCPPacket(flags: .rst, destinationID: peerID, packetNumber: nextPacketNumber)
+        nextPacketNumber += 1
+        statistics.packetsSent += 1
+        return packet.encoded()
+    }
+
+    private mutating func handshakeDatagram(now: PTCPInstant) -> [UInt8] {
+        handshakeNeeded = false
+        // The SYN-ACK always acknowledges the SYN: that is how the client knows it.
+        if role == .server { ackPending = true }
+        let handshake = PTCPPacket.Handshake(sourceID: localID, initialMaxData: advertisedMaxData)
+        let destination = role == .client ? 0 : peerID
+        return finishPacket(PTCPPacket(destinationID: destination, packetNumber: 0, handshake: handshake), now: now)
+    }
+
+    private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {
+        guard now >= nextSendAt, windowAllowsSending else { return nil }
+        let ackRanges = ackPending ? min(receivedPackets.count, 4) : 0
+        let capacity = configuration.payloadCapacity(ackRanges: ackRanges)
+        var range: Range<UInt64>?
+        var isRetransmission = false
+        while range == nil, let candidate = retransmissions.first {
+            let unacknowledged = ackedStream.gaps(in: max(candidate.lowerBound, ackedPrefix)..<max(candidate.upperBound, ackedPrefix))
+            guard let first = unacknowledged.first else {
+                retransmissions.remove(candidate)
+                continue
+            }
+            let taken = first.lowerBound..<min(first.upperBound, first.lowerBound + UInt64(capacity))
+            retransmissions.remove(candidate.lowerBound..<taken.upperBound)
+            range = taken
+            isRetransmission = true
+        }
+        if range == nil, hasNewData, sentOffset < peerMaxData {
+            let end = min(sendStream.endOffset, peerMaxData, sentOffset + UInt64(capacity))
+            range = sentOffset..<end
+            sentOffset = end
+        }
+        var flags: PTCPPacket.Flags = []
+        let dataRange: Range<UInt64>
+        if let range {
+            dataRange = range
+        } else if finPending, let finOffset, sentOffset == finOffset {
+            dataRange = finOffset..<finOffset
+        } else {
+            return nil
+        }
+        if let finOffset, finPending, dataRange.upperBound == finOffset, sentOffset == finOffset {
+            flags.insert(.fin)
+            finPending = false
+        }
+        if isRetransmission { statistics.retransmittedBytes += dataRange.count }
+        let data = PTCPPacket.StreamData(offset: dataRange.lowerBound, bytes: sendStream.bytes(in: dataRange))
+        let packet = PTCPPacket(flags: flags, destinationID: peerID, packetNumber: 0, data: data)
+        let datagram = finishPacket(packet, now: now, stream: dataRange.isEmpty ? nil : dataRange, ackRanges: ackRanges)
+        if let rate = congestion.pacingRate, rate > 0 {
+            // Pace, allowing bursts of about a millisecond (timers are not finer).
+            let interval = Duration.nanoseconds(Int64(Double(datagram.count) / rate * 1e9))
+            nextSendAt = max(nextSendAt, now - .milliseconds(1)) + interval
+        }
+        return datagram
+    }
+
+    /// Numbers the packet, adds a pending acknowledgement, encodes, and records it.
+    private mutating func finishPacket(_ packet: PTCPPacket, now: PTCPInstant, stream: Range<UInt64>? = nil,
+                                       ackRanges: Int = PTCPPacket.maximumAckRanges) -> [UInt8] {
+        var packet = packet
+        packet.packetNumber = nextPacketNumber
+        nextPacketNumber += 1
+        if ackPending, state != .connecting || packet.handshake == nil, !receivedPackets.isEmpty, ackRanges > 0 {
+            advertisedMaxData = max(advertisedMaxData, receiveStream.readOffset + UInt64(configuration.receiveWindow))
+            let ranges = receivedPackets.ranges.reversed().prefix(ackRanges).map { $0.lowerBound...($0.upperBound - 1) }
+            let delay = largestReceivedAt.map { now - $0 } ?? .zero
+            let micros = UInt32(clamping: max(0, delay.nanoseconds / 1000))
+            packet.acknowledgement = .init(maxData: advertisedMaxData, delayMicroseconds: micros, ranges: Array(ranges))
+            packet.flags.insert(.ack)
+            ackPending = false
+            ackNow = false
+            ackDeadline = nil
+            unacknowledgedEliciting = 0
+        }
+        let datagram = packet.encoded()
+        statistics.packetsSent += 1
+        statistics.bytesSent += datagram.count
+        lastSentAt = now
+        if packet.isAckEliciting {
+            if bytesInFlight == 0 {
+                // Sending resumes after a pause: the rate clock restarts here.
+                firstSentAt = now
+                deliveredAt = now
+            }
+            sent.append(SentPacket(number: packet.packetNumber, sentAt: now, size: datagram.count, stream: stream,
+                                   fin: packet.flags.contains(.fin), handshake: packet.handshake != nil,
+                                   delivered: delivered, deliveredAt: deliveredAt, firstSentAt: firstSentAt,
+                                   appLimited: delivered < appLimitedUntil))
+            bytesInFlight += datagram.count
+            lastAckElicitingSentAt = now
+        }
+        return datagram
+    }
+
+    // MARK: - Closing
+
+    private mutating func checkClosed(now: PTCPInstant) {
+        guard state == .established, finAcknowledged, receiveStream.isFinished, peerFinishedReported else { return }
+        close(nil, linger: true, now: now)
+    }
+
+    private mutating func close(_ error: PTCPConnectionError?, linger: Bool, now: PTCPInstant? = nil) {
+        if linger, let now {
+            state = .lingering(until: now + rtt.retransmissionTimeout * configuration.lingerRTOs)
+        } else {
+            state = .closed
+        }
+        events.append(.closed(error))
+        retransmissions = PTCPRangeSet()
+        pingNeeded = false
+        handshakeNeeded = false
+    }
+}
+
+public enum PTCPConnectionError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The peer reset the connection.
+    case reset
+    /// Nothing heard from the peer for the idle timeout.
+    case timedOut
+    /// The handshake got no answer.
+    case handshakeTimedOut
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .reset: "the peer reset the PTCP connection"
+        case .timedOut: "the PTCP peer stopped answering"
+        case .handshakeTimedOut: "no answer to the PTCP handshake"
+        case .protocolViolation(let what): "PTCP protocol violation: \(what)"
+        }
+    }
+}

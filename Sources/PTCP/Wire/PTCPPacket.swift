@@ -1,0 +1,251 @@
+/// One PTCP v2 datagram (see docs/ptcp.md): a fixed header, then the optional parts its
+/// flags name, in this order: handshake, acknowledgement, stream data.
+///
+/// Packet numbers count datagrams, not bytes, and are never reused: a retransmission
+/// carries the lost bytes (by stream offset) in a new packet. That makes every RTT
+/// sample unambiguous (no Karn's rule needed) and loss detection a matter of packet
+/// numbers, as in QUIC.
+public struct PTCPPacket: Equatable, Sendable {
+    public static let version: UInt8 = 2
+    /// version, flags, destination id, packet number.
+    public static let headerSize = 1 + 1 + 8 + 8
+    public static let handshakeSize = 8 + 8
+    /// A datagram never exceeds this (what the dispatcher reads at most).
+    public static let maximumDatagramSize = 65_507
+    /// At most this many acknowledged ranges in one packet.
+    public static let maximumAckRanges = 32
+
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// Opens a connection; carries ``Handshake``.
+        public static let syn = Flags(rawValue: 0x01)
+        /// Carries ``Acknowledgement``.
+        public static let ack = Flags(rawValue: 0x02)
+        /// Carries ``StreamData``.
+        public static let data = Flags(rawValue: 0x04)
+        /// The sender's stream ends at the end of this packet's data (data may be empty).
+        public static let fin = Flags(rawValue: 0x08)
+        /// Abort: the connection is gone.
+        public static let rst = Flags(rawValue: 0x10)
+        /// Asks for an acknowledgement (keepalive, probes, window queries).
+        public static let ping = Flags(rawValue: 0x20)
+        static let known: Flags = [.syn, .ack, .data, .fin, .rst, .ping]
+    }
+
+    /// The sender's own connection id (where the answer must go) and how many bytes of
+    /// its stream it accepts before its first acknowledgement says more.
+    public struct Handshake: Equatable, Sendable {
+        public var sourceID: UInt64
+        public var initialMaxData: UInt64
+        public init(sourceID: UInt64, initialMaxData: UInt64) {
+            self.sourceID = sourceID
+            self.initialMaxData = initialMaxData
+        }
+    }
+
+    /// Packet numbers received, as disjoint ranges from the highest down, plus the
+    /// receiver's flow-control limit.
+    public struct Acknowledgement: Equatable, Sendable {
+        /// The stream offset up to which the sender of this ack accepts data.
+        public var maxData: UInt64
+        /// Microseconds the receiver held the largest packet before acknowledging it.
+        public var delayMicroseconds: UInt32
+        /// Inclusive ranges, descending and disjoint; the first holds the largest.
+        public var ranges: [ClosedRange<UInt64>]
+        public init(maxData: UInt64, delayMicroseconds: UInt32, ranges: [ClosedRange<UInt64>]) {
+            self.maxData = maxData
+            self.delayMicroseconds = delayMicroseconds
+            self.ranges = ranges
+        }
+        public var largest: UInt64 { ranges.first?.upperBound ?? 0 }
+        var encodedSize: Int { 8 + 4 + 1 + 16 * ranges.count }
+    }
+
+    public struct StreamData: Equatable, Sendable {
+        public var offset: UInt64
+        public var bytes: [UInt8]
+        public init(offset: UInt64, bytes: [UInt8]) {
+            self.offset = offset
+            self.bytes = bytes
+        }
+        static let overhead = 8 + 2
+    }
+
+    public var flags: Flags
+    public var destinationID: UInt64
+    public var packetNumber: UInt64
+    public var handshake: Handshake?
+    public var acknowledgement: Acknowledgement?
+    public var data: StreamData?
+
+    public init(flags: Flags = [], destinationID: UInt64, packetNumber: UInt64,
+                handshake: Handshake? = nil, acknowledgement: Acknowledgement? = nil, data: StreamData? = nil) {
+        var flags = flags
+        if handshake != nil { flags.insert(.syn) }
+        if acknowledgement != nil { flags.insert(.ack) }
+        if data != nil { flags.insert(.data) }
+        self.flags = flags
+        self.destinationID = destinationID
+        self.packetNumber = packetNumber
+        self.handshake = handshake
+        self.acknowledgement = acknowledgement
+        self.data = data
+    }
+
+    /// Whether the receiver must acknowledge this packet (pure acknowledgements are not
+    /// acknowledged, or two idle ends would ack each other forever).
+    public var isAckEliciting: Bool {
+        !flags.isDisjoint(with: [.syn, .data, .fin, .ping])
+    }
+
+    public var encodedSize: Int {
+        Self.headerSize + (handshake == nil ? 0 : Self.handshakeSize) + (acknowledgement?.encodedSize ?? 0)
+            + (data.map { StreamData.overhead + $0.bytes.count } ?? 0)
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        out.reserveCapacity(out.count + encodedSize)
+        out.append(Self.version)
+        out.append(flags.rawValue)
+        out.appendBigEndian(destinationID)
+        out.appendBigEndian(packetNumber)
+        if let handshake {
+            out.appendBigEndian(handshake.sourceID)
+            out.appendBigEndian(handshake.initialMaxData)
+        }
+        if let acknowledgement {
+            out.appendBigEndian(acknowledgement.maxData)
+            out.appendBigEndian(acknowledgement.delayMicroseconds)
+            out.append(UInt8(acknowledgement.ranges.count))
+            for range in acknowledgement.ranges {
+                out.appendBigEndian(range.lowerBound)
+                out.appendBigEndian(range.upperBound)
+            }
+        }
+        if let data {
+            out.appendBigEndian(data.offset)
+            out.appendBigEndian(UInt16(data.bytes.count))
+            out.append(contentsOf: data.bytes)
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        encode(into: &out)
+        return out
+    }
+
+    /// The destination id of a datagram, read without decoding the rest (the
+    /// dispatcher routes on it); nil when it is not a PTCP v2 datagram.
+    public static func destinationID<Bytes: Collection<UInt8>>(of datagram: Bytes) -> UInt64? {
+        guard datagram.count >= headerSize, datagram.first == version else { return nil }
+        var reader = PacketReader(datagram.dropFirst(2))
+        return try? reader.uint64()
+    }
+
+    /// Decodes one datagram, checking every length against what arrived.
+    public init<Bytes: Collection<UInt8>>(decoding datagram: Bytes) throws(PTCPPacketError) {
+        guard datagram.count >= Self.headerSize else { throw .truncated }
+        guard datagram.count <= Self.maximumDatagramSize else { throw .tooLarge }
+        var reader = PacketReader(datagram)
+        let version = try reader.uint8()
+        guard version == Self.version else { throw .unknownVersion(version) }
+        flags = Flags(rawValue: try reader.uint8())
+        guard flags.isSubset(of: Flags.known) else { throw .unknownFlags(flags.rawValue) }
+        destinationID = try reader.uint64()
+        packetNumber = try reader.uint64()
+        guard packetNumber < 1 << 62 else { throw .malformed("packet number out of range") }
+        if flags.contains(.syn) {
+            handshake = Handshake(sourceID: try reader.uint64(), initialMaxData: try reader.uint64())
+        }
+        if flags.contains(.ack) {
+            let maxData = try reader.uint64()
+            let delay = try reader.uint32()
+            let count = Int(try reader.uint8())
+            guard count >= 1, count <= Self.maximumAckRanges else { throw .malformed("\(count) acknowledged ranges") }
+            var ranges: [ClosedRange<UInt64>] = []
+            ranges.reserveCapacity(count)
+            for _ in 0..<count {
+                let low = try reader.uint64()
+                let high = try reader.uint64()
+                guard low <= high, high < 1 << 62 else { throw .malformed("an acknowledged range runs backwards") }
+                if let previous = ranges.last, high + 1 >= previous.lowerBound {
+                    throw .malformed("acknowledged ranges overlap or are not descending")
+                }
+                ranges.append(low...high)
+            }
+            acknowledgement = Acknowledgement(maxData: maxData, delayMicroseconds: delay, ranges: ranges)
+        }
+        if flags.contains(.data) {
+            let offset = try reader.uint64()
+            let length = Int(try reader.uint16())
+            guard offset < 1 << 62 else { throw .malformed("stream offset out of range") }
+            data = StreamData(offset: offset, bytes: try reader.bytes(length))
+        }
+        guard reader.isAtEnd else { throw .malformed("\(reader.remaining) bytes after the packet") }
+    }
+}
+
+public enum PTCPPacketError: Error, Equatable, Sendable, CustomStringConvertible {
+    case truncated
+    case tooLarge
+    case unknownVersion(UInt8)
+    case unknownFlags(UInt8)
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .truncated: "a PTCP datagram shorter than its contents"
+        case .tooLarge: "a PTCP datagram larger than any UDP datagram"
+        case .unknownVersion(let version): "PTCP version \(version), not 2"
+        case .unknownFlags(let flags): "unknown PTCP flags 0x\(String(flags, radix: 16))"
+        case .malformed(let what): "a malformed PTCP datagram: \(what)"
+        }
+    }
+}
+
+/// Big-endian reads that fail with `.truncated` instead of trapping.
+struct PacketReader<Bytes: Collection<UInt8>> {
+    private let bytes: Bytes
+    private var index: Bytes.Index
+
+    init(_ bytes: Bytes) {
+        self.bytes = bytes
+        self.index = bytes.startIndex
+    }
+
+    var isAtEnd: Bool { index == bytes.endIndex }
+    var remaining: Int { bytes.distance(from: index, to: bytes.endIndex) }
+
+    mutating func uint8() throws(PTCPPacketError) -> UInt8 {
+        guard index != bytes.endIndex else { throw .truncated }
+        defer { index = bytes.index(after: index) }
+        return bytes[index]
+    }
+
+    mutating func uint16() throws(PTCPPacketError) -> UInt16 {
+        UInt16(try uint8()) << 8 | UInt16(try uint8())
+    }
+
+    mutating func uint32() throws(PTCPPacketError) -> UInt32 {
+        UInt32(try uint16()) << 16 | UInt32(try uint16())
+    }
+
+    mutating func uint64() throws(PTCPPacketError) -> UInt64 {
+        UInt64(try uint32()) << 32 | UInt64(try uint32())
+    }
+
+    mutating func bytes(_ count: Int) throws(PTCPPacketError) -> [UInt8] {
+        guard remaining >= count else { throw .truncated }
+        let end = bytes.index(index, offsetBy: count)
+        defer { index = end }
+        return Array(bytes[index..<end])
+    }
+}
+
+extension Array where Element == UInt8 {
+    mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {
+        Swift.withUnsafeBytes(of: value.bigEndian) { append(contentsOf: $0) }
+    }
+}

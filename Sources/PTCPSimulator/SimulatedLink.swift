@@ -1,0 +1,53 @@
+import PTCP
+
+/// One direction of a simulated path: a bottleneck of `bytesPerSecond` with a FIFO
+/// queue of `queueBytes`, then `delay`; random loss, duplication and reordering as
+/// netem applies them. Randomness comes from the seeded generator passed in.
+public struct SimulatedLink: Sendable {
+    public var delay: Duration
+    public var bytesPerSecond: Double
+    public var queueBytes: Int
+    public var loss: Double
+    public var duplicate: Double
+    /// Fraction of packets sent at once, ahead of those being delayed.
+    public var reorder: Double
+    public var jitter: Duration
+
+    public init(delay: Duration = .milliseconds(10), megabitsPerSecond: Double = 100, queueBytes: Int? = nil,
+                loss: Double = 0, duplicate: Double = 0, reorder: Double = 0, jitter: Duration = .zero) {
+        self.delay = delay
+        self.bytesPerSecond = megabitsPerSecond * 1e6 / 8
+        // Default: two bandwidth-delay products of queue, like netlab's.
+        self.queueBytes = queueBytes ?? max(64 * 1024, Int(2 * bytesPerSecond * Double(delay.components.seconds) + 2 * bytesPerSecond * Double(delay.components.attoseconds) / 1e18))
+        self.loss = loss
+        self.duplicate = duplicate
+        self.reorder = reorder
+        self.jitter = jitter
+    }
+
+    var freeAt = PTCPInstant.zero
+
+    /// When each copy of a datagram sent at `now` arrives (none when it is lost).
+    mutating func arrivals(of size: Int, now: PTCPInstant, random: inout some RandomNumberGenerator) -> [PTCPInstant] {
+        let start = max(now, freeAt)
+        let queued = Double((start - now).nanosecondsValue) / 1e9 * bytesPerSecond
+        guard queued + Double(size) <= Double(queueBytes) else { return [] }   // tail drop
+        freeAt = start + .nanoseconds(Int64(Double(size) / bytesPerSecond * 1e9))
+        if Double.random(in: 0..<1, using: &random) < loss { return [] }
+        var when = freeAt + delay
+        if jitter > .zero {
+            when = when + .nanoseconds(Int64.random(in: 0...jitter.nanosecondsValue, using: &random))
+        }
+        if Double.random(in: 0..<1, using: &random) < reorder { when = freeAt }
+        var result = [when]
+        if Double.random(in: 0..<1, using: &random) < duplicate { result.append(when + .microseconds(100)) }
+        return result
+    }
+}
+
+extension Duration {
+    var nanosecondsValue: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
