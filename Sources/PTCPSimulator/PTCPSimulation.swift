@@ -18,6 +18,8 @@ public struct PTCPSimulation {
         public var server: PTCPConnection.Statistics
         /// Times a connection was woken by its timer (a timer storm shows here).
         public var wakeups: Int
+        /// The most stream bytes the server held unread (flow control bounds it).
+        public var maximumHeldByServer = 0
         public var megabitsPerSecond: Double {
             let seconds = Double(transferTime.nanosecondsValue) / 1e9
             return seconds > 0 ? Double(bytesDelivered) * 8 / seconds / 1e6 : 0
@@ -56,6 +58,7 @@ public struct PTCPSimulation {
         var serverClosed = false
         var serverFinished = false
         var readBudget = 0.0
+        var readScheduled = false
         var lastReadAt = PTCPInstant.zero
         var wake: [PTCPInstant?] = [.zero, nil]
         let serverID = random.next() | 1
@@ -94,6 +97,7 @@ public struct PTCPSimulation {
                 outcome.wakeups += 1
                 if who == 0 { client.handleTimeout(now: now) } else { server?.handleTimeout(now: now) }
             case .read:
+                readScheduled = false
                 side = 1
             }
             // Let the side that moved act: application first, then the wire.
@@ -115,10 +119,14 @@ public struct PTCPSimulation {
                     readBudget = min(readBudget + Double((now - lastReadAt).nanosecondsValue) / 1e9 * readRate, 256 * 1024)
                     lastReadAt = now
                 }
+                outcome.maximumHeldByServer = max(outcome.maximumHeldByServer, connection.readableBytes + connection.outOfOrderBytes)
                 while connection.readableBytes > 0 {
                     let allowed = readRate == nil ? Int.max : Int(readBudget)
                     guard allowed > 0, let bytes = connection.read(maximum: min(allowed, 256 * 1024)) else {
-                        queue.push(now + .milliseconds(1), .read)
+                        if !readScheduled {
+                            readScheduled = true
+                            queue.push(now + .milliseconds(1), .read)
+                        }
                         break
                     }
                     if readRate != nil { readBudget -= Double(bytes.count) }

@@ -4,26 +4,82 @@ import Testing
 
 @Suite("PTCP core on a simulated link")
 struct CoreTests {
-    @Test("a clean link: byte-exact, both ends close, the pipe fills")
-    func cleanLink() {
-        var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(25), megabitsPerSecond: 100))
-        let outcome = simulation.run(bytes: 20_000_000, seed: 1)
-        #expect(outcome.bytesDelivered == 20_000_000)
+    @Test("100 MB byte-exact through 5 % loss, reordering and duplicates; both ends close cleanly")
+    func hundredMegabytesThroughLoss() {
+        let link = SimulatedLink(delay: .milliseconds(5), megabitsPerSecond: 400, loss: 0.05, duplicate: 0.02, reorder: 0.02)
+        var simulation = PTCPSimulation(forward: link)
+        let outcome = simulation.run(bytes: 100_000_000, seed: 7)
+        #expect(outcome.bytesDelivered == 100_000_000)
         #expect(outcome.corruptBytes == 0)
         #expect(outcome.bothClosed)
         #expect(outcome.clientErrors.isEmpty && outcome.serverErrors.isEmpty)
-        #expect(outcome.megabitsPerSecond > 70, "\(outcome.megabitsPerSecond) Mbit/s")
-        print("clean: \(outcome.megabitsPerSecond) Mbit/s, \(outcome.client)")
+        #expect(outcome.client.lostPackets > 1000, "the link did lose packets: \(outcome.client)")
+        #expect(outcome.server.duplicatePackets > 0)
     }
 
-    @Test("1 % loss at 50 ms RTT keeps the pipe mostly full (BBR)")
-    func lossyLink() {
+    @Test("1 % loss at 50 ms RTT and 100 Mbit/s: the BBR controller keeps the pipe mostly full")
+    func lossyLinkStaysFull() {
         var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(25), megabitsPerSecond: 100, loss: 0.01))
         let outcome = simulation.run(bytes: 30_000_000, seed: 2)
-        #expect(outcome.bytesDelivered == 30_000_000)
-        #expect(outcome.corruptBytes == 0)
-        #expect(outcome.bothClosed)
-        #expect(outcome.megabitsPerSecond > 60, "\(outcome.megabitsPerSecond) Mbit/s")
-        print("lossy: \(outcome.megabitsPerSecond) Mbit/s, \(outcome.client)")
+        #expect(outcome.bytesDelivered == 30_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
+        #expect(outcome.megabitsPerSecond > 70, "\(outcome.megabitsPerSecond) Mbit/s")
+    }
+
+    @Test("NewReno halves on loss (and so crawls at 1 % loss), but delivers byte-exact")
+    func newReno() {
+        var configuration = PTCPConfiguration()
+        configuration.congestionControl = .newReno
+        var clean = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50), configuration: configuration)
+        let fast = clean.run(bytes: 10_000_000, seed: 3)
+        #expect(fast.bytesDelivered == 10_000_000 && fast.corruptBytes == 0 && fast.bothClosed)
+        #expect(fast.megabitsPerSecond > 30, "\(fast.megabitsPerSecond) Mbit/s")
+        var lossy = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50, loss: 0.01), configuration: configuration)
+        let slow = lossy.run(bytes: 3_000_000, seed: 3)
+        #expect(slow.bytesDelivered == 3_000_000 && slow.corruptBytes == 0 && slow.bothClosed)
+        #expect(slow.megabitsPerSecond < fast.megabitsPerSecond)
+    }
+
+    @Test("handshake and close complete under 30 % loss each way", arguments: 1...12)
+    func handshakeAndCloseUnderLoss(seed: UInt64) {
+        var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(20), megabitsPerSecond: 10, loss: 0.3))
+        let outcome = simulation.run(bytes: 5_000, seed: seed)
+        #expect(outcome.bytesDelivered == 5_000 && outcome.corruptBytes == 0)
+        #expect(outcome.bothClosed, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors)")
+        #expect(outcome.clientErrors.isEmpty && outcome.serverErrors.isEmpty, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors)")
+    }
+
+    @Test("random links (delay, rate, loss, duplication, reordering, jitter, queue): always byte-exact", arguments: 1...20)
+    func randomLinks(seed: UInt64) {
+        var random = SimulationRandom(seed: seed &* 7919)
+        func link() -> SimulatedLink {
+            SimulatedLink(delay: .milliseconds(Int64.random(in: 1...150, using: &random)),
+                          megabitsPerSecond: Double.random(in: 1...200, using: &random),
+                          queueBytes: Int.random(in: 8_000...2_000_000, using: &random),
+                          loss: Double.random(in: 0...0.15, using: &random),
+                          duplicate: Double.random(in: 0...0.05, using: &random),
+                          reorder: Double.random(in: 0...0.05, using: &random),
+                          jitter: .milliseconds(Int64.random(in: 0...10, using: &random)))
+        }
+        let forward = link(), backward = link()
+        var simulation = PTCPSimulation(forward: forward, backward: backward)
+        let size = Int.random(in: 0...2_000_000, using: &random)
+        let outcome = simulation.run(bytes: size, seed: seed)
+        #expect(outcome.bytesDelivered == size && outcome.corruptBytes == 0, "seed \(seed): \(forward) \(backward)")
+        #expect(outcome.bothClosed, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors) \(forward)")
+        // No timer storm: wakeups stay within a small multiple of the packets exchanged.
+        let packets = outcome.client.packetsSent + outcome.server.packetsSent
+        #expect(outcome.wakeups <= 2 * packets + 200, "seed \(seed): \(outcome.wakeups) wakeups for \(packets) packets")
+    }
+
+    @Test("a reader slower than the link holds the sender to the receive window")
+    func flowControl() {
+        var configuration = PTCPConfiguration()
+        configuration.receiveWindow = 256 * 1024
+        var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 100), configuration: configuration)
+        simulation.readRate = 1_000_000
+        let outcome = simulation.run(bytes: 3_000_000, seed: 5)
+        #expect(outcome.bytesDelivered == 3_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
+        #expect(outcome.maximumHeldByServer <= 256 * 1024, "\(outcome.maximumHeldByServer)")
+        #expect(outcome.megabitsPerSecond < 10)   // the reader, not the link, set the pace
     }
 }

@@ -20,9 +20,10 @@ public struct PTCPConfiguration: Sendable {
     public var keepaliveInterval: Duration = .seconds(10)
     /// A handshake that gets no answer for this long fails.
     public var handshakeTimeout: Duration = .seconds(10)
-    /// How long a closed connection keeps answering retransmissions of the peer's last
-    /// packets, in RTOs.
-    public var lingerRTOs = 3
+    /// How long a connection closed on both sides keeps answering the peer's
+    /// retransmissions after it last heard from it (TCP's TIME-WAIT): an acknowledgement
+    /// of the peer's last bytes may have been lost, and the peer backs off before asking again.
+    public var linger: Duration = .seconds(10)
 
     public init() {}
 

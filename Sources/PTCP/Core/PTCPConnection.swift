@@ -42,8 +42,6 @@ public struct PTCPConnection: Sendable {
         case connecting
         case accepting
         case established
-        /// Both streams ended (or we aborted); acknowledging stragglers until the time.
-        case lingering(until: PTCPInstant)
         case closed
     }
 
@@ -115,6 +113,10 @@ public struct PTCPConnection: Sendable {
     private var lastReceivedAt: PTCPInstant
     private let startedAt: PTCPInstant
     private var peerFinishedReported = false
+    /// Both streams ended and the application was told; we still answer the peer's
+    /// retransmissions until our FIN is acknowledged and the peer has been quiet for
+    /// the linger time.
+    private var lingerUntil: PTCPInstant?
 
     /// Starts a connection to a listening peer; the first ``poll(now:)`` gives the SYN.
     public init(connectingWith localID: UInt64, configuration: PTCPConfiguration = .init(), now: PTCPInstant) {
@@ -165,6 +167,8 @@ public struct PTCPConnection: Sendable {
     /// Written bytes not yet acknowledged.
     public var bufferedBytes: Int { sendStream.heldBytes }
     public var readableBytes: Int { receiveStream.readableBytes }
+    /// Bytes that arrived ahead of a gap, waiting for it.
+    public var outOfOrderBytes: Int { receiveStream.heldOutOfOrderBytes }
     public var smoothedRTT: Duration? { rtt.smoothed }
     public var congestionWindow: Int { congestion.congestionWindow }
 
@@ -202,15 +206,12 @@ public struct PTCPConnection: Sendable {
             ackNow = true
         }
         reportPeerFinished()
+        // Reading the peer's last byte may be what completes the close.
+        checkClosed(now: lastReceivedAt)
         return bytes
     }
 
-    private var isOver: Bool {
-        switch state {
-        case .lingering, .closed: true
-        default: false
-        }
-    }
+    private var isOver: Bool { state == .closed || lingerUntil != nil }
 
     // MARK: - Incoming datagrams
 
@@ -452,19 +453,13 @@ public struct PTCPConnection: Sendable {
 
     /// When ``handleTimeout(now:)`` must next be called, if ever.
     public var nextDeadline: PTCPInstant? {
-        switch state {
-        case .closed:
-            return nil
-        case .lingering(let until):
-            return earliest(until, ackNow ? lastReceivedAt : nil, ackDeadline)
-        default:
-            break
-        }
+        guard state != .closed else { return nil }
         let idle = state == .established ? lastReceivedAt + configuration.idleTimeout : startedAt + configuration.handshakeTimeout
-        let keepalive = state == .established ? lastSentAt + configuration.keepaliveInterval : nil
+        let keepalive = state == .established && lingerUntil == nil ? lastSentAt + configuration.keepaliveInterval : nil
+        let lingerEnd = finAcknowledged && lingerUntil != nil ? lastReceivedAt + configuration.linger : nil
         // Only a packet the window allows waits for pacing; otherwise an acknowledgement wakes us.
         let pacing = wantsToSend && windowAllowsSending ? nextSendAt : nil
-        return earliest(idle, keepalive, pacing, ackDeadline, lossTime, retransmissionDeadline)
+        return earliest(idle, keepalive, lingerEnd, pacing, ackDeadline, lossTime, retransmissionDeadline)
     }
 
     private func earliest(_ instants: PTCPInstant?...) -> PTCPInstant? {
@@ -492,22 +487,26 @@ public struct PTCPConnection: Sendable {
         switch state {
         case .closed:
             return
-        case .lingering(let until):
-            if now >= until {
-                state = .closed
-            }
-            return
         case .connecting, .accepting:
             if now >= startedAt + configuration.handshakeTimeout {
                 close(.handshakeTimedOut, linger: false)
                 return
             }
         case .established:
-            if now >= lastReceivedAt + configuration.idleTimeout {
+            if let lingerUntil {
+                // Closed for the application: done once our FIN is acknowledged and the
+                // linger is over, or once the peer has gone quiet (it closed first).
+                if (finAcknowledged && now >= max(lingerUntil, lastReceivedAt + configuration.linger))
+                    || now >= lastReceivedAt + configuration.idleTimeout {
+                    state = .closed
+                    return
+                }
+            } else if now >= lastReceivedAt + configuration.idleTimeout {
                 close(.timedOut, linger: false)
                 return
+            } else if now >= lastSentAt + configuration.keepaliveInterval {
+                pingNeeded = true
             }
-            if now >= lastSentAt + configuration.keepaliveInterval { pingNeeded = true }
         }
         if let ackDeadline, now >= ackDeadline { ackNow = true }
         if let lossTime, now >= lossTime { detectLoss(now: now) }
@@ -553,9 +552,6 @@ public struct PTCPConnection: Sendable {
         switch state {
         case .closed:
             return resetNeeded ? resetDatagram() : nil
-        case .lingering:
-            if resetNeeded { return resetDatagram() }
-            return ackNow ? finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) : nil
         case .connecting, .accepting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
             if ackNow { return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) }
@@ -640,6 +636,7 @@ public struct PTCPConnection: Sendable {
             let interval = Duration.nanoseconds(Int64(Double(datagram.count) / rate * 1e9))
             nextSendAt = max(nextSendAt, now - .milliseconds(1)) + interval
         }
+        if flags.contains(.fin) { checkClosed(now: now) }
         return datagram
     }
 
@@ -683,14 +680,18 @@ public struct PTCPConnection: Sendable {
 
     // MARK: - Closing
 
+    /// Both streams are complete once all our data is acknowledged, our FIN is sent and
+    /// the peer's stream was read to its end. The FIN's own acknowledgement is not
+    /// awaited (as TCP's close does not wait in LAST-ACK); it is retransmitted while we linger.
     private mutating func checkClosed(now: PTCPInstant) {
-        guard state == .established, finAcknowledged, receiveStream.isFinished, peerFinishedReported else { return }
+        guard state == .established, lingerUntil == nil, let finOffset, ackedPrefix == finOffset,
+              !finPending || finAcknowledged, peerFinishedReported else { return }
         close(nil, linger: true, now: now)
     }
 
     private mutating func close(_ error: PTCPConnectionError?, linger: Bool, now: PTCPInstant? = nil) {
         if linger, let now {
-            state = .lingering(until: now + rtt.retransmissionTimeout * configuration.lingerRTOs)
+            lingerUntil = now
         } else {
             state = .closed
         }

@@ -1,0 +1,156 @@
+import PTCP
+import PTCPSimulator
+import Testing
+
+/// Two connections wired back to back with no delay, driven by hand.
+struct Pair {
+    var now = PTCPInstant(nanoseconds: 1_000_000_000)
+    var client: PTCPConnection
+    var server: PTCPConnection?
+    var clientEvents: [PTCPConnection.Event] = []
+    var serverEvents: [PTCPConnection.Event] = []
+    var received: [UInt8] = []
+
+    init(configuration: PTCPConfiguration = .init()) {
+        client = PTCPConnection(connectingWith: 0xC1, configuration: configuration, now: now)
+        exchange()
+    }
+
+    /// Passes datagrams both ways until neither side has anything to say.
+    mutating func exchange() {
+        var moved = true
+        while moved {
+            moved = false
+            while let datagram = client.poll(now: now) {
+                moved = true
+                if var server {
+                    server.receive(datagram, now: now)
+                    self.server = server
+                } else {
+                    server = try? PTCPConnection(accepting: datagram, localID: 0x5E, configuration: client.configuration, now: now)
+                }
+            }
+            while let event = client.nextEvent() { clientEvents.append(event) }
+            guard var server else { continue }
+            while let bytes = server.read(maximum: 1 << 20) { received += bytes }
+            while let datagram = server.poll(now: now) {
+                moved = true
+                client.receive(datagram, now: now)
+            }
+            while let event = server.nextEvent() { serverEvents.append(event) }
+            self.server = server
+        }
+    }
+
+    mutating func advance(by duration: Duration) {
+        now = now + duration
+        client.handleTimeout(now: now)
+        server?.handleTimeout(now: now)
+        exchange()
+    }
+}
+
+@Suite("PTCP connections, driven by hand")
+struct ConnectionTests {
+    @Test("handshake, data, half-close each way, clean close")
+    func lifecycle() throws {
+        var pair = Pair()
+        #expect(pair.client.isEstablished && pair.server?.isEstablished == true)
+        #expect(pair.clientEvents == [.connected])
+        pair.client.write(Array("hello".utf8))
+        pair.client.finish()
+        pair.exchange()
+        #expect(pair.received == Array("hello".utf8))
+        #expect(pair.serverEvents.contains(.peerFinished))
+        // The server can still answer after the client's half-close.
+        pair.server!.write(Array("bye".utf8))
+        pair.server!.finish()
+        pair.exchange()
+        #expect(pair.client.read(maximum: 100) == Array("bye".utf8))
+        pair.exchange()
+        #expect(pair.clientEvents.contains(.peerFinished))
+        #expect(pair.clientEvents.last == .closed(nil) && pair.serverEvents.last == .closed(nil))
+        pair.advance(by: .seconds(11))
+        #expect(pair.client.isClosed && pair.server!.isClosed)
+    }
+
+    @Test("malformed, misaddressed and forged datagrams are dropped and counted; the stream goes on")
+    func hostileDatagrams() throws {
+        var pair = Pair()
+        pair.client.write(Array(repeating: 1, count: 10_000))
+        pair.exchange()
+        var server = try #require(pair.server)
+        let before = server.statistics.droppedPackets
+        server.receive([UInt8](), now: pair.now)                                   // empty
+        server.receive([2, 0, 0, 0], now: pair.now)                                // short
+        server.receive(PTCPPacket(destinationID: 0x5E, packetNumber: 500).encoded().map { $0 == 2 ? 3 : $0 }, now: pair.now) // version
+        server.receive(PTCPPacket(flags: .ping, destinationID: 0x77, packetNumber: 501).encoded(), now: pair.now)  // unknown id
+        server.receive(PTCPPacket(destinationID: 0x5E, packetNumber: 502,                                          // forged ack
+                                  acknowledgement: .init(maxData: 1 << 40, delayMicroseconds: 0, ranges: [0...1_000_000])).encoded(), now: pair.now)
+        server.receive(PTCPPacket(destinationID: 0x5E, packetNumber: 503,                                          // beyond our window
+                                  data: .init(offset: 1 << 40, bytes: [9])).encoded(), now: pair.now)
+        server.receive(PTCPPacket(flags: .rst, destinationID: 0x99, packetNumber: 504).encoded(), now: pair.now)   // reset, wrong id
+        #expect(server.statistics.droppedPackets - before == 7)
+        #expect(server.statistics.forgedAcknowledgements == 1)
+        #expect(server.isEstablished)
+        pair.server = server
+        pair.client.write(Array(repeating: 2, count: 10_000))
+        pair.exchange()
+        #expect(pair.received == Array(repeating: 1, count: 10_000) + Array(repeating: 2, count: 10_000))
+    }
+
+    @Test("a peer that vanishes: keepalive pings, then an idle timeout error")
+    func idleTimeout() {
+        let pair = Pair()
+        var client = pair.client
+        var now = pair.now
+        var pings = 0
+        var deadlines = 0
+        while !client.isClosed, deadlines < 100 {
+            guard let deadline = client.nextDeadline else { break }
+            now = deadline
+            deadlines += 1
+            client.handleTimeout(now: now)
+            while client.poll(now: now) != nil { pings += 1 }   // lost: nobody answers
+        }
+        #expect(client.isClosed)
+        var events: [PTCPConnection.Event] = []
+        while let event = client.nextEvent() { events.append(event) }
+        #expect(events.last == .closed(.timedOut))
+        #expect(now - pair.now <= .seconds(31))
+        #expect(pings >= 2 && deadlines < 40, "\(pings) pings, \(deadlines) wakeups: no timer storm")
+    }
+
+    @Test("an idle connection whose peer answers stays up on keepalives alone")
+    func keepalive() {
+        var pair = Pair()
+        for _ in 0..<12 { pair.advance(by: .seconds(10)) }
+        #expect(pair.client.isEstablished && pair.server?.isEstablished == true)
+        #expect(pair.client.statistics.packetsSent < 40)
+    }
+
+    @Test("abort sends a reset; the peer's connection ends with an error")
+    func reset() {
+        var pair = Pair()
+        pair.client.abort()
+        pair.exchange()
+        #expect(pair.client.isClosed && pair.server!.isClosed)
+        #expect(pair.serverEvents.last == .closed(.reset))
+    }
+
+    @Test("a handshake nobody answers fails after the handshake timeout")
+    func handshakeTimeout() {
+        var client = PTCPConnection(connectingWith: 7, now: .zero)
+        var syns = 0
+        var now = PTCPInstant.zero
+        while !client.isClosed {
+            while client.poll(now: now) != nil { syns += 1 }
+            guard let deadline = client.nextDeadline else { break }
+            now = deadline
+            client.handleTimeout(now: now)
+        }
+        #expect(client.nextEvent() == .closed(.handshakeTimedOut))
+        #expect(now == PTCPInstant.zero + .seconds(10))
+        #expect(syns >= 3 && syns <= 6, "\(syns) SYNs with backoff")
+    }
+}
