@@ -1,0 +1,212 @@
+import NIOCore
+import NIOPosix
+
+/// One UDP socket serving any number of PTCP connections, outgoing and incoming.
+///
+///     let endpoint = try await PTCPEndpoint.bind(host: "0.0.0.0", port: 0, group: group) { channel in
+///         channel.pipeline.addHandler(EchoHandler())          // for each accepted connection
+///     }
+///     for await channel in endpoint.incoming { … }            // accepted, handshake done
+///     let channel = try await endpoint.connect(to: address) { channel in … }
+public final class PTCPEndpoint: Sendable {
+    public typealias Initializer = @Sendable (any Channel) -> EventLoopFuture<Void>
+
+    public let localAddress: SocketAddress
+    /// Connections others opened to us, once their handshake completed.
+    public let incoming: AsyncStream<any Channel>
+    private let channel: any Channel
+    private let dispatcher: NIOLoopBound<PTCPDispatcher>
+    public let configuration: PTCPConfiguration
+
+    /// Binds a UDP socket. With `accepting`, connections others open are accepted and
+    /// set up with it; without, the endpoint only connects out.
+    public static func bind(host: String, port: Int, configuration: PTCPConfiguration = .init(),
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                            accepting initializer: Initializer? = nil) async throws -> PTCPEndpoint {
+        let (stream, continuation) = AsyncStream<any Channel>.makeStream()
+        let channel = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 * 1024 * 1024)
+            .channelOption(.socketOption(.so_sndbuf), value: 4 * 1024 * 1024)
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            // recvmmsg splits this buffer among the 32 messages: 2 KiB each, room for
+            // any datagram we send (a longer one arrives cut short and is dropped).
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
+            .channelOption(.maxMessagesPerRead, value: 8)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let dispatcher = PTCPDispatcher(configuration: configuration, initializer: initializer, incoming: continuation)
+                    try channel.pipeline.syncOperations.addHandler(dispatcher)
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        let dispatcher = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: PTCPDispatcher.self), eventLoop: channel.eventLoop)
+        }.get()
+        channel.closeFuture.whenComplete { _ in continuation.finish() }
+        return PTCPEndpoint(channel: channel, dispatcher: dispatcher,
+                            incoming: stream, configuration: configuration)
+    }
+
+    private init(channel: any Channel, dispatcher: NIOLoopBound<PTCPDispatcher>, incoming: AsyncStream<any Channel>,
+                 configuration: PTCPConfiguration) {
+        self.channel = channel
+        self.dispatcher = dispatcher
+        self.incoming = incoming
+        self.configuration = configuration
+        self.localAddress = channel.localAddress!
+    }
+
+    /// Opens a connection to the endpoint at `address`; returns once the handshake is
+    /// done, with `initializer` already run on the channel.
+    public func connect(to address: SocketAddress, initializer: @escaping Initializer = { $0.eventLoop.makeSucceededVoidFuture() })
+        async throws -> any Channel {
+        let dispatcher = self.dispatcher
+        let channel = try await self.channel.eventLoop.flatSubmit {
+            dispatcher.value.connect(to: address, initializer: initializer, on: dispatcher.eventLoop)
+        }.get()
+        return channel
+    }
+
+    /// What the socket dropped: datagrams that were not PTCP or named no connection.
+    public func droppedDatagrams() async throws -> Int {
+        let dispatcher = self.dispatcher
+        return try await channel.eventLoop.submit { dispatcher.value.droppedDatagrams }.get()
+    }
+
+    /// Closes the socket; connections still open end at once.
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Routes the socket's datagrams to connections by destination id; a SYN (id 0) opens
+/// a connection, or reaches the one an earlier copy of it opened.
+final class PTCPDispatcher: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private struct SYNKey: Hashable {
+        var address: SocketAddress
+        var sourceID: UInt64
+    }
+
+    let configuration: PTCPConfiguration
+    private let initializer: PTCPEndpoint.Initializer?
+    private let incoming: AsyncStream<any Channel>.Continuation
+    private var context: ChannelHandlerContext?
+    private var connections: [UInt64: PTCPChannel] = [:]
+    private var bySYN: [SYNKey: UInt64] = [:]
+    private(set) var droppedDatagrams = 0
+    private var random = SystemRandomNumberGenerator()
+
+    init(configuration: PTCPConfiguration, initializer: PTCPEndpoint.Initializer?, incoming: AsyncStream<any Channel>.Continuation) {
+        self.configuration = configuration
+        self.initializer = initializer
+        self.incoming = incoming
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        for channel in connections.values {
+            channel.pipeline.fireErrorCaught(ChannelError.ioOnClosedChannel)
+            channel.close(promise: nil)
+        }
+        connections = [:]
+        incoming.finish()
+        context.fireChannelInactive()
+    }
+
+    private func newID() -> UInt64 {
+        var id: UInt64
+        repeat { id = UInt64.random(in: 1...UInt64.max, using: &random) } while connections[id] != nil
+        return id
+    }
+
+    func connect(to address: SocketAddress, initializer: @escaping PTCPEndpoint.Initializer,
+                 on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        guard let context else { return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        let id = newID()
+        let core = PTCPConnection(connectingWith: id, configuration: configuration, now: PTCPChannel.now())
+        let channel = PTCPChannel(core: core, remote: address, dispatcher: self, parent: context.channel)
+        connections[id] = channel
+        return initializer(channel).flatMap {
+            channel.start()
+            return channel.established.futureResult.map { channel as any Channel }
+        }.flatMapError { error in
+            channel.close(promise: nil)
+            return context.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let bytes = envelope.data.readableBytesView
+        guard let id = PTCPPacket.destinationID(of: bytes) else {
+            droppedDatagrams += 1   // not PTCP v2 (hole-punching probes land here too)
+            return
+        }
+        if id != 0 {
+            guard let channel = connections[id], channel.remote == envelope.remoteAddress else {
+                droppedDatagrams += 1
+                return
+            }
+            channel.received(envelope.data)
+            return
+        }
+        guard let packet = try? PTCPPacket(decoding: bytes), let handshake = packet.handshake else {
+            droppedDatagrams += 1
+            return
+        }
+        let key = SYNKey(address: envelope.remoteAddress, sourceID: handshake.sourceID)
+        if let existing = bySYN[key], let channel = connections[existing] {
+            channel.received(envelope.data)   // the same SYN again
+            return
+        }
+        guard let initializer else {
+            droppedDatagrams += 1
+            return
+        }
+        let localID = newID()
+        guard let core = try? PTCPConnection(accepting: bytes, localID: localID, configuration: configuration, now: PTCPChannel.now()) else {
+            droppedDatagrams += 1
+            return
+        }
+        let channel = PTCPChannel(core: core, remote: envelope.remoteAddress, dispatcher: self, parent: context.channel)
+        connections[localID] = channel
+        bySYN[key] = localID
+        let incoming = self.incoming
+        initializer(channel).whenComplete { result in
+            switch result {
+            case .success:
+                channel.start()
+                channel.established.futureResult.whenSuccess { incoming.yield(channel) }
+            case .failure:
+                channel.close(promise: nil)
+            }
+        }
+    }
+
+    func send(_ datagram: [UInt8], to address: SocketAddress) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: datagram))), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    /// A connection is over (both ends done, reset or timed out).
+    func remove(_ channel: PTCPChannel) {
+        let id = channel.core.localID
+        guard connections[id] === channel else { return }
+        connections[id] = nil
+        bySYN = bySYN.filter { $0.value != id }
+    }
+}
