@@ -45,10 +45,13 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-            ]
+            ],
+            // Optimised in debug builds too: the tests push 100+ MB through the core, and
+            // an unoptimised core would starve the timing-sensitive tests running beside them.
+            swiftSettings: [.unsafeFlags(["-O"])]
         ),
         // Two PTCP cores over simulated lossy links on a simulated clock (tests, ptcp-bench).
-        .target(name: "PTCPSimulator", dependencies: ["PTCP"]),
+        .target(name: "PTCPSimulator", dependencies: ["PTCP"], swiftSettings: [.unsafeFlags(["-O"])]),
         // Q2Q: addresses, identities (keys, certificates, pins), storage, the presence
         // server and the client side that talks to it.
         .target(

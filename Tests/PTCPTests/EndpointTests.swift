@@ -114,7 +114,7 @@ final class PatternClient: ChannelInboundHandler, @unchecked Sendable {
 
 @Suite("PTCP endpoints on real UDP sockets")
 struct EndpointTests {
-    @Test("loopback: 8 MB echoed byte-exact over TLS 1.3 on PTCP, half-close both ways")
+    @Test("loopback: 2 MB echoed byte-exact over TLS 1.3 on PTCP, half-close both ways")
     func echoOverTLS() async throws {
         let tls = try TestTLS()
         let serverContext = try tls.server()
@@ -126,7 +126,7 @@ struct EndpointTests {
             }
         }
         let client = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0)
-        let total = 8_000_000
+        let total = 2_000_000
         let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
         _ = try await client.connect(to: server.localAddress) { channel in
             channel.eventLoop.makeCompletedFuture {

@@ -56,7 +56,7 @@ struct PacketTests {
             PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: 1, initialMaxData: 1)).encoded(),
         ]
         var decoded = 0
-        for _ in 0..<50_000 {
+        for _ in 0..<10_000 {
             var bytes: [UInt8]
             if Bool.random(using: &random) {
                 bytes = (0..<Int.random(in: 0...200, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
