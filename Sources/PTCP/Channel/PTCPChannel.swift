@@ -16,7 +16,8 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
     let eventLoop: any EventLoop
     let allocator: ByteBufferAllocator
     let parent: (any Channel)?
-    private unowned let dispatcher: PTCPDispatcher
+    // Weak: the endpoint may be closed (its handler gone) while a timer of ours is pending.
+    private weak var dispatcher: PTCPDispatcher?
     private var _pipeline: ChannelPipeline!
     private let closePromise: EventLoopPromise<Void>
     private let writable = Atomic<Bool>(true)
@@ -182,6 +183,13 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
     /// Runs the core: hands it writes, reacts to its events, sends its datagrams and
     /// sets the timer for its next deadline.
     func pump() {
+        guard dispatcher != nil else {
+            // The endpoint's socket is gone: nothing can be sent or received any more.
+            timer?.task.cancel()
+            timer = nil
+            if !channelClosed { finishClose(error: nil) }
+            return
+        }
         let now = Self.now()
         moveWritesIntoCore()
         while let event = core.nextEvent() {
@@ -207,16 +215,16 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
         }
         var sent = false
         while let datagram = core.poll(now: now) {
-            dispatcher.send(datagram, to: remote)
+            dispatcher?.send(datagram, to: remote)
             sent = true
         }
-        if sent { dispatcher.flush() }
+        if sent { dispatcher?.flush() }
         armTimer()
         updateWritability()
         if core.isClosed {
             timer?.task.cancel()
             timer = nil
-            dispatcher.remove(self)
+            dispatcher?.remove(self)
         }
     }
 
