@@ -110,6 +110,8 @@ let package = Package(
                 "PTCPSimulator",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
         // Time to a first echoed byte, used by scripts/bench/connect-latency.

@@ -1,13 +1,17 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import PTCP
 import PTCPSimulator
 
 // ptcp-bench core   [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--seed N] [--cc bbr|newreno]
 //     the sans-I/O core over a simulated link: goodput, and how fast the core itself runs
-// ptcp-bench sink   --port P                      accept PTCP connections, discard, report
-// ptcp-bench send   --to HOST:PORT --seconds S    send for S seconds; prints "goodput_mbit=…"
+// ptcp-bench sink   --port P [--check] [--tls-certificate PEM --tls-key PEM]
+//     accept PTCP connections (TLS 1.3 on top when given), check the pattern, report
+// ptcp-bench send   --to HOST:PORT (--seconds S | --bytes N) [--tls-trust PEM]
+//     send zeros for S seconds, or N bytes of the checked pattern; prints "goodput_mbit=…"
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
@@ -24,17 +28,35 @@ func seconds(_ duration: Duration) -> Double {
 var configuration = PTCPConfiguration()
 if let name = option("--cc"), let kind = PTCPCongestionControl(rawValue: name) { configuration.congestionControl = kind }
 
-/// Counts and drops what arrives; prints a line per connection when it ends.
+/// Counts what arrives, checking the pattern when the stream starts with it; prints a
+/// line per connection when it ends.
 final class Sink: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     private var bytes = 0
+    private var patternBroken = 0
+    private var reported = false
     private var start = ContinuousClock.now
+    let check: Bool
+    init(check: Bool) { self.check = check }
     func channelActive(context: ChannelHandlerContext) { start = .now }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { bytes += unwrapInboundIn(data).readableBytes }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard check else {
+            bytes += buffer.readableBytes
+            return
+        }
+        for byte in buffer.readableBytesView {
+            if byte != PTCPSimulation.patternByte(at: UInt64(bytes)) { patternBroken += 1 }
+            bytes += 1
+        }
+    }
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case ChannelEvent.inputClosed = event {
+        // TLS reports the peer's close_notify, and PTCP its FIN after it: report once.
+        if case ChannelEvent.inputClosed = event, !reported {
+            reported = true
             let elapsed = seconds(.now - start)
-            say(String(format: "received %d bytes in %.2f s: %.1f Mbit/s", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6))
+            let pattern = !check ? "not checked" : patternBroken == 0 ? "pattern ok" : "pattern differs in \(patternBroken) bytes"
+            say(String(format: "received %d bytes in %.2f s: %.1f Mbit/s; ", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6) + pattern)
             context.close(promise: nil)
         }
     }
@@ -45,23 +67,43 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let until: ContinuousClock.Instant
+    /// Send exactly this many bytes of the pattern instead of zeros until `until`.
+    let patternBytes: Int?
+    let tls: Bool
     let done: EventLoopPromise<Int>
     private var sent = 0
-    private let chunk = ByteBuffer(repeating: 0x5A, count: 64 * 1024)
-    init(until: ContinuousClock.Instant, done: EventLoopPromise<Int>) {
+    private var started = false
+    private let chunk = ByteBuffer(repeating: 0, count: 64 * 1024)
+    init(until: ContinuousClock.Instant, patternBytes: Int?, tls: Bool, done: EventLoopPromise<Int>) {
         self.until = until
+        self.patternBytes = patternBytes
+        self.tls = tls
         self.done = done
     }
-    func channelActive(context: ChannelHandlerContext) { pump(context) }
+    func channelActive(context: ChannelHandlerContext) {
+        started = !tls
+        pump(context)
+    }
     func channelWritabilityChanged(context: ChannelHandlerContext) { pump(context) }
+    private var finished: Bool {
+        if let patternBytes { return sent >= patternBytes }
+        return ContinuousClock.now >= until
+    }
     private func pump(_ context: ChannelHandlerContext) {
-        guard sent >= 0 else { return }
-        while context.channel.isWritable, ContinuousClock.now < until {
-            context.write(wrapOutboundOut(chunk), promise: nil)
-            sent += chunk.readableBytes
+        guard started, sent >= 0 else { return }
+        while context.channel.isWritable, !finished {
+            if let patternBytes {
+                let count = min(64 * 1024, patternBytes - sent)
+                let base = UInt64(sent)
+                context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
+                sent += count
+            } else {
+                context.write(wrapOutboundOut(chunk), promise: nil)
+                sent += chunk.readableBytes
+            }
         }
         context.flush()
-        if ContinuousClock.now >= until {
+        if finished {
             let total = sent
             sent = -1
             context.close(mode: .output).whenComplete { _ in self.done.succeed(total) }
@@ -69,31 +111,77 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
             context.eventLoop.scheduleTask(in: .milliseconds(5)) { self.pump(context) }
         }
     }
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {}
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            started = true
+            pump(context)
+        }
+    }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if sent >= 0 { done.fail(error) }
+        sent = -1
+        context.close(promise: nil)
+    }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write("ptcp-bench: \(message)\n".data(using: .utf8)!)
+    exit(1)
 }
 
 switch arguments.first {
 case "sink":
     let port = Int(number("--port", 9000))
+    var tls: NIOSSLContext?
+    if let certificate = option("--tls-certificate"), let key = option("--tls-key") {
+        tls = try NIOSSLContext(configuration: .makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))))
+    }
+    let serverTLS = tls
+    let check = arguments.contains("--check")
     let endpoint = try await PTCPEndpoint.bind(host: option("--host") ?? "0.0.0.0", port: port, configuration: configuration) { channel in
-        channel.pipeline.addHandler(Sink())
+        channel.eventLoop.makeCompletedFuture {
+            if let serverTLS { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS)) }
+            try channel.pipeline.syncOperations.addHandler(Sink(check: check))
+        }
     }
     say("listening on \(endpoint.localAddress)")
     for await _ in endpoint.incoming {}
 case "send":
     guard let target = option("--to"), let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
-        FileHandle.standardError.write("ptcp-bench send: --to HOST:PORT is required\n".data(using: .utf8)!)
-        exit(2)
+        fail("send: --to HOST:PORT is required")
     }
+    var tls: NIOSSLContext?
+    if let trust = option("--tls-trust") {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(trust))
+        configuration.minimumTLSVersion = .tlsv13
+        tls = try NIOSSLContext(configuration: configuration)
+    }
+    let clientTLS = tls
+    let patternBytes = option("--bytes").flatMap(Int.init)
     let address = try SocketAddress(ipAddress: String(target[..<colon]), port: port)
     let endpoint = try await PTCPEndpoint.bind(host: "0.0.0.0", port: 0, configuration: configuration)
     let duration = number("--seconds", 10)
     let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
     let start = ContinuousClock.now
-    let channel = try await endpoint.connect(to: address) { channel in
-        channel.pipeline.addHandler(Source(until: start + .milliseconds(Int64(duration * 1000)), done: done))
+    let channel: any Channel
+    let bytes: Int
+    do {
+        channel = try await endpoint.connect(to: address) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                if let clientTLS {
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientTLS, serverHostname: "localhost"))
+                }
+                try channel.pipeline.syncOperations.addHandler(Source(until: start + .milliseconds(Int64(duration * 1000)),
+                                                                      patternBytes: patternBytes, tls: clientTLS != nil, done: done))
+            }
+        }
+        bytes = try await done.futureResult.get()
+    } catch {
+        fail("send to \(target) failed: \(error)")
     }
-    let bytes = try await done.futureResult.get()
     // Wait until the receiver has everything (the connection closes both ways).
     try? await channel.closeFuture.get()
     let elapsed = seconds(.now - start)

@@ -28,6 +28,8 @@ final class EchoHandler: ChannelInboundHandler, Sendable {
 struct TestTLS {
     let certificate: NIOSSLCertificate
     let key: NIOSSLPrivateKey
+    let certificatePEM: String
+    let keyPEM: String
 
     init() throws {
         let key = P256.Signing.PrivateKey()
@@ -42,6 +44,8 @@ struct TestTLS {
         try serializer.serialize(certificate)
         self.certificate = try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
         self.key = try NIOSSLPrivateKey(bytes: Array(key.derRepresentation), format: .der)
+        self.certificatePEM = try certificate.serializeAsPEM().pemString
+        self.keyPEM = key.pemRepresentation
     }
 
     func server() throws -> NIOSSLContext {

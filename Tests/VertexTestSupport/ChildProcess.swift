@@ -111,8 +111,8 @@ public final class ChildProcess: @unchecked Sendable {
             process.standardInput = FileHandle.nullDevice
         }
         let exited = try launch(process)
-        async let out = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
-        async let err = Task.detached { errors.fileHandleForReading.readDataToEndOfFile() }.value
+        async let out = onOwnThread { output.fileHandleForReading.readDataToEndOfFile() }
+        async let err = onOwnThread { errors.fileHandleForReading.readDataToEndOfFile() }
         let (stdout, stderr) = await (out, err)
         return Run(status: await exited.value, stdout: String(decoding: stdout, as: UTF8.self),
                    stderr: String(decoding: stderr, as: UTF8.self))
@@ -128,7 +128,7 @@ public final class ChildProcess: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         let exited = try launch(process)
-        let data = await Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
+        let data = await onOwnThread { output.fileHandleForReading.readDataToEndOfFile() }
         _ = await exited.value
         return data
     }
@@ -149,5 +149,15 @@ extension AsyncStream.Iterator {
         private var iterator: AsyncStream.Iterator
         init(_ iterator: AsyncStream.Iterator) { self.iterator = iterator }
         func next() async -> Element? { await iterator.next() }
+    }
+}
+
+/// Runs blocking work (reading a pipe to its end, waiting for a process) on a thread of
+/// its own: on the cooperative pool it would hold one of its few threads (two on a
+/// 2-core machine) for as long as the child runs, and starve every other test.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: body()) }
+        thread.start()
     }
 }

@@ -59,7 +59,7 @@ enum TwistedPeer {
         process.standardOutput = pipe
         process.standardError = pipe
         let exited = try ChildProcess.launch(process)
-        let output = await Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }.value
+        let output = await onOwnThread { pipe.fileHandleForReading.readDataToEndOfFile() }
         return ClientRun(exitCode: await exited.value, output: String(decoding: output, as: UTF8.self))
     }
 
