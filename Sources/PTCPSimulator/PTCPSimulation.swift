@@ -4,7 +4,7 @@ import PTCP
 /// client sends `bytes` of a known pattern and finishes; the server reads (at most
 /// `readRate` bytes per second when set), checks every byte, and finishes too. Used by
 /// the tests and by `ptcp-bench core`.
-public struct PTCPSimulation {
+public struct PTCPSimulation: Sendable {
     public struct Outcome: Sendable {
         /// Bytes the server read, all checked against the pattern.
         public var bytesDelivered: Int

@@ -1,14 +1,24 @@
 import PTCP
 import PTCPSimulator
 import Testing
+import VertexTestSupport
+
+/// Runs a simulation on a thread of its own: it is seconds of pure CPU, which on the
+/// cooperative pool (two threads here) would stall every async test running beside it.
+func simulate(_ simulation: PTCPSimulation, bytes: Int, seed: UInt64) async -> PTCPSimulation.Outcome {
+    await onOwnThread {
+        var simulation = simulation
+        return simulation.run(bytes: bytes, seed: seed)
+    }
+}
 
 @Suite("PTCP core on a simulated link")
 struct CoreTests {
     @Test("100 MB byte-exact through 5 % loss, reordering and duplicates; both ends close cleanly")
-    func hundredMegabytesThroughLoss() {
+    func hundredMegabytesThroughLoss() async {
         let link = SimulatedLink(delay: .milliseconds(5), megabitsPerSecond: 400, loss: 0.05, duplicate: 0.02, reorder: 0.02)
         var simulation = PTCPSimulation(forward: link)
-        let outcome = simulation.run(bytes: 100_000_000, seed: 7)
+        let outcome = await simulate(simulation, bytes: 100_000_000, seed: 7)
         #expect(outcome.bytesDelivered == 100_000_000)
         #expect(outcome.corruptBytes == 0)
         #expect(outcome.bothClosed)
@@ -18,38 +28,38 @@ struct CoreTests {
     }
 
     @Test("1 % loss at 50 ms RTT and 100 Mbit/s: the BBR controller keeps the pipe mostly full")
-    func lossyLinkStaysFull() {
+    func lossyLinkStaysFull() async {
         var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(25), megabitsPerSecond: 100, loss: 0.01))
-        let outcome = simulation.run(bytes: 30_000_000, seed: 2)
+        let outcome = await simulate(simulation, bytes: 30_000_000, seed: 2)
         #expect(outcome.bytesDelivered == 30_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
         #expect(outcome.megabitsPerSecond > 70, "\(outcome.megabitsPerSecond) Mbit/s")
     }
 
     @Test("NewReno halves on loss (and so crawls at 1 % loss), but delivers byte-exact")
-    func newReno() {
+    func newReno() async {
         var configuration = PTCPConfiguration()
         configuration.congestionControl = .newReno
         var clean = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50), configuration: configuration)
-        let fast = clean.run(bytes: 10_000_000, seed: 3)
+        let fast = await simulate(clean, bytes: 10_000_000, seed: 3)
         #expect(fast.bytesDelivered == 10_000_000 && fast.corruptBytes == 0 && fast.bothClosed)
         #expect(fast.megabitsPerSecond > 30, "\(fast.megabitsPerSecond) Mbit/s")
         var lossy = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50, loss: 0.01), configuration: configuration)
-        let slow = lossy.run(bytes: 3_000_000, seed: 3)
+        let slow = await simulate(lossy, bytes: 3_000_000, seed: 3)
         #expect(slow.bytesDelivered == 3_000_000 && slow.corruptBytes == 0 && slow.bothClosed)
         #expect(slow.megabitsPerSecond < fast.megabitsPerSecond)
     }
 
     @Test("handshake and close complete under 30 % loss each way", arguments: 1...12)
-    func handshakeAndCloseUnderLoss(seed: UInt64) {
+    func handshakeAndCloseUnderLoss(seed: UInt64) async {
         var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(20), megabitsPerSecond: 10, loss: 0.3))
-        let outcome = simulation.run(bytes: 5_000, seed: seed)
+        let outcome = await simulate(simulation, bytes: 5_000, seed: seed)
         #expect(outcome.bytesDelivered == 5_000 && outcome.corruptBytes == 0)
         #expect(outcome.bothClosed, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors)")
         #expect(outcome.clientErrors.isEmpty && outcome.serverErrors.isEmpty, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors)")
     }
 
     @Test("random links (delay, rate, loss, duplication, reordering, jitter, queue): always byte-exact", arguments: 1...20)
-    func randomLinks(seed: UInt64) {
+    func randomLinks(seed: UInt64) async {
         var random = SimulationRandom(seed: seed &* 7919)
         func link() -> SimulatedLink {
             SimulatedLink(delay: .milliseconds(Int64.random(in: 1...150, using: &random)),
@@ -63,7 +73,7 @@ struct CoreTests {
         let forward = link(), backward = link()
         var simulation = PTCPSimulation(forward: forward, backward: backward)
         let size = Int.random(in: 0...2_000_000, using: &random)
-        let outcome = simulation.run(bytes: size, seed: seed)
+        let outcome = await simulate(simulation, bytes: size, seed: seed)
         #expect(outcome.bytesDelivered == size && outcome.corruptBytes == 0, "seed \(seed): \(forward) \(backward)")
         #expect(outcome.bothClosed, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors) \(forward)")
         // No timer storm: wakeups stay within a small multiple of the packets exchanged.
@@ -72,12 +82,12 @@ struct CoreTests {
     }
 
     @Test("a reader slower than the link holds the sender to the receive window")
-    func flowControl() {
+    func flowControl() async {
         var configuration = PTCPConfiguration()
         configuration.receiveWindow = 256 * 1024
         var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 100), configuration: configuration)
         simulation.readRate = 1_000_000
-        let outcome = simulation.run(bytes: 3_000_000, seed: 5)
+        let outcome = await simulate(simulation, bytes: 3_000_000, seed: 5)
         #expect(outcome.bytesDelivered == 3_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
         #expect(outcome.maximumHeldByServer <= 256 * 1024, "\(outcome.maximumHeldByServer)")
         #expect(outcome.megabitsPerSecond < 10)   // the reader, not the link, set the pace

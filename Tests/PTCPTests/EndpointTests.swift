@@ -123,15 +123,18 @@ struct EndpointTests {
         let tls = try TestTLS()
         let serverContext = try tls.server()
         let clientContext = try tls.client()
-        let server = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0) { channel in
+        // A group of its own: debug-built TLS at full speed would hold a shared event loop
+        // (and the servers of other tests on it) for seconds.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0, group: group) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverContext))
                 try channel.pipeline.syncOperations.addHandler(EchoHandler())
             }
         }
-        let client = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0)
+        let client = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0, group: group)
         let total = 2_000_000
-        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
+        let done = group.any().makePromise(of: Int.self)
         _ = try await client.connect(to: server.localAddress) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientContext, serverHostname: "localhost"))
@@ -143,6 +146,7 @@ struct EndpointTests {
         #expect(try await server.droppedDatagrams() == 0)
         await client.close()
         await server.close()
+        try await group.shutdownGracefully()
     }
 
     @Test("stray datagrams (not PTCP, unknown connection, wrong sender) are dropped and counted")
