@@ -119,13 +119,23 @@ struct FileCLITests {
             // Paced so that the kill lands mid-file even when the machine is busy.
             let sender = try ChildProcess(CLITests.vertex, ["send", path("big.bin"), "--from", "alice@example.test", "--to", "bob@example.test",
                                                             "--home", path("home-alice"), "--limit-rate", "12M"])
-            let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline {
-                let held = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? 0
-                if held >= killAt { break }
-                try #require(!FileManager.default.fileExists(atPath: path("inbox/big.bin")), "the send ended before the kill")
-                try await Task.sleep(for: .milliseconds(5))
+            // Watched from a thread of its own, so that a busy cooperative pool cannot make
+            // the kill late.
+            let finalPath = path("inbox/big.bin")
+            let endedEarly = await onOwnThread { () -> Bool in
+                let deadline = ContinuousClock.now + .seconds(60)
+                while ContinuousClock.now < deadline {
+                    let held = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? 0
+                    if held >= killAt {
+                        sender.signal(SIGKILL)
+                        return false
+                    }
+                    if FileManager.default.fileExists(atPath: finalPath) { return true }
+                    Thread.sleep(forTimeInterval: 0.002)
+                }
+                return false
             }
+            try #require(!endedEarly, "the send ended before the kill")
             await sender.stop()
             // Interrupted: nothing under the final name.
             #expect(!FileManager.default.fileExists(atPath: path("inbox/big.bin")))

@@ -234,7 +234,9 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
             timer = nil
             return
         }
-        if let timer, timer.deadline == deadline { return }
+        // A timer already set no later is kept: waking early costs one idle check, while
+        // rescheduling on every packet (the pacing deadline moves each time) costs more.
+        if let timer, timer.deadline <= deadline { return }
         timer?.task.cancel()
         let task = eventLoop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(0, deadline.nanoseconds)))) { [self] in
             timer = nil
