@@ -129,7 +129,19 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
+let usage = """
+    usage: ptcp-bench core [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--seed N] [--cc bbr|newreno]
+           ptcp-bench sink --port P [--host H] [--check] [--tls-certificate PEM --tls-key PEM] [--cc …]
+           ptcp-bench send --to HOST:PORT (--seconds S | --bytes N) [--tls-trust PEM] [--cc …]
+    core: the sans-I/O PTCP core over a simulated link (goodput, and the core's own speed).
+    sink: accept PTCP connections (TLS 1.3 on top with a certificate), count (and with
+          --check verify) what arrives, print a line per connection.
+    send: connect and send zeros for S seconds, or N bytes of the pattern sink --check verifies.
+    """
+
 switch arguments.first {
+case "--help", "-h", "help":
+    say(usage)
 case "sink":
     let port = Int(number("--port", 9000))
     var tls: NIOSSLContext?
