@@ -101,7 +101,7 @@ let package = Package(
             ]
         ),
         // Real child processes for integration tests (the vertex CLI, Twisted peers).
-        .target(name: "VertexTestSupport", path: "Tests/VertexTestSupport"),
+        .target(name: "VertexTestSupport", dependencies: ["PTCPSimulator"], path: "Tests/VertexTestSupport"),
         // PTCP throughput: the core on a simulated link, and real endpoints (scripts/bench/ptcp-vs-tcp).
         .executableTarget(
             name: "PTCPBench",
