@@ -12,7 +12,9 @@ func simulate(_ simulation: PTCPSimulation, bytes: Int, seed: UInt64) async -> P
     }
 }
 
-@Suite("PTCP core on a simulated link")
+// One simulation at a time: each takes a thread of its own, and thirty of them at once
+// would crowd out the cooperative pool just the same.
+@Suite("PTCP core on a simulated link", .serialized)
 struct CoreTests {
     @Test("100 MB byte-exact through 5 % loss, reordering and duplicates; both ends close cleanly")
     func hundredMegabytesThroughLoss() async {

@@ -261,11 +261,12 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
 
     private func deliverReads() {
         readRequested = false
-        var delivered = 0
-        while delivered < Self.readBatch, let bytes = core.read(maximum: Self.readBatch - delivered) {
-            delivered += bytes.count
-            pipeline.fireChannelRead(ByteBuffer(bytes: bytes))
+        // One buffer per delivery, filled chunk by chunk as the packets brought them.
+        var buffer = allocator.buffer(capacity: min(core.readableBytes, Self.readBatch))
+        while buffer.readableBytes < Self.readBatch, let chunk = core.readChunk(maximum: Self.readBatch - buffer.readableBytes) {
+            buffer.writeBytes(chunk)
         }
+        if buffer.readableBytes > 0 { pipeline.fireChannelRead(buffer) }
         pipeline.fireChannelReadComplete()
         pump()   // the window opened: the core may acknowledge or finish now
         if autoRead, !channelClosed { pipeline.read() }

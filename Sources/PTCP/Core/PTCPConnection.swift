@@ -199,6 +199,19 @@ public struct PTCPConnection: Sendable {
     /// Up to `maximum` bytes the peer sent, in order. Reading opens the window again.
     public mutating func read(maximum: Int) -> [UInt8]? {
         guard let bytes = receiveStream.read(maximum: maximum) else { return nil }
+        afterRead()
+        return bytes
+    }
+
+    /// Like ``read(maximum:)``, but one received chunk at a time, not joined: for a
+    /// reader that copies into its own buffer (saves a copy per packet).
+    public mutating func readChunk(maximum: Int) -> ArraySlice<UInt8>? {
+        guard let bytes = receiveStream.readChunk(maximum: maximum) else { return nil }
+        afterRead()
+        return bytes
+    }
+
+    private mutating func afterRead() {
         let limit = receiveStream.readOffset + UInt64(configuration.receiveWindow)
         // Tell the peer once a quarter of the window has been freed, not on every read.
         if limit - advertisedMaxData >= UInt64(configuration.receiveWindow / 4) {
@@ -208,7 +221,6 @@ public struct PTCPConnection: Sendable {
         reportPeerFinished()
         // Reading the peer's last byte may be what completes the close.
         checkClosed(now: lastReceivedAt)
-        return bytes
     }
 
     private var isOver: Bool { state == .closed || lingerUntil != nil }

@@ -88,7 +88,8 @@ struct ReceiveStream: Sendable {
         guard end > contiguousOffset else { return false }
         var added = false
         for gap in held.gaps(in: max(offset, contiguousOffset)..<end) {
-            let slice = Array(bytes[Int(gap.lowerBound - offset)..<Int(gap.upperBound - offset)])
+            // Usually the whole packet is new: keep its array rather than copy it.
+            let slice = gap == offset..<end ? bytes : Array(bytes[Int(gap.lowerBound - offset)..<Int(gap.upperBound - offset)])
             outOfOrder[gap.lowerBound] = slice
             heldOutOfOrderBytes += slice.count
             held.insert(gap)
@@ -110,6 +111,29 @@ struct ReceiveStream: Sendable {
         guard offset >= contiguousOffset, offset >= held.last?.upperBound ?? 0 else { return false }
         finalOffset = offset
         return true
+    }
+
+    /// The next contiguous chunk as it arrived (at most `maximum` bytes of it), without
+    /// joining chunks: for a reader that copies them into a buffer of its own anyway.
+    mutating func readChunk(maximum: Int) -> ArraySlice<UInt8>? {
+        guard readableBytes > 0, maximum > 0, readableHead < readable.count else { return nil }
+        let chunk = readable[readableHead]
+        let result: ArraySlice<UInt8>
+        if chunk.count <= maximum {
+            result = chunk[...]
+            readable[readableHead] = []
+            readableHead += 1
+            if readableHead > 64, readableHead * 2 > readable.count {
+                readable.removeFirst(readableHead)
+                readableHead = 0
+            }
+        } else {
+            result = chunk[0..<maximum]
+            readable[readableHead] = Array(chunk[maximum...])
+        }
+        readableBytes -= result.count
+        readOffset += UInt64(result.count)
+        return result
     }
 
     /// Up to `maximum` bytes in order, or nil when none are ready.
