@@ -22,9 +22,6 @@ func number(_ name: String, _ fallback: Double) -> Double { option(name).flatMap
 func say(_ line: String) {
     FileHandle.standardOutput.write((line + "\n").data(using: .utf8)!)
 }
-func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}
 var configuration = PTCPConfiguration()
 if let name = option("--cc"), let kind = PTCPCongestionControl(rawValue: name) { configuration.congestionControl = kind }
 
@@ -54,7 +51,7 @@ final class Sink: ChannelInboundHandler, @unchecked Sendable {
         // TLS reports the peer's close_notify, and PTCP its FIN after it: report once.
         if case ChannelEvent.inputClosed = event, !reported {
             reported = true
-            let elapsed = seconds(.now - start)
+            let elapsed = (ContinuousClock.now - start).seconds
             let pattern = !check ? "not checked" : patternBroken == 0 ? "pattern ok" : "pattern differs in \(patternBroken) bytes"
             say(String(format: "received %d bytes in %.2f s: %.1f Mbit/s; ", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6) + pattern)
             context.close(promise: nil)
@@ -196,7 +193,7 @@ case "send":
     }
     // Wait until the receiver has everything (the connection closes both ways).
     try? await channel.closeFuture.get()
-    let elapsed = seconds(.now - start)
+    let elapsed = (ContinuousClock.now - start).seconds
     print(String(format: "sent %d bytes in %.2f s; goodput_mbit=%.1f", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6))
     await endpoint.close()
 default:
@@ -208,11 +205,11 @@ default:
     var simulation = PTCPSimulation(forward: link, configuration: configuration)
     let start = ContinuousClock.now
     let outcome = simulation.run(bytes: bytes, seed: UInt64(number("--seed", 1)))
-    let wall = seconds(.now - start)
+    let wall = (ContinuousClock.now - start).seconds
     print("simulated link: rtt \(rtt) ms, \(rate) Mbit/s, loss \(loss * 100) %, \(configuration.congestionControl)")
     print("delivered \(outcome.bytesDelivered) of \(bytes) bytes, corrupt \(outcome.corruptBytes), closed \(outcome.bothClosed)")
     print(String(format: "goodput %.1f Mbit/s (simulated %.2f s); core speed %.0f Mbit/s of CPU (%.2f s wall, both ends)",
-                 outcome.megabitsPerSecond, seconds(outcome.transferTime), Double(outcome.bytesDelivered) * 8 / wall / 1e6, wall))
+                 outcome.megabitsPerSecond, outcome.transferTime.seconds, Double(outcome.bytesDelivered) * 8 / wall / 1e6, wall))
     print("client: \(outcome.client)")
     print("server: \(outcome.server)")
 }

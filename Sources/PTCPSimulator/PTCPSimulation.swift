@@ -21,8 +21,7 @@ public struct PTCPSimulation: Sendable {
         /// The most stream bytes the server held unread (flow control bounds it).
         public var maximumHeldByServer = 0
         public var megabitsPerSecond: Double {
-            let seconds = Double(transferTime.nanosecondsValue) / 1e9
-            return seconds > 0 ? Double(bytesDelivered) * 8 / seconds / 1e6 : 0
+            transferTime > .zero ? Double(bytesDelivered) * 8 / transferTime.seconds / 1e6 : 0
         }
     }
 
@@ -116,7 +115,7 @@ public struct PTCPSimulation: Sendable {
                 }
             } else if var connection = server {
                 if let readRate {
-                    readBudget = min(readBudget + Double((now - lastReadAt).nanosecondsValue) / 1e9 * readRate, 256 * 1024)
+                    readBudget = min(readBudget + (now - lastReadAt).seconds * readRate, 256 * 1024)
                     lastReadAt = now
                 }
                 outcome.maximumHeldByServer = max(outcome.maximumHeldByServer, connection.readableBytes + connection.outOfOrderBytes)

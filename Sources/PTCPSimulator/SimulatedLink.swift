@@ -18,7 +18,7 @@ public struct SimulatedLink: Sendable {
         self.delay = delay
         self.bytesPerSecond = megabitsPerSecond * 1e6 / 8
         // Default: two bandwidth-delay products of queue, like netlab's.
-        self.queueBytes = queueBytes ?? max(64 * 1024, Int(2 * bytesPerSecond * Double(delay.components.seconds) + 2 * bytesPerSecond * Double(delay.components.attoseconds) / 1e18))
+        self.queueBytes = queueBytes ?? max(64 * 1024, Int(2 * bytesPerSecond * delay.seconds))
         self.loss = loss
         self.duplicate = duplicate
         self.reorder = reorder
@@ -30,24 +30,17 @@ public struct SimulatedLink: Sendable {
     /// When each copy of a datagram sent at `now` arrives (none when it is lost).
     mutating func arrivals(of size: Int, now: PTCPInstant, random: inout some RandomNumberGenerator) -> [PTCPInstant] {
         let start = max(now, freeAt)
-        let queued = Double((start - now).nanosecondsValue) / 1e9 * bytesPerSecond
+        let queued = (start - now).seconds * bytesPerSecond
         guard queued + Double(size) <= Double(queueBytes) else { return [] }   // tail drop
         freeAt = start + .nanoseconds(Int64(Double(size) / bytesPerSecond * 1e9))
         if Double.random(in: 0..<1, using: &random) < loss { return [] }
         var when = freeAt + delay
         if jitter > .zero {
-            when = when + .nanoseconds(Int64.random(in: 0...jitter.nanosecondsValue, using: &random))
+            when = when + .nanoseconds(Int64.random(in: 0...jitter.nanoseconds, using: &random))
         }
         if Double.random(in: 0..<1, using: &random) < reorder { when = freeAt }
         var result = [when]
         if Double.random(in: 0..<1, using: &random) < duplicate { result.append(when + .microseconds(100)) }
         return result
-    }
-}
-
-extension Duration {
-    var nanosecondsValue: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

@@ -19,7 +19,7 @@ struct CoreTests {
     @Test("100 MB byte-exact through 5 % loss, reordering and duplicates; both ends close cleanly")
     func hundredMegabytesThroughLoss() async {
         let link = SimulatedLink(delay: .milliseconds(5), megabitsPerSecond: 400, loss: 0.05, duplicate: 0.02, reorder: 0.02)
-        var simulation = PTCPSimulation(forward: link)
+        let simulation = PTCPSimulation(forward: link)
         let outcome = await simulate(simulation, bytes: 100_000_000, seed: 7)
         #expect(outcome.bytesDelivered == 100_000_000)
         #expect(outcome.corruptBytes == 0)
@@ -31,7 +31,7 @@ struct CoreTests {
 
     @Test("1 % loss at 50 ms RTT and 100 Mbit/s: the BBR controller keeps the pipe mostly full")
     func lossyLinkStaysFull() async {
-        var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(25), megabitsPerSecond: 100, loss: 0.01))
+        let simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(25), megabitsPerSecond: 100, loss: 0.01))
         let outcome = await simulate(simulation, bytes: 30_000_000, seed: 2)
         #expect(outcome.bytesDelivered == 30_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
         #expect(outcome.megabitsPerSecond > 70, "\(outcome.megabitsPerSecond) Mbit/s")
@@ -41,11 +41,11 @@ struct CoreTests {
     func newReno() async {
         var configuration = PTCPConfiguration()
         configuration.congestionControl = .newReno
-        var clean = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50), configuration: configuration)
+        let clean = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50), configuration: configuration)
         let fast = await simulate(clean, bytes: 10_000_000, seed: 3)
         #expect(fast.bytesDelivered == 10_000_000 && fast.corruptBytes == 0 && fast.bothClosed)
         #expect(fast.megabitsPerSecond > 30, "\(fast.megabitsPerSecond) Mbit/s")
-        var lossy = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50, loss: 0.01), configuration: configuration)
+        let lossy = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 50, loss: 0.01), configuration: configuration)
         let slow = await simulate(lossy, bytes: 3_000_000, seed: 3)
         #expect(slow.bytesDelivered == 3_000_000 && slow.corruptBytes == 0 && slow.bothClosed)
         #expect(slow.megabitsPerSecond < fast.megabitsPerSecond)
@@ -53,7 +53,7 @@ struct CoreTests {
 
     @Test("handshake and close complete under 30 % loss each way", arguments: 1...12)
     func handshakeAndCloseUnderLoss(seed: UInt64) async {
-        var simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(20), megabitsPerSecond: 10, loss: 0.3))
+        let simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(20), megabitsPerSecond: 10, loss: 0.3))
         let outcome = await simulate(simulation, bytes: 5_000, seed: seed)
         #expect(outcome.bytesDelivered == 5_000 && outcome.corruptBytes == 0)
         #expect(outcome.bothClosed, "seed \(seed): \(outcome.clientErrors) \(outcome.serverErrors)")
@@ -73,7 +73,7 @@ struct CoreTests {
                           jitter: .milliseconds(Int64.random(in: 0...10, using: &random)))
         }
         let forward = link(), backward = link()
-        var simulation = PTCPSimulation(forward: forward, backward: backward)
+        let simulation = PTCPSimulation(forward: forward, backward: backward)
         let size = Int.random(in: 0...2_000_000, using: &random)
         let outcome = await simulate(simulation, bytes: size, seed: seed)
         #expect(outcome.bytesDelivered == size && outcome.corruptBytes == 0, "seed \(seed): \(forward) \(backward)")

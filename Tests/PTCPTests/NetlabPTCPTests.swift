@@ -10,11 +10,7 @@ import X509
 /// real UDP), with TLS 1.3 on top. Needs root, as `.ci/run` has.
 @Suite("PTCP in netlab", .serialized)
 struct NetlabPTCPTests {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let netlab: URL = {
-        if let path = ProcessInfo.processInfo.environment["VERTEX_NETLAB"] { return URL(fileURLWithPath: path) }
-        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/tools/netlab")
-    }()
+    static let netlab = Netlab.tool
     static let bench = ChildProcess.built("ptcp-bench")
 
     @Test("site A behind a cone NAT → the server over 50 ms RTT, 1 % loss, 100 Mbit/s (and a 200 ms link with reordering): 3 MB byte-exact over TLS 1.3",

@@ -7,11 +7,7 @@ import VertexTestSupport
 /// processes run inside it. Needs root, as `.ci/run` has.
 @Suite("netlab: connections across real NATs", .serialized)
 struct NetlabTests {
-    /// ../shared/tools/netlab beside the repository, or `VERTEX_NETLAB`.
-    static let netlab: URL = {
-        if let path = ProcessInfo.processInfo.environment["VERTEX_NETLAB"] { return URL(fileURLWithPath: path) }
-        return CLITests.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/tools/netlab")
-    }()
+    static let netlab = Netlab.tool
 
     /// One lab, brought up for a test and always taken down.
     struct Lab {

@@ -148,18 +148,12 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
             promise?.fail(ChannelError.operationUnsupported)
         case .output:
             // What was written goes out, then our FIN; the peer's bytes still come in.
-            outputClosed = true
-            finishWhenWritten = true
-            pendingWrites.mark()
-            pump()
+            closeOutput()
             promise?.succeed()
         case .all:
             // Like a socket's close: what was written is still delivered (the endpoint
             // keeps the connection until it ends), the application sees it closed now.
-            outputClosed = true
-            finishWhenWritten = true
-            pendingWrites.mark()
-            pump()
+            closeOutput()
             if !core.isEstablished {
                 core.abort()   // nothing to deliver yet: tell the peer we are gone
                 pump()
@@ -169,7 +163,18 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
         }
     }
 
+    /// No more writes; our FIN follows what was written.
+    private func closeOutput() {
+        outputClosed = true
+        finishWhenWritten = true
+        pendingWrites.mark()
+        pump()
+    }
+
     // MARK: Driven by the dispatcher
+
+    var connectionID: UInt64 { core.localID }
+    var peerConnectionID: UInt64 { core.peerID }
 
     func start() {
         pump()
@@ -211,7 +216,7 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
         }
         if channelClosed {
             // Orphaned after close(): nobody reads any more, so drain and drop.
-            while core.read(maximum: Int.max) != nil {}
+            while core.readChunk(maximum: Int.max) != nil {}
         }
         var sent = false
         while let datagram = core.poll(now: now) {

@@ -176,7 +176,7 @@ final class PTCPDispatcher: ChannelInboundHandler {
             return
         }
         let localID = newID()
-        guard let core = try? PTCPConnection(accepting: bytes, localID: localID, configuration: configuration, now: PTCPChannel.now()) else {
+        guard let core = try? PTCPConnection(accepting: packet, localID: localID, configuration: configuration, now: PTCPChannel.now()) else {
             droppedDatagrams += 1
             return
         }
@@ -235,9 +235,11 @@ final class PTCPDispatcher: ChannelInboundHandler {
 
     /// A connection is over (both ends done, reset or timed out).
     func remove(_ channel: PTCPChannel) {
-        let id = channel.core.localID
+        let id = channel.connectionID
         guard connections[id] === channel else { return }
         connections[id] = nil
-        bySYN = bySYN.filter { $0.value != id }
+        // An accepted connection was keyed by its peer's address and id (the SYN's).
+        let key = SYNKey(address: channel.remote, sourceID: channel.peerConnectionID)
+        if bySYN[key] == id { bySYN[key] = nil }
     }
 }

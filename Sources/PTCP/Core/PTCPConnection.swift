@@ -116,7 +116,7 @@ public struct PTCPConnection: Sendable {
     /// Both streams ended and the application was told; we still answer the peer's
     /// retransmissions until our FIN is acknowledged and the peer has been quiet for
     /// the linger time.
-    private var lingerUntil: PTCPInstant?
+    private var lingering = false
 
     /// Starts a connection to a listening peer; the first ``poll(now:)`` gives the SYN.
     public init(connectingWith localID: UInt64, configuration: PTCPConfiguration = .init(), now: PTCPInstant) {
@@ -129,6 +129,12 @@ public struct PTCPConnection: Sendable {
                 now: PTCPInstant) throws(PTCPConnectionError) {
         let packet: PTCPPacket
         do { packet = try PTCPPacket(decoding: datagram) } catch { throw .protocolViolation(error.description) }
+        try self.init(accepting: packet, localID: localID, configuration: configuration, now: now)
+    }
+
+    /// Accepts a SYN already decoded (as the endpoint decodes it to find its source id).
+    public init(accepting packet: PTCPPacket, localID: UInt64, configuration: PTCPConfiguration = .init(),
+                now: PTCPInstant) throws(PTCPConnectionError) {
         guard let handshake = packet.handshake, !packet.flags.contains(.ack), packet.destinationID == 0, handshake.sourceID != 0 else {
             throw .protocolViolation("not a connection request")
         }
@@ -220,10 +226,10 @@ public struct PTCPConnection: Sendable {
         }
         reportPeerFinished()
         // Reading the peer's last byte may be what completes the close.
-        checkClosed(now: lastReceivedAt)
+        checkClosed()
     }
 
-    private var isOver: Bool { state == .closed || lingerUntil != nil }
+    private var isOver: Bool { state == .closed || lingering }
 
     // MARK: - Incoming datagrams
 
@@ -314,7 +320,7 @@ public struct PTCPConnection: Sendable {
             }
             reportPeerFinished()
         }
-        checkClosed(now: now)
+        checkClosed()
     }
 
     private mutating func recordReceived(_ packet: PTCPPacket, now: PTCPInstant) {
@@ -397,7 +403,7 @@ public struct PTCPConnection: Sendable {
         detectLoss(now: now)
         congestion.onAcknowledged(bytes: acknowledgedBytes, sample: sample, delivered: delivered,
                                   bytesInFlight: bytesInFlight, rtt: rtt, now: now)
-        checkClosed(now: now)
+        checkClosed()
     }
 
     private mutating func acknowledgeStream(_ range: Range<UInt64>) {
@@ -467,8 +473,8 @@ public struct PTCPConnection: Sendable {
     public var nextDeadline: PTCPInstant? {
         guard state != .closed else { return nil }
         let idle = state == .established ? lastReceivedAt + configuration.idleTimeout : startedAt + configuration.handshakeTimeout
-        let keepalive = state == .established && lingerUntil == nil ? lastSentAt + configuration.keepaliveInterval : nil
-        let lingerEnd = finAcknowledged && lingerUntil != nil ? lastReceivedAt + configuration.linger : nil
+        let keepalive = state == .established && !lingering ? lastSentAt + configuration.keepaliveInterval : nil
+        let lingerEnd = finAcknowledged && lingering ? lastReceivedAt + configuration.linger : nil
         // Only a packet the window allows waits for pacing; otherwise an acknowledgement wakes us.
         let pacing = wantsToSend && windowAllowsSending ? nextSendAt : nil
         return earliest(idle, keepalive, lingerEnd, pacing, ackDeadline, lossTime, retransmissionDeadline)
@@ -505,10 +511,10 @@ public struct PTCPConnection: Sendable {
                 return
             }
         case .established:
-            if let lingerUntil {
+            if lingering {
                 // Closed for the application: done once our FIN is acknowledged and the
                 // linger is over, or once the peer has gone quiet (it closed first).
-                if (finAcknowledged && now >= max(lingerUntil, lastReceivedAt + configuration.linger))
+                if (finAcknowledged && now >= lastReceivedAt + configuration.linger)
                     || now >= lastReceivedAt + configuration.idleTimeout {
                     state = .closed
                     return
@@ -566,8 +572,7 @@ public struct PTCPConnection: Sendable {
             return resetNeeded ? resetDatagram() : nil
         case .connecting, .accepting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
-            if ackNow { return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) }
-            return nil
+            return ackNow ? acknowledgementDatagram(now: now) : nil
         case .established:
             break
         }
@@ -578,13 +583,17 @@ public struct PTCPConnection: Sendable {
             pingNeeded = false
             return finishPacket(PTCPPacket(flags: .ping, destinationID: peerID, packetNumber: 0), now: now)
         }
-        if ackNow { return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now) }
+        if ackNow { return acknowledgementDatagram(now: now) }
         if !wantsToSend, bytesInFlight < congestion.congestionWindow {
             // Nothing to send with room in the window: rate samples from now on
             // measure the application, not the path.
             appLimitedUntil = max(delivered + bytesInFlight, 1)
         }
         return nil
+    }
+
+    private mutating func acknowledgementDatagram(now: PTCPInstant) -> [UInt8] {
+        finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0), now: now)
     }
 
     private mutating func resetDatagram() -> [UInt8] {
@@ -648,7 +657,7 @@ public struct PTCPConnection: Sendable {
             let interval = Duration.nanoseconds(Int64(Double(datagram.count) / rate * 1e9))
             nextSendAt = max(nextSendAt, now - .milliseconds(1)) + interval
         }
-        if flags.contains(.fin) { checkClosed(now: now) }
+        if flags.contains(.fin) { checkClosed() }
         return datagram
     }
 
@@ -695,15 +704,15 @@ public struct PTCPConnection: Sendable {
     /// Both streams are complete once all our data is acknowledged, our FIN is sent and
     /// the peer's stream was read to its end. The FIN's own acknowledgement is not
     /// awaited (as TCP's close does not wait in LAST-ACK); it is retransmitted while we linger.
-    private mutating func checkClosed(now: PTCPInstant) {
-        guard state == .established, lingerUntil == nil, let finOffset, ackedPrefix == finOffset,
+    private mutating func checkClosed() {
+        guard state == .established, !lingering, let finOffset, ackedPrefix == finOffset,
               !finPending || finAcknowledged, peerFinishedReported else { return }
-        close(nil, linger: true, now: now)
+        close(nil, linger: true)
     }
 
-    private mutating func close(_ error: PTCPConnectionError?, linger: Bool, now: PTCPInstant? = nil) {
-        if linger, let now {
-            lingerUntil = now
+    private mutating func close(_ error: PTCPConnectionError?, linger: Bool) {
+        if linger {
+            lingering = true
         } else {
             state = .closed
         }

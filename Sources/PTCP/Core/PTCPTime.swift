@@ -28,12 +28,12 @@ public struct PTCPInstant: Comparable, Hashable, Sendable, CustomStringConvertib
 
 extension Duration {
     /// Whole nanoseconds (saturating), for arithmetic on `PTCPInstant`s.
-    var nanoseconds: Int64 {
+    package var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? .min : .max }
         return product &+ attoseconds / 1_000_000_000
     }
 
-    var seconds: Double { Double(nanoseconds) / 1e9 }
+    package var seconds: Double { Double(nanoseconds) / 1e9 }
 }

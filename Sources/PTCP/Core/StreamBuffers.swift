@@ -136,28 +136,13 @@ struct ReceiveStream: Sendable {
         return result
     }
 
-    /// Up to `maximum` bytes in order, or nil when none are ready.
+    /// Up to `maximum` bytes in order, joined, or nil when none are ready.
     mutating func read(maximum: Int) -> [UInt8]? {
-        guard readableBytes > 0, maximum > 0 else { return nil }
-        var result: [UInt8] = []
-        while readableHead < readable.count, result.count < maximum {
-            let chunk = readable[readableHead]
-            let wanted = maximum - result.count
-            if chunk.count <= wanted {
-                if result.isEmpty { result = chunk } else { result.append(contentsOf: chunk) }
-                readable[readableHead] = []
-                readableHead += 1
-            } else {
-                result.append(contentsOf: chunk[0..<wanted])
-                readable[readableHead] = Array(chunk[wanted...])
-            }
+        guard let first = readChunk(maximum: maximum) else { return nil }
+        var result = Array(first)
+        while result.count < maximum, let chunk = readChunk(maximum: maximum - result.count) {
+            result.append(contentsOf: chunk)
         }
-        if readableHead > 64, readableHead * 2 > readable.count {
-            readable.removeFirst(readableHead)
-            readableHead = 0
-        }
-        readableBytes -= result.count
-        readOffset += UInt64(result.count)
         return result
     }
 }
