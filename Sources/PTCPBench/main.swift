@@ -70,6 +70,8 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
     let done: EventLoopPromise<Int>
     private var sent = 0
     private var started = false
+    /// Our half-close went out (or the channel failed): nothing more to write.
+    private var stopped = false
     private let chunk = ByteBuffer(repeating: 0, count: 64 * 1024)
     init(until: ContinuousClock.Instant, patternBytes: Int?, tls: Bool, done: EventLoopPromise<Int>) {
         self.until = until
@@ -87,22 +89,24 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
         return ContinuousClock.now >= until
     }
     private func pump(_ context: ChannelHandlerContext) {
-        guard started, sent >= 0 else { return }
+        guard started, !stopped else { return }
         while context.channel.isWritable, !finished {
+            // `sent` moves before the write: a write can re-enter pump (through a
+            // writability change), and the nested call must start after this chunk.
             if let patternBytes {
-                let count = min(64 * 1024, patternBytes - sent)
                 let base = UInt64(sent)
-                context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
+                let count = min(64 * 1024, patternBytes - sent)
                 sent += count
+                context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
             } else {
-                context.write(wrapOutboundOut(chunk), promise: nil)
                 sent += chunk.readableBytes
+                context.write(wrapOutboundOut(chunk), promise: nil)
             }
         }
         context.flush()
-        if finished {
+        if finished, !stopped {
+            stopped = true
             let total = sent
-            sent = -1
             context.close(mode: .output).whenComplete { _ in self.done.succeed(total) }
         } else if context.channel.isWritable {
             context.eventLoop.scheduleTask(in: .milliseconds(5)) { self.pump(context) }
@@ -115,8 +119,8 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
         }
     }
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if sent >= 0 { done.fail(error) }
-        sent = -1
+        if !stopped { done.fail(error) }
+        stopped = true
         context.close(promise: nil)
     }
 }

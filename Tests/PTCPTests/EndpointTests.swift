@@ -82,10 +82,12 @@ final class PatternClient: ChannelInboundHandler, @unchecked Sendable {
     private func pump(_ context: ChannelHandlerContext) {
         guard started else { return }
         while sent < total, context.channel.isWritable {
-            let count = min(64 * 1024, total - sent)
+            // `sent` moves before the write: a write can re-enter pump (through a
+            // writability change), and the nested call must start after this chunk.
             let base = UInt64(sent)
-            context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
+            let count = min(64 * 1024, total - sent)
             sent += count
+            context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
         }
         context.flush()
         if sent == total { context.close(mode: .output, promise: nil) }
