@@ -176,7 +176,10 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
     var connectionID: UInt64 { core.localID }
     var peerConnectionID: UInt64 { core.peerID }
 
+    /// The pipeline is set up: the channel counts as registered (it is unregistered on
+    /// close), and the handshake starts or answers.
     func start() {
+        pipeline.fireChannelRegistered()
         pump()
     }
 
