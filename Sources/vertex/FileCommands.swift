@@ -26,7 +26,7 @@ struct SendCommand: AsyncParsableCommand {
     @Option(help: "Who receives.")
     var to: Q2QAddress
 
-    @Option(help: "auto, tcp or relay.")
+    @Option(help: "auto, or some of tcp, ptcp, rptcp, relay (comma-separated).")
     var method: Q2QMethodPolicy = .auto
 
     @Option(help: ArgumentHelp("Send at most this many bytes per second (e.g. 500k, 20M, 1G; decimal units).",

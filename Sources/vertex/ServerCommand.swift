@@ -40,6 +40,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Let anyone create an account (add_user over TLS, rate-limited per source IP).")
     var openRegistration = false
 
+    @Flag(help: "Do not answer address discovery on UDP (same port number as TCP); nodes behind NATs then use tcp and the relay only.")
+    var noUdp = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -66,6 +69,7 @@ struct ServerCommand: AsyncParsableCommand {
             certificateValidity: TimeInterval(certificateDays) * 86_400,
             openRegistration: openRegistration)
         configuration.peerServers = peers
+        configuration.udpEnabled = !noUdp
         let server: PresenceServer
         do {
             server = try await PresenceServer.start(configuration: configuration, store: store, logger: logger)
@@ -78,7 +82,8 @@ struct ServerCommand: AsyncParsableCommand {
         for domain in configuration.domains.map({ $0.lowercased() }) {
             print("vertex presence server for \(domain) listening on \(listening), CA \(server.authority(for: domain)!.certificate.fingerprint)")
         }
-        print("data in \(data.directory.path)\(openRegistration ? ", open registration on" : "")")
+        let udp = server.udpAddress.flatMap { HostPort($0) }.map { "address discovery on UDP \($0)" } ?? "no UDP"
+        print("data in \(data.directory.path)\(openRegistration ? ", open registration on" : ""), \(udp)")
         fflush(nil)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: PresenceService(server: server))],

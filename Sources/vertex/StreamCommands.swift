@@ -30,9 +30,13 @@ struct NodeOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Say which method carried each stream.")
     var verbose = false
 
+    @Flag(help: "No PTCP paths: neither offer nor try ptcp/rptcp (no UDP ports, no hole punching).")
+    var noUdp = false
+
     func openNode(listenHost: String = "0.0.0.0", published: [String] = []) throws -> Q2QNode {
         let store = try home.openStore()
-        return Q2QNode(store: store, configuration: .init(listenHost: listenHost, publishedHosts: published.isEmpty ? nil : published))
+        return Q2QNode(store: store, configuration: .init(listenHost: listenHost, publishedHosts: published.isEmpty ? nil : published,
+                                                          udpEnabled: !noUdp))
     }
 
     func say(_ line: String) {
@@ -146,7 +150,7 @@ struct TunnelCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The local port, HOST:PORT.", valueName: "host:port"))
     var listen: HostPort
 
-    @Option(help: "auto, tcp or relay.")
+    @Option(help: "auto, or some of tcp, ptcp, rptcp, relay (comma-separated).")
     var method: Q2QMethodPolicy = .auto
 
     @OptionGroup var node: NodeOptions
@@ -198,7 +202,7 @@ struct ConnectCommand: AsyncParsableCommand {
     @Argument(help: "Your address.") var from: Q2QAddress
     @Argument(help: "The service, ADDRESS/SERVICE.") var target: ServiceTarget
 
-    @Option(help: "auto, tcp or relay.")
+    @Option(help: "auto, or some of tcp, ptcp, rptcp, relay (comma-separated).")
     var method: Q2QMethodPolicy = .auto
 
     @OptionGroup var node: NodeOptions

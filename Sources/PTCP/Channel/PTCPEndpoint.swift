@@ -10,20 +10,27 @@ import NIOPosix
 ///     let channel = try await endpoint.connect(to: address) { channel in … }
 public final class PTCPEndpoint: Sendable {
     public typealias Initializer = @Sendable (any Channel) -> EventLoopFuture<Void>
+    /// Sees a datagram that is not PTCP (an address-discovery answer, a hole-punching
+    /// probe); called on the socket's event loop.
+    public typealias ForeignDatagramHandler = @Sendable (AddressedEnvelope<ByteBuffer>) -> Void
 
     public let localAddress: SocketAddress
-    /// Connections others opened to us, once their handshake completed.
+    /// Connections others opened to us, once their handshake completed. It holds the
+    /// newest 256 not yet taken (an endpoint whose initializer does all the work need
+    /// not read it).
     public let incoming: AsyncStream<any Channel>
     private let channel: any Channel
     private let dispatcher: NIOLoopBound<PTCPDispatcher>
     public let configuration: PTCPConfiguration
 
     /// Binds a UDP socket. With `accepting`, connections others open are accepted and
-    /// set up with it; without, the endpoint only connects out.
+    /// set up with it; without, the endpoint only connects out. Datagrams that are not
+    /// PTCP go to `foreign` when given (and are dropped and counted otherwise).
     public static func bind(host: String, port: Int, configuration: PTCPConfiguration = .init(),
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                            accepting initializer: Initializer? = nil) async throws -> PTCPEndpoint {
-        let (stream, continuation) = AsyncStream<any Channel>.makeStream()
+                            accepting initializer: Initializer? = nil,
+                            foreign: ForeignDatagramHandler? = nil) async throws -> PTCPEndpoint {
+        let (stream, continuation) = AsyncStream<any Channel>.makeStream(bufferingPolicy: .bufferingNewest(256))
         // recvmmsg reads 32 datagrams at once, 2 KiB each: room for any datagram we send
         // (a longer one arrives cut short and is dropped). Receive offload (UDP GRO) was
         // measured: no faster through netlab, half as fast on loopback (64 KiB buffers).
@@ -37,7 +44,8 @@ public final class PTCPEndpoint: Sendable {
         let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let dispatcher = PTCPDispatcher(configuration: configuration, initializer: initializer, incoming: continuation)
+                    let dispatcher = PTCPDispatcher(configuration: configuration, initializer: initializer, foreign: foreign,
+                                                    incoming: continuation)
                     try channel.pipeline.syncOperations.addHandler(dispatcher)
                 }
             }
@@ -61,15 +69,32 @@ public final class PTCPEndpoint: Sendable {
     }
 
     /// Opens a connection to the endpoint at `address`; returns once the handshake is
-    /// done, with `initializer` already run on the channel.
+    /// done, with `initializer` already run on the channel. Cancelling the task closes
+    /// the connection being opened.
     public func connect(to address: SocketAddress, initializer: @escaping Initializer = { $0.eventLoop.makeSucceededVoidFuture() })
         async throws -> any Channel {
         let dispatcher = self.dispatcher
-        let channel = try await self.channel.eventLoop.flatSubmit {
-            dispatcher.value.connect(to: address, initializer: initializer, on: dispatcher.eventLoop)
+        let (channel, established) = try await self.channel.eventLoop.submit {
+            try dispatcher.value.connect(to: address, initializer: initializer, on: dispatcher.eventLoop)
         }.get()
-        return channel
+        return try await withTaskCancellationHandler {
+            try await established.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
     }
+
+    /// Whether `channel` is a PTCP connection.
+    public static func isConnection(_ channel: any Channel) -> Bool { channel is PTCPChannel }
+
+    /// Sends one datagram that is not PTCP from this endpoint's socket (to seed a NAT
+    /// mapping, or to ask a server which address it sees).
+    public func send(datagram: ByteBuffer, to address: SocketAddress) async throws {
+        try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: datagram))
+    }
+
+    /// Whether the socket is still open.
+    public var isOpen: Bool { channel.isActive }
 
     /// What the socket dropped: datagrams that were not PTCP or named no connection.
     public func droppedDatagrams() async throws -> Int {
@@ -96,6 +121,7 @@ final class PTCPDispatcher: ChannelInboundHandler {
 
     let configuration: PTCPConfiguration
     private let initializer: PTCPEndpoint.Initializer?
+    private let foreign: PTCPEndpoint.ForeignDatagramHandler?
     private let incoming: AsyncStream<any Channel>.Continuation
     private var context: ChannelHandlerContext?
     private var connections: [UInt64: PTCPChannel] = [:]
@@ -103,9 +129,11 @@ final class PTCPDispatcher: ChannelInboundHandler {
     private(set) var droppedDatagrams = 0
     private var random = SystemRandomNumberGenerator()
 
-    init(configuration: PTCPConfiguration, initializer: PTCPEndpoint.Initializer?, incoming: AsyncStream<any Channel>.Continuation) {
+    init(configuration: PTCPConfiguration, initializer: PTCPEndpoint.Initializer?, foreign: PTCPEndpoint.ForeignDatagramHandler?,
+         incoming: AsyncStream<any Channel>.Continuation) {
         self.configuration = configuration
         self.initializer = initializer
+        self.foreign = foreign
         self.incoming = incoming
     }
 
@@ -131,27 +159,34 @@ final class PTCPDispatcher: ChannelInboundHandler {
         return id
     }
 
+    /// Starts a connection: the channel at once, and a future that succeeds with it
+    /// once the handshake is done (and fails when the channel closes first).
     func connect(to address: SocketAddress, initializer: @escaping PTCPEndpoint.Initializer,
-                 on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
-        guard let context else { return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+                 on eventLoop: any EventLoop) throws -> (any Channel, EventLoopFuture<any Channel>) {
+        guard let context else { throw ChannelError.ioOnClosedChannel }
         let id = newID()
         let core = PTCPConnection(connectingWith: id, configuration: configuration, now: PTCPChannel.now())
         let channel = PTCPChannel(core: core, remote: address, dispatcher: self, parent: context.channel)
         connections[id] = channel
-        return initializer(channel).flatMap {
+        let established = initializer(channel).flatMap {
             channel.start()
             return channel.established.futureResult.map { channel as any Channel }
         }.flatMapError { error in
             channel.close(promise: nil)
-            return context.eventLoop.makeFailedFuture(error)
+            return eventLoop.makeFailedFuture(error)
         }
+        return (channel, established)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let bytes = envelope.data.readableBytesView
         guard let id = PTCPPacket.destinationID(of: bytes) else {
-            droppedDatagrams += 1   // not PTCP v2 (hole-punching probes land here too)
+            if let foreign {
+                foreign(envelope)
+            } else {
+                droppedDatagrams += 1   // not PTCP v2
+            }
             return
         }
         if id != 0 {

@@ -18,6 +18,9 @@ public struct PTCPConfiguration: Sendable {
     /// Send a ping after this long without sending, to keep NAT mappings open and to
     /// find dead peers.
     public var keepaliveInterval: Duration = .seconds(10)
+    /// The retransmission timeout before any RTT sample (the SYN's): RFC 6298's 1 s.
+    /// Hole punching uses less, since its first SYN is often dropped by design.
+    public var initialRetransmissionTimeout: Duration = .seconds(1)
     /// A handshake that gets no answer for this long fails.
     public var handshakeTimeout: Duration = .seconds(10)
     /// How long a connection closed on both sides keeps answering the peer's

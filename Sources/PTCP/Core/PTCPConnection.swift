@@ -66,7 +66,7 @@ public struct PTCPConnection: Sendable {
     public private(set) var statistics = Statistics()
     private(set) var state: State
 
-    private var rtt = RTTEstimator()
+    private var rtt: RTTEstimator
     private var congestion: any CongestionController
     private var events: [Event] = []
 
@@ -153,6 +153,7 @@ public struct PTCPConnection: Sendable {
         self.peerMaxData = peerMaxData
         self.configuration = configuration
         self.congestion = makeCongestionController(configuration.congestionControl, segmentSize: configuration.maximumDatagramSize)
+        self.rtt = RTTEstimator(initialRTO: configuration.initialRetransmissionTimeout)
         self.state = .connecting
         self.handshakeNeeded = true
         self.lastSentAt = now

@@ -5,7 +5,9 @@
 /// Samples are never ambiguous: packet numbers are not reused, so a retransmission's
 /// acknowledgement cannot be mistaken for the original's (RFC 6298 §3's Karn rule).
 struct RTTEstimator: Sendable {
-    static let initialRTO: Duration = .seconds(1)
+    /// RFC 6298's 1 s, unless configured: it paces SYN retransmissions, which matter
+    /// when a hole punch drops the first SYN.
+    let initialRTO: Duration
     /// Linux's floor rather than RFC 6298's 1 s: a 1 s floor makes every tail loss on
     /// a fast link a second of silence.
     static let minimumRTO: Duration = .milliseconds(200)
@@ -17,11 +19,15 @@ struct RTTEstimator: Sendable {
     private(set) var latest: Duration = .zero
     private(set) var minimum: Duration = .seconds(3600)
 
+    init(initialRTO: Duration = .seconds(1)) {
+        self.initialRTO = initialRTO
+    }
+
     var hasSample: Bool { smoothed != nil }
 
     /// RTO = SRTT + max(G, 4·RTTVAR), clamped (RFC 6298 §2).
     var retransmissionTimeout: Duration {
-        guard let smoothed else { return Self.initialRTO }
+        guard let smoothed else { return initialRTO }
         let timeout = smoothed + max(Self.granularity, variation * 4)
         return min(max(timeout, Self.minimumRTO), Self.maximumRTO)
     }

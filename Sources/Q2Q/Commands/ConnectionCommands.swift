@@ -93,6 +93,34 @@ public enum RetrieveConnection: AMPCommand {
     public typealias Failure = ConnectionError
 }
 
+/// `bind-udp`: "listener `q2qsrc`, open a UDP path from your port `udpsrc` towards
+/// `udpdst`" — sent by the connecting node `q2qdst` to the presence server, which passes
+/// it to the listening node. The original's listener sent one `NAT!` datagram from
+/// that port, and the caller then connected; ours connects back with PTCP (the
+/// listener's SYN opens its own NAT), which also reaches a caller whose listener sits
+/// behind a NAT that maps every destination to a new port (docs/nat-traversal.md).
+public enum BindUDP: AMPCommand {
+    public static let name = "bind-udp"
+    public struct Arguments: Codable, Sendable {
+        public var `protocol`: [UInt8]
+        public var q2qsrc: Q2QAddress
+        public var q2qdst: Q2QAddress
+        public var udpsrc: HostPort
+        public var udpdst: HostPort
+
+        public init(service: String, listener: Q2QAddress, caller: Q2QAddress, from udpsrc: HostPort, to udpdst: HostPort) {
+            self.protocol = Array(service.utf8)
+            self.q2qsrc = listener
+            self.q2qdst = caller
+            self.udpsrc = udpsrc
+            self.udpdst = udpdst
+        }
+
+        public var service: String { String(decoding: `protocol`, as: UTF8.self) }
+    }
+    public typealias Failure = ConnectionError
+}
+
 /// Declared errors of the connection commands.
 public enum ConnectionError: AMPDeclaredError, Hashable, CustomStringConvertible {
     /// `inbound`: nobody listens as that address for that service.
@@ -101,24 +129,27 @@ public enum ConnectionError: AMPDeclaredError, Hashable, CustomStringConvertible
     case verifyError(String)
     /// `Retrieve-Connection`: unknown, used or expired listener id (fatal, as in the original).
     case noSuchConnection(String)
+    /// `bind-udp`: no listener could open the asked-for UDP path.
+    case connectionError(String)
 
     public var code: String {
         switch self {
         case .notFound: return "NotFound"
         case .verifyError: return "VerifyError"
         case .noSuchConnection: return "NoSuchConnection"
+        case .connectionError: return "ConnectionError"
         }
     }
 
     public var errorDescription: String {
         switch self {
-        case .notFound(let text), .verifyError(let text), .noSuchConnection(let text): return text
+        case .notFound(let text), .verifyError(let text), .noSuchConnection(let text), .connectionError(let text): return text
         }
     }
 
     public var isFatal: Bool {
         switch self {
-        case .notFound: return false
+        case .notFound, .connectionError: return false
         case .verifyError, .noSuchConnection: return true
         }
     }
@@ -128,6 +159,7 @@ public enum ConnectionError: AMPDeclaredError, Hashable, CustomStringConvertible
         case "NotFound": self = .notFound(description)
         case "VerifyError": self = .verifyError(description)
         case "NoSuchConnection": self = .noSuchConnection(description)
+        case "ConnectionError": self = .connectionError(description)
         default: return nil
         }
     }

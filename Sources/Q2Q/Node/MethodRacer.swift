@@ -1,11 +1,20 @@
-/// Happy Eyeballs for connection methods: attempts start in order, each `stagger`
-/// after the previous one or as soon as it fails; the first success wins, the others
-/// are cancelled, and a success that arrives after the winner is handed to `discard`
-/// so that its resources are released.
+/// Happy Eyeballs for connection methods, in waves: the attempts of a wave start
+/// together; the next wave starts `stagger` after the previous one, or as soon as every
+/// attempt started so far has failed. The first success wins, the others are cancelled,
+/// and a success that arrives after the winner is handed to `discard` so that its
+/// resources are released.
 struct MethodRacer<Outcome: Sendable> {
     struct Attempt: Sendable {
         var label: String
+        /// Attempts of a lower wave start earlier; equal waves start together.
+        var wave: Int
         var run: @Sendable () async throws -> Outcome
+
+        init(label: String, wave: Int = 0, run: @escaping @Sendable () async throws -> Outcome) {
+            self.label = label
+            self.wave = wave
+            self.run = run
+        }
     }
 
     /// Every attempt failed; each failure with its attempt's label.
@@ -27,41 +36,45 @@ struct MethodRacer<Outcome: Sendable> {
 
     func race(_ attempts: [Attempt]) async throws -> (Outcome, label: String) {
         guard !attempts.isEmpty else { throw AllFailed(failures: []) }
+        let waves = Dictionary(grouping: attempts.indices, by: { attempts[$0].wave }).sorted { $0.key < $1.key }.map(\.value)
         return try await withThrowingTaskGroup(of: Event.self) { group in
-            var next = 0
+            var nextWave = 0
             var running = 0
             var failures: [(label: String, error: any Error)] = []
-            func start() {
-                let index = next
-                next += 1
-                running += 1
-                let attempt = attempts[index]
-                group.addTask {
-                    do {
-                        return .finished(index, .success(try await attempt.run()))
-                    } catch {
-                        return .finished(index, .failure(error))
+            func startWave() {
+                let wave = nextWave
+                nextWave += 1
+                for index in waves[wave] {
+                    running += 1
+                    let attempt = attempts[index]
+                    group.addTask {
+                        do {
+                            return .finished(index, .success(try await attempt.run()))
+                        } catch {
+                            return .finished(index, .failure(error))
+                        }
                     }
                 }
-                if next < attempts.count {
+                if nextWave < waves.count {
                     group.addTask { [stagger] in
                         try? await Task.sleep(for: stagger)
-                        return .timer(index)
+                        return .timer(wave)
                     }
                 }
             }
-            start()
+            startWave()
             while let event = try await group.next() {
                 switch event {
-                case .timer(let index):
-                    // Start the next attempt unless one already started after `index`.
-                    if index == next - 1, next < attempts.count { start() }
+                case .timer(let wave):
+                    // Start the next wave unless one already started after `wave`.
+                    if wave == nextWave - 1, nextWave < waves.count { startWave() }
                 case .finished(let index, .failure(let error)):
                     running -= 1
                     failures.append((attempts[index].label, error))
-                    if next < attempts.count {
-                        start()
-                    } else if running == 0 {
+                    guard running == 0 else { continue }
+                    if nextWave < waves.count {
+                        startWave()
+                    } else {
                         group.cancelAll()
                         throw AllFailed(failures: failures)
                     }

@@ -2,6 +2,7 @@ import AMP
 import Foundation
 import NIOCore
 import NIOSSL
+import PTCP
 import Synchronization
 
 /// Incoming streams for one address and service. Created by ``Q2QNode/listen(as:service:description:)``;
@@ -22,6 +23,11 @@ public final class Q2QListener: Sendable {
     private struct State {
         var acceptor: (any Channel)?
         var supervisor: Task<Void, Never>?
+        /// The UDP port of PTCP paths, its NAT mapping as our presence server last saw
+        /// it, and the task that keeps asking (which also keeps the mapping open).
+        var udp: UDPPort?
+        var mapping: HostPort?
+        var mapper: Task<Void, Never>?
         /// Listener ids handed out in `inbound` answers: who may claim each, until when.
         var pending: [String: (from: Q2QAddress, expires: Date)] = [:]
         var closed = false
@@ -39,11 +45,39 @@ public final class Q2QListener: Sendable {
         (connections, continuation) = AsyncStream.makeStream(of: Q2QStream.self)
     }
 
-    func attach(acceptor: any Channel, supervisor: Task<Void, Never>) {
+    func attach(acceptor: any Channel) {
+        state.withLock { $0.acceptor = acceptor }
+    }
+
+    func attach(supervisor: Task<Void, Never>) {
+        state.withLock { $0.supervisor = supervisor }
+    }
+
+    func attach(udp: UDPPort, mapper: Task<Void, Never>) {
         state.withLock {
-            $0.acceptor = acceptor
-            $0.supervisor = supervisor
+            $0.udp = udp
+            $0.mapper = mapper
         }
+    }
+
+    var udpPort: UDPPort? { state.withLock { $0.udp } }
+
+    func setMapping(_ mapping: HostPort?) {
+        state.withLock { $0.mapping = mapping }
+    }
+
+    /// Whether `address` is our UDP port: its mapping, or the port itself (no NAT, or
+    /// a caller on our side of it).
+    func owns(udp address: HostPort) -> Bool {
+        state.withLock { state in
+            guard let port = state.udp?.localPort else { return false }
+            return address == state.mapping || address.port == port
+        }
+    }
+
+    /// Whether we handed `address` an id that has not expired.
+    func hasOffered(to address: Q2QAddress, now: Date = Date()) -> Bool {
+        state.withLock { $0.pending.values.contains { $0.from == address && $0.expires > now } }
     }
 
     private let tls = Mutex<NIOSSLContext?>(nil)
@@ -66,17 +100,29 @@ public final class Q2QListener: Sendable {
     /// The port of the direct (`tcp@`) path.
     var port: Int? { state.withLock { $0.acceptor?.localAddress?.port } }
 
-    /// An offer for `from`, with a fresh unguessable id.
-    func offer(for from: Q2QAddress, publishing hosts: [String], now: Date = Date()) -> ListenerOffer? {
+    /// An offer for `from`, with a fresh unguessable id: `tcp@` on each of `hosts`, and
+    /// when our UDP mapping is known `ptcp@` and `rptcp@` on it. With `udpSource` (the
+    /// caller's mapping) our NAT is seeded towards the caller first, so that its PTCP
+    /// SYN gets in.
+    func offer(for from: Q2QAddress, publishing hosts: [String], udpSource: HostPort?, now: Date = Date()) -> ListenerOffer? {
         guard let port else { return nil }
         let id = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
         let expires = now + Self.claimLifetime
-        state.withLock { state in
+        let (udp, mapping) = state.withLock { state in
             state.pending = state.pending.filter { $0.value.expires > now }
             state.pending[id] = (from, expires)
+            return (state.udp, state.mapping)
         }
-        return ListenerOffer(id: id, methods: hosts.map { .tcp(HostPort(host: $0, port: port)) },
-                             expires: AmpTime(expires), description: description)
+        var methods: [Q2QMethod] = hosts.map { .tcp(HostPort(host: $0, port: port)) }
+        if let udp, let mapping {
+            if let udpSource, let caller = try? udpSource.socketAddress() { udp.seed(towards: caller) }
+            // A caller behind the same NAT (same public address) reaches our private one.
+            if udpSource?.host == mapping.host, let host = hosts.first, host != mapping.host {
+                methods.append(.ptcp(HostPort(host: host, port: udp.localPort)))
+            }
+            methods += [.ptcp(mapping), .rptcp(mapping)]
+        }
+        return ListenerOffer(id: id, methods: methods, expires: AmpTime(expires), description: description)
     }
 
     /// `Retrieve-Connection` on a verified path: the id must be one we handed to the
@@ -91,8 +137,14 @@ public final class Q2QListener: Sendable {
         guard let claim, claim.expires > now, claim.from == peer else {
             throw ConnectionError.noSuchConnection("no connection '\(id.prefix(64))' for \(peer)")
         }
-        let method: Q2QMethod = connection.channel is VirtualChannel ? .virtual
-            : connection.localAddress.flatMap(HostPort.init).map(Q2QMethod.tcp) ?? .unknown("tcp")
+        let local = connection.localAddress.flatMap(HostPort.init)
+        let method: Q2QMethod = if connection.channel is VirtualChannel {
+            .virtual
+        } else if PTCPEndpoint.isConnection(connection.channel) {
+            local.map(Q2QMethod.ptcp) ?? .unknown("ptcp")
+        } else {
+            local.map(Q2QMethod.tcp) ?? .unknown("tcp")
+        }
         let stream: @Sendable (NIOAsyncChannel<ByteBuffer, ByteBuffer>) -> Q2QStream = { [address, service] channel in
             Q2QStream(channel: channel, local: address, peer: peer, service: service, method: method)
         }
@@ -105,12 +157,14 @@ public final class Q2QListener: Sendable {
     /// Stops listening: unregisters (by closing the registration's renewal), closes the
     /// direct port and ends ``connections``.
     public func close() async {
-        let (acceptor, supervisor) = state.withLock { state in
+        let (acceptor, supervisor, udp, mapper) = state.withLock { state in
             state.closed = true
-            return (state.acceptor, state.supervisor)
+            return (state.acceptor, state.supervisor, state.udp, state.mapper)
         }
         supervisor?.cancel()
+        mapper?.cancel()
         try? await acceptor?.close()
+        await udp?.close()
         continuation.finish()
         node.forget(self)
     }

@@ -21,11 +21,20 @@ public struct Q2QNodeConfiguration: Sendable {
 
     /// The window this node grants per relayed channel it receives on (``ChannelWindow``).
     public var relayWindow: Int
+    /// Whether the node offers and tries PTCP paths (`ptcp@`, `rptcp@`): UDP ports,
+    /// address discovery with presence servers, hole punching.
+    public var udpEnabled: Bool
+    /// How often a listener asks its presence server for its UDP mapping again (which
+    /// also keeps its NAT's mapping open: conntrack forgets idle UDP after 30–120 s).
+    public var mappingRefreshInterval: Duration
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
-                relayWindow: Int = ChannelWindow.defaultSize) {
+                relayWindow: Int = ChannelWindow.defaultSize, udpEnabled: Bool = true,
+                mappingRefreshInterval: Duration = .seconds(20)) {
         self.relayWindow = relayWindow
+        self.udpEnabled = udpEnabled
+        self.mappingRefreshInterval = mappingRefreshInterval
         self.listenHost = listenHost
         self.publishedHosts = publishedHosts
         self.stagger = stagger
@@ -50,6 +59,7 @@ public final class Q2QNode: Sendable {
     let group: any EventLoopGroup
     let logger: Logger
     private let links = PresenceLinks()
+    let udp = NodeUDP()
     private let listeners = Mutex<[ListenerKey: Q2QListener]>([:])
     /// The virtual channels of each presence connection.
     private let multiplexers = Mutex<[ObjectIdentifier: VirtualChannelMultiplexer]>([:])
@@ -106,6 +116,10 @@ public final class Q2QNode: Sendable {
             }
             responders.registerImmediate(Virtual.self) { [self] arguments, context in
                 try acceptRelayed(arguments, on: context.connection)
+            }
+            responders.registerImmediate(BindUDP.self) { [self] arguments, _ in
+                let key = ListenerKey(address: arguments.q2qsrc, service: arguments.service)
+                return try answerBindUDP(arguments, listener: listeners.withLock { $0[key] })
             }
             responders.registerImmediate(Write.self) { [self] arguments, context in
                 multiplexer(for: context.connection).receivedWrite(arguments.id, arguments.body.buffer)
@@ -227,14 +241,50 @@ public final class Q2QNode: Sendable {
         do {
             let acceptor = try await DirectPaths.bindAcceptor(host: configuration.listenHost, port: 0, listener: listener,
                                                               group: group, logger: logger)
+            listener.attach(acceptor: acceptor)
+            // The UDP mapping is learnt while the registration goes on (one round trip
+            // to the same server, so it is usually known before anyone can ask).
+            await startUDP(for: listener)
             let connection = try await register(listener)
             let supervisor = Task { [self] in await keepRegistered(listener, connection: connection) }
-            listener.attach(acceptor: acceptor, supervisor: supervisor)
+            listener.attach(supervisor: supervisor)
             return listener
         } catch {
             forget(listener)
             throw error
         }
+    }
+
+    /// The listener's UDP port for PTCP paths, and a task that learns its mapping from
+    /// our presence server now and every `mappingRefreshInterval`. Without an answer
+    /// (UDP blocked) the listener offers no PTCP paths until one comes.
+    private func startUDP(for listener: Q2QListener) async {
+        guard configuration.udpEnabled else { return }
+        let port: UDPPort
+        do {
+            let tls = try listener.tlsContext()
+            port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { [logger] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
+                }
+            })
+        } catch {
+            logger.notice("no UDP port for PTCP paths", metadata: ["address": "\(listener.address)", "error": "\(error)"])
+            return
+        }
+        let mapper = Task { [self, interval = configuration.mappingRefreshInterval] in
+            while !Task.isCancelled {
+                listener.setMapping(await discoverMapping(of: port, for: listener.address.domain))
+                try? await Task.sleep(for: interval)
+            }
+        }
+        listener.attach(udp: port, mapper: mapper)
+        if listener.isClosed { await listener.close() }
+    }
+
+    private func discoverMapping(of port: UDPPort, for domain: String) async -> HostPort? {
+        guard let server = try? await client.server(for: domain), let address = try? server.socketAddress() else { return nil }
+        return await port.discoverMapping(via: address)
     }
 
     private func register(_ listener: Q2QListener) async throws -> AMPConnection {
@@ -299,7 +349,8 @@ public final class Q2QNode: Sendable {
         guard let listener, !listener.isClosed else {
             throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)' here")
         }
-        guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection)) else {
+        guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection),
+                                         udpSource: arguments.udpSource) else {
             throw ConnectionError.notFound("\(arguments.to)'s listener is not ready")
         }
         return Inbound.Response(listeners: [offer])
@@ -320,44 +371,62 @@ public final class Q2QNode: Sendable {
     /// wins; the others are closed.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
+        // Our UDP mapping is learnt (or taken from the cache) while the presence
+        // connection is made, so that the listener can seed its NAT towards it; with
+        // no answer soon after (UDP blocked), we go on without PTCP.
+        let (udpPort, discovery) = await udpPath(towards: to.domain, policy: methods)
         let connection = try await link(as: identity, to: to.domain)
+        let mapping = try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil }
         let offers: [ListenerOffer]
         do {
-            offers = try await connection.call(Inbound.self, .init(from: from, to: to, service: service)).listeners
+            offers = try await connection.call(Inbound.self, .init(from: from, to: to, service: service, udpSource: mapping)).listeners
         } catch let error as ConnectionError {
             throw Q2QNodeError(error.errorDescription)
         }
         guard let authority = await authority(for: to.domain) else {
             throw Q2QNodeError("the CA of \(to.domain) is not pinned")
         }
-        var attempts: [(rank: Int, attempt: MethodRacer<Q2QStream>.Attempt)] = []
+        // Direct paths start together, the listener connecting back a stagger later,
+        // the relay last.
+        var attempts: [MethodRacer<Q2QStream>.Attempt] = []
         for offer in offers {
             let id = offer.identifier
             for method in offer.methods where methods.allows(method) {
                 switch method {
                 case .tcp(let address):
-                    attempts.append((0, .init(label: method.description) { [group, logger] in
+                    attempts.append(.init(label: method.description, wave: 0) { [group, logger] in
                         try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listenerID: id,
                                                    service: service, group: group, logger: logger)
-                    }))
+                    })
+                case .ptcp(let address):
+                    guard let udpPort else { continue }
+                    attempts.append(.init(label: method.description, wave: 0) { [self] in
+                        try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
+                                           listenerID: id, service: service)
+                    })
+                case .rptcp(let address):
+                    guard let publicHost = mapping?.host else { continue }
+                    attempts.append(.init(label: method.description, wave: 1) { [self] in
+                        try await dialReversePTCP(address, publicHost: publicHost, over: connection, as: identity, peer: to,
+                                                  authority: authority, listenerID: id, service: service)
+                    })
                 case .virtual:
-                    attempts.append((3, .init(label: "relay") { [self] in
+                    attempts.append(.init(label: "relay", wave: 2) { [self] in
                         try await dialRelayed(over: connection, listenerID: id, as: identity, peer: to,
                                               authority: authority, service: service)
-                    }))
-                default:
+                    })
+                case .unknown:
                     continue
                 }
             }
         }
-        let ordered = attempts.enumerated().sorted { ($0.element.rank, $0.offset) < ($1.element.rank, $1.offset) }.map(\.element.attempt)
-        guard !ordered.isEmpty else {
+        guard !attempts.isEmpty else {
             let offered = offers.flatMap(\.methods).map(\.description).joined(separator: ", ")
             throw Q2QNodeError("\(to) offers no method this connection may use (offered: \(offered))")
         }
         let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in try? await late.channel.channel.close() }
         do {
-            let (stream, _) = try await racer.race(ordered)
+            let (stream, _) = try await racer.race(attempts)
             logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])
             return stream
         } catch let failure as MethodRacer<Q2QStream>.AllFailed {
@@ -365,10 +434,20 @@ public final class Q2QNode: Sendable {
         }
     }
 
+    /// The shared UDP port and the discovery of our mapping as `domain`'s presence
+    /// server sees it, when UDP is on and `policy` allows a PTCP method.
+    private func udpPath(towards domain: String, policy: Q2QMethodPolicy) async -> (UDPPort?, Task<HostPort?, Never>?) {
+        guard configuration.udpEnabled, policy.allows(name: "ptcp") || policy.allows(name: "rptcp"),
+              let port = await udp.outgoingPort(host: configuration.listenHost, group: group, logger: logger) else { return (nil, nil) }
+        guard let server = try? await client.server(for: domain) else { return (port, nil) }
+        return (port, udp.discovery(of: port, via: server))
+    }
+
     /// Closes every listener and presence connection.
     public func shutdown() async {
         for listener in listeners.withLock({ Array($0.values) }) { await listener.close() }
         await links.closeAll()
+        await udp.close()
     }
 }
 

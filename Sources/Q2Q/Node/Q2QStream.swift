@@ -36,7 +36,7 @@ public struct Q2QMethodPolicy: Sendable, Hashable {
         self.allowed = allowed
     }
 
-    /// Parses `auto` or a comma-separated list of method names (`tcp`, `relay`).
+    /// Parses `auto` or a comma-separated list of method names (`tcp`, `ptcp`, `rptcp`, `relay`).
     public init?(_ text: String) {
         if text == "auto" {
             self = .auto
@@ -51,11 +51,13 @@ public struct Q2QMethodPolicy: Sendable, Hashable {
     }
 
     /// The methods this build can attempt.
-    public static let supported: Set<String> = ["tcp", "virtual"]
+    public static let supported: Set<String> = ["tcp", "ptcp", "rptcp", "virtual"]
 
-    func allows(_ method: Q2QMethod) -> Bool {
-        guard Self.supported.contains(method.name) else { return false }
-        return allowed?.contains(method.name) ?? true
+    func allows(_ method: Q2QMethod) -> Bool { allows(name: method.name) }
+
+    func allows(name: String) -> Bool {
+        guard Self.supported.contains(name) else { return false }
+        return allowed?.contains(name) ?? true
     }
 }
 

@@ -26,6 +26,9 @@ extension PresenceServer {
         responders.register(Inbound.self) { [self] arguments, context in
             try await inbound(arguments, session: session, context: context)
         }
+        responders.register(BindUDP.self) { [self] arguments, context in
+            try await bindUDP(arguments, session: session)
+        }
         responders.register(Virtual.self) { [self] arguments, context in
             try await openRelay(arguments, session: session, context: context)
         }
@@ -226,6 +229,31 @@ extension PresenceServer {
             throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
         }
         return Inbound.Response(listeners: offers)
+    }
+
+    /// `bind-udp` from a connecting node: passed to the nodes listening as `q2qsrc` for
+    /// that service; it succeeds when one of them takes it (the one whose UDP port is
+    /// `udpsrc`; the others refuse).
+    func bindUDP(_ arguments: BindUDP.Arguments, session: PresenceSession) async throws -> AMPEmpty {
+        guard let caller = session.authenticated, caller == arguments.q2qdst else {
+            throw ConnectionError.connectionError("bind-udp for \(arguments.q2qdst) needs a connection secured with that address's certificate")
+        }
+        let registrations = listeners.listeners(of: arguments.q2qsrc, service: arguments.service, now: Date())
+        let timeout = configuration.inboundTimeout
+        let taken = await withTaskGroup(of: Bool.self) { group in
+            for registration in registrations {
+                group.addTask {
+                    (try? await withTimeout(timeout, "bind-udp to a listener") {
+                        try await registration.connection.call(BindUDP.self, arguments)
+                    }) != nil
+                }
+            }
+            return await group.contains(true)
+        }
+        guard taken else {
+            throw ConnectionError.connectionError("no listener of \(arguments.q2qsrc) for '\(arguments.service)' has UDP port \(arguments.udpsrc)")
+        }
+        return AMPEmpty()
     }
 
     /// `virtual` with a listener id: open a channel on the connection of the node that

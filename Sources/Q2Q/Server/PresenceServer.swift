@@ -35,6 +35,9 @@ public struct PresenceServerConfiguration: Sendable {
     /// Relayed channels one node connection may have open at once (each may hold up to
     /// ``RelayTable/maximumWindow`` per direction in this server).
     public var maximumRelayedChannelsPerConnection: Int
+    /// Whether the server answers address discovery on UDP, on the same port number as
+    /// its TCP port (nodes behind NATs learn their public UDP mapping from it).
+    public var udpEnabled: Bool
 
     public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -52,6 +55,7 @@ public struct PresenceServerConfiguration: Sendable {
         self.relayObserver = nil
         self.peerServers = [:]
         self.maximumRelayedChannelsPerConnection = 64
+        self.udpEnabled = true
     }
 }
 
@@ -66,6 +70,7 @@ public final class PresenceServer: Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     private let server: Mutex<AMPServer?> = Mutex(nil)
+    private let reflector: Mutex<(any Channel)?> = Mutex(nil)
     /// TLS contexts per (domain, whether the client is verified), made once: a context
     /// holds the certificate and key, and is shared by every connection.
     private let tlsContexts = Mutex<[String: NIOSSLContext]>([:])
@@ -121,11 +126,22 @@ public final class PresenceServer: Sendable {
             respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) },
             onConnection: { [presence] connection in presence.track(connection) })
         presence.server.withLock { $0 = server }
+        if configuration.udpEnabled, let port = server.localAddress?.port {
+            do {
+                let reflector = try await AddressReflector.bind(host: configuration.host, port: port, group: group)
+                presence.reflector.withLock { $0 = reflector }
+            } catch {
+                logger.warning("no address discovery on UDP port \(port): \(error); nodes behind NATs will use tcp and the relay")
+            }
+        }
         return presence
     }
 
     /// The address the server listens on.
     public var localAddress: SocketAddress? { server.withLock { $0?.localAddress } }
+
+    /// The UDP address that answers address discovery, when it runs.
+    public var udpAddress: SocketAddress? { reflector.withLock { $0?.localAddress } }
 
     /// The CA of `domain`, if served here.
     public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
@@ -178,6 +194,7 @@ public final class PresenceServer: Sendable {
     /// Stops listening and closes every connection.
     public func close() async {
         await server.withLock { $0 }?.close()
+        try? await reflector.withLock { $0 }?.close()
         for connection in connections.withLock({ Array($0.values) }) {
             await connection.close()
         }

@@ -1,0 +1,141 @@
+import AMP
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PTCP
+import Synchronization
+
+/// The node's shared UDP port for outgoing PTCP paths, and what presence servers told
+/// it about its NAT mapping.
+final class NodeUDP: Sendable {
+    private let port = Mutex<Task<UDPPort?, Never>?>(nil)
+    private let mappings = Mutex<[HostPort: (discovery: Task<HostPort?, Never>, started: ContinuousClock.Instant)]>([:])
+    /// A mapping is asked for again after this long; a failure too (UDP may come back).
+    static let mappingLifetime: Duration = .seconds(60)
+
+    /// The port, bound on first use; `nil` when it cannot be bound.
+    func outgoingPort(host: String, group: any EventLoopGroup, logger: Logger) async -> UDPPort? {
+        let task = port.withLock { task in
+            if let task { return task }
+            let made = Task { () -> UDPPort? in
+                do {
+                    return try await UDPPort.bind(host: host, group: group)
+                } catch {
+                    logger.notice("no UDP port for PTCP paths", metadata: ["error": "\(error)"])
+                    return nil
+                }
+            }
+            task = made
+            return made
+        }
+        return await task.value
+    }
+
+    /// Finding our public address as `server` sees `port` (cached: the task of a
+    /// discovery made in the last `mappingLifetime`, answered or not). Callers wait on
+    /// it only briefly, so that blocked UDP never stalls them, and a late answer still
+    /// serves the next caller.
+    func discovery(of port: UDPPort, via server: HostPort) -> Task<HostPort?, Never> {
+        let now = ContinuousClock.now
+        return mappings.withLock { mappings in
+            if let known = mappings[server], now - known.started < Self.mappingLifetime { return known.discovery }
+            let discovery = Task { () -> HostPort? in
+                guard let address = try? server.socketAddress() else { return nil }
+                return await port.discoverMapping(via: address)
+            }
+            mappings[server] = (discovery, now)
+            return discovery
+        }
+    }
+
+    func close() async {
+        let task = port.withLock { task in
+            defer { task = nil }
+            return task
+        }
+        await task?.value?.close()
+    }
+}
+
+extension HostPort {
+    /// The socket address (a name is resolved, blocking: presence servers are usually
+    /// given by IP address or resolved once).
+    func socketAddress() throws -> SocketAddress {
+        if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
+        return try SocketAddress.makeAddressResolvingHost(host, port: port)
+    }
+}
+
+extension Q2QNode {
+    /// A `ptcp@` attempt: PTCP from the shared port to the listener's mapping (its NAT
+    /// was seeded towards ours when it answered `inbound`), then ``PathHandshake``.
+    func dialPTCP(_ address: HostPort, from port: UDPPort, as identity: Q2QIdentity, peer: Q2QAddress,
+                  authority: Q2QCertificate, listenerID: String, service: String) async throws -> Q2QStream {
+        let channel = try await port.endpoint.connect(to: try address.socketAddress())
+        return try await withTaskCancellationHandler {
+            try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
+                                          listenerID: listenerID, service: service, method: .ptcp(address), logger: logger)
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// An `rptcp@` attempt, the listener connecting back: a fresh UDP port seeds our NAT
+    /// towards the listener's mapping, `bind-udp` (through the presence server) asks the
+    /// listener to open PTCP from that mapping to our fresh port, and the first
+    /// connection that arrives runs ``PathHandshake`` with us as the TLS client. The
+    /// fresh port lives as long as the stream.
+    func dialReversePTCP(_ address: HostPort, publicHost: String, over connection: AMPConnection, as identity: Q2QIdentity,
+                         peer: Q2QAddress, authority: Q2QCertificate, listenerID: String, service: String) async throws -> Q2QStream {
+        let port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
+        do {
+            port.seed(towards: try address.socketAddress())
+            let request = BindUDP.Arguments(service: service, listener: peer, caller: identity.address, from: address,
+                                            to: HostPort(host: publicHost, port: port.localPort))
+            _ = try await connection.call(BindUDP.self, request)
+            let channel = try await withTimeout(.seconds(10), "the listener connecting back") {
+                var incoming = port.endpoint.incoming.makeAsyncIterator()
+                guard let channel = await incoming.next() else { throw Q2QNodeError("the UDP port closed") }
+                return channel
+            }
+            let stream = try await withTaskCancellationHandler {
+                try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
+                                              listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+            channel.closeFuture.whenComplete { _ in Task { await port.close() } }
+            return stream
+        } catch {
+            await port.close()
+            throw error
+        }
+    }
+
+    /// `bind-udp` passed on by our presence server: when the listener it names has the
+    /// UDP port it names and recently offered itself to the caller, connect back.
+    func answerBindUDP(_ arguments: BindUDP.Arguments, listener: Q2QListener?) throws -> AMPEmpty {
+        guard let listener, let port = listener.udpPort, listener.hasOffered(to: arguments.q2qdst) else {
+            throw ConnectionError.connectionError("no listener here offered \(arguments.q2qdst) a UDP path")
+        }
+        guard listener.owns(udp: arguments.udpsrc) else {
+            throw ConnectionError.connectionError("UDP port \(arguments.udpsrc) is not this listener's")
+        }
+        let destination = try arguments.udpdst.socketAddress()
+        let tls = try listener.tlsContext()
+        let logger = self.logger
+        Task {
+            do {
+                _ = try await port.endpoint.connect(to: destination) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
+                    }
+                }
+            } catch {
+                logger.debug("connecting back failed", metadata: ["to": "\(arguments.udpdst)", "error": "\(error)"])
+            }
+        }
+        return AMPEmpty()
+    }
+}

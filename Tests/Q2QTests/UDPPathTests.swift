@@ -1,0 +1,187 @@
+import AMP
+import Foundation
+import NIOCore
+@testable import Q2Q
+import Testing
+import VertexTestSupport
+
+/// PTCP paths on loopback: address discovery, `ptcp@` and `rptcp@` (with `bind-udp`),
+/// and what happens without UDP. Hole punching through real NATs is in NetlabTests.
+@Suite("UDP paths: address discovery, ptcp and rptcp")
+struct UDPPathTests {
+    static let alice = try! Q2QAddress("alice@example.test")
+    static let bob = try! Q2QAddress("bob@example.test")
+
+    @Test("a UDP port learns from the presence server the address it sends from")
+    func discovery() async throws {
+        try await withDomain { domain in
+            let port = try await UDPPort.bind(host: "127.0.0.1", group: .singletonMultiThreadedEventLoopGroup)
+            let server = try #require(domain.server.udpAddress)
+            let mapping = await port.discoverMapping(via: server)
+            #expect(mapping == HostPort(host: "127.0.0.1", port: port.localPort))
+            await port.close()
+        }
+    }
+
+    @Test("no answer (nothing on that UDP port): discovery gives up within its timeout")
+    func discoveryTimesOut() async throws {
+        let port = try await UDPPort.bind(host: "127.0.0.1", group: .singletonMultiThreadedEventLoopGroup)
+        let silent = try await UDPPort.bind(host: "127.0.0.1", group: .singletonMultiThreadedEventLoopGroup)
+        let start = ContinuousClock.now
+        let mapping = await port.discoverMapping(via: silent.endpoint.localAddress, timeout: .milliseconds(400))
+        #expect(mapping == nil)
+        #expect(ContinuousClock.now - start < .seconds(2))
+        await port.close()
+        await silent.close()
+    }
+
+    @Test("ptcp: alice reaches bob's service over PTCP with TLS, byte-exact")
+    func ptcp() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let echoing = echo(listener)
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: Q2QMethodPolicy("ptcp")!)
+            guard case .ptcp(let address) = stream.method else { Issue.record("method \(stream.method)"); return }
+            #expect(address.host == "127.0.0.1" && address.port == listener.udpPort?.localPort)
+            #expect(stream.peer == Self.bob)
+            let payload = pseudoRandomBytes(2_000_000)
+            #expect(try await roundTrip(stream, payload) == payload)
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("rptcp: bob connects back after bind-udp through the presence server; TLS roles stay as they were")
+    func reversePTCP() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let echoing = echo(listener)
+            for round in 0..<2 {
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: Q2QMethodPolicy("rptcp")!)
+                guard case .rptcp = stream.method else { Issue.record("method \(stream.method)"); return }
+                #expect(stream.peer == Self.bob)
+                let payload = pseudoRandomBytes(300_000, seed: UInt64(round + 1))
+                #expect(try await roundTrip(stream, payload) == payload)
+            }
+            await listener.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("bind-udp is refused for another caller's address, and by a listener that made the caller no offer")
+    func bindUDPRefusals() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let carol = try Q2QAddress("carol@example.test")
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let bobUDP = try #require(listener.udpPort).localPort
+            let link = try await aliceNode.link(as: try await aliceNode.identity(Self.alice), to: "example.test")
+            let target = HostPort(host: "127.0.0.1", port: 9)
+            let asCarol = await #expect(throws: ConnectionError.self) {
+                try await link.call(BindUDP.self, .init(service: "echo", listener: Self.bob, caller: carol,
+                                                        from: HostPort(host: "127.0.0.1", port: bobUDP), to: target))
+            }
+            #expect(asCarol?.code == "ConnectionError")
+            // alice never asked for bob (no inbound), so bob made her no offer.
+            let unasked = await #expect(throws: ConnectionError.self) {
+                try await link.call(BindUDP.self, .init(service: "echo", listener: Self.bob, caller: Self.alice,
+                                                        from: HostPort(host: "127.0.0.1", port: bobUDP), to: target))
+            }
+            #expect(unasked?.code == "ConnectionError")
+            await listener.close()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
+    @Test("a presence server without UDP: listeners offer no PTCP paths, and tcp still connects")
+    func serverWithoutUDP() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-noudp-\(UUID().uuidString)")
+        let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
+        var configuration = PresenceServerConfiguration(domains: ["example.test"], host: "127.0.0.1", port: 0)
+        configuration.udpEnabled = false
+        let server = try await PresenceServer.start(configuration: configuration, store: store)
+        let domain = TestDomain(directory: directory, store: store, server: server)
+        #expect(server.udpAddress == nil)
+        let aliceNode = try await makeNode("alice@example.test", in: domain)
+        let bobNode = try await makeNode("bob@example.test", in: domain)
+        let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+        let echoing = echo(listener)
+        let link = try await aliceNode.link(as: try await aliceNode.identity(Self.alice), to: "example.test")
+        let offers = try await link.call(Inbound.self, .init(from: Self.alice, to: Self.bob, service: "echo")).listeners
+        #expect(offers.flatMap(\.methods).allSatisfy { $0.name == "tcp" || $0.name == "virtual" }, "\(offers)")
+        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+        guard case .tcp = stream.method else { Issue.record("method \(stream.method)"); return }
+        #expect(try await roundTrip(stream, Array("no udp".utf8)) == Array("no udp".utf8))
+        await listener.close()
+        echoing.cancel()
+        await aliceNode.shutdown()
+        await bobNode.shutdown()
+        await domain.stop()
+    }
+
+    // MARK: The discovery datagrams
+
+    @Test("discovery messages round-trip, for IPv4 and IPv6, and answers are never longer than requests")
+    func messageRoundTrip() throws {
+        let transaction = Array(1...12).map(UInt8.init)
+        let request = AddressDiscoveryMessage.request(transaction: transaction)
+        #expect(request.bytes?.count == AddressDiscoveryMessage.requestSize)
+        #expect(AddressDiscoveryMessage(decoding: request.bytes!) == request)
+        for address in [HostPort(host: "203.0.113.10", port: 40000), HostPort(host: "2001:db8::7", port: 1), HostPort(host: "10.0.0.1", port: 65535)] {
+            let answer = AddressDiscoveryMessage.answer(transaction: transaction, address: address)
+            let bytes = try #require(answer.bytes)
+            #expect(bytes.count <= AddressDiscoveryMessage.requestSize)
+            #expect(AddressDiscoveryMessage(decoding: bytes) == answer)
+            #expect(bytes.first != 2, "must not look like PTCP v2")
+        }
+        #expect(AddressDiscoveryMessage.answer(transaction: transaction, address: HostPort(host: "example.test", port: 1)).bytes == nil)
+    }
+
+    @Test("malformed discovery datagrams are rejected, and random ones never crash the decoder")
+    func messageFuzz() throws {
+        let transaction = [UInt8](repeating: 7, count: 12)
+        let request = AddressDiscoveryMessage.request(transaction: transaction).bytes!
+        let answer = AddressDiscoveryMessage.answer(transaction: transaction, address: HostPort(host: "192.0.2.1", port: 80)).bytes!
+        #expect(AddressDiscoveryMessage(decoding: request.dropLast()) == nil)
+        #expect(AddressDiscoveryMessage(decoding: request + [0]) == nil)
+        #expect(AddressDiscoveryMessage(decoding: Array(request.dropLast()) + [1]) == nil, "padding must be zeros")
+        #expect(AddressDiscoveryMessage(decoding: answer.dropLast()) == nil)
+        #expect(AddressDiscoveryMessage(decoding: answer + [0]) == nil)
+        var zeroPort = answer
+        zeroPort[17] = 0
+        zeroPort[18] = 0
+        #expect(AddressDiscoveryMessage(decoding: zeroPort) == nil)
+        var badFamily = answer
+        badFamily[16] = 5
+        #expect(AddressDiscoveryMessage(decoding: badFamily) == nil)
+        #expect(AddressDiscoveryMessage(decoding: NATSeed.bytes) == nil)
+
+        var random = SplitMix64(seed: 0xD15C)
+        for round in 0..<20_000 {
+            // Mutations of valid datagrams, and plain noise of any length up to 100 bytes.
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = round % 4 == 0 ? request : answer
+                for _ in 0..<Int.random(in: 1...3, using: &random) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
+                }
+            } else {
+                bytes = (0..<Int.random(in: 0...100, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            }
+            if let decoded = AddressDiscoveryMessage(decoding: bytes) {
+                // Whatever is accepted re-encodes to the same bytes (nothing is ignored).
+                #expect(decoded.bytes == bytes, "round \(round)")
+            }
+        }
+    }
+}
