@@ -79,7 +79,9 @@ struct DemoCommand: AsyncParsableCommand {
         try writeDemoFile(file, bytes: size << 20)
         step("alice sends \(file.lastPathComponent) (\(size) MiB) over each method")
         var rows: [(method: String, bytes: Int64, seconds: Double, verified: Bool, note: String)] = []
-        for (label, policy) in [("tcp", Q2QMethodPolicy.tcp), ("relay", Q2QMethodPolicy.relay)] {
+        let methods: [(String, Q2QMethodPolicy)] = [("tcp", .tcp), ("ptcp", Q2QMethodPolicy("ptcp")!),
+                                                     ("rptcp", Q2QMethodPolicy("rptcp")!), ("relay", .relay)]
+        for (label, policy) in methods {
             do {
                 let stream = try await nodes[alice]!.connect(from: alice, to: bob, service: FileTransferMessage.service, methods: policy)
                 let summary = try await FileSender.send([file], over: stream)

@@ -73,7 +73,22 @@ func splice(_ a: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ b: NIOAsyncChannel<B
                 }
                 try await group.waitForAll()
             }
+            // Closing a socket drops what it has not sent yet; when the peer's end came
+            // first, TLS closes at once without waiting for the peer. So both sides
+            // first send what they hold.
+            await drainOutput(of: a.channel)
+            await drainOutput(of: b.channel)
         }
+    }
+}
+
+/// Waits (up to `limit`) until `channel` has handed everything written to the kernel.
+/// Channels without the option (relayed, PTCP) keep their writes through a close.
+func drainOutput(of channel: any Channel, limit: Duration = .seconds(30)) async {
+    let deadline = ContinuousClock.now + limit
+    while channel.isActive, ContinuousClock.now < deadline,
+          let held = try? await channel.getOption(ChannelOptions.bufferedWritableBytes).get(), held > 0 {
+        try? await Task.sleep(for: .milliseconds(5))
     }
 }
 

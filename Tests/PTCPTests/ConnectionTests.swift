@@ -154,3 +154,86 @@ struct ConnectionTests {
         #expect(syns >= 3 && syns <= 6, "\(syns) SYNs with backoff")
     }
 }
+
+@Suite("PTCP early data")
+struct EarlyDataTests {
+    @Test("a client's first bytes ride in its padded SYN and are readable before the handshake ends")
+    func earlyDataInTheSYN() throws {
+        let now = PTCPInstant(nanoseconds: 1_000_000_000)
+        var client = PTCPConnection(connectingWith: 0xC1, now: now)
+        let hello = (0..<700).map { UInt8(truncatingIfNeeded: $0) }
+        client.write(hello)
+        let first = client.poll(now: now)
+        let syn = try #require(first)
+        #expect(syn.count == client.configuration.maximumDatagramSize, "padded to a full datagram")
+        let packet = try PTCPPacket(decoding: syn)
+        #expect(packet.flags.contains(.syn) && packet.data?.offset == 0 && packet.data?.bytes == hello)
+        var server = try PTCPConnection(accepting: syn, localID: 0x5E, now: now)
+        #expect(!server.isEstablished)
+        #expect(server.nextEvent() == .readable)
+        #expect(server.read(maximum: 10_000) == hello)
+
+        // The server answers before the client's next packet, within 3× what it received.
+        server.write([UInt8](repeating: 9, count: 20_000))
+        var answered = 0
+        var datagrams: [[UInt8]] = []
+        while let datagram = server.poll(now: now) {
+            answered += datagram.count
+            datagrams.append(datagram)
+        }
+        #expect(answered <= 3 * syn.count)
+        #expect(answered > 2 * syn.count, "a TLS server flight fits")
+        #expect(try PTCPPacket(decoding: datagrams[0]).flags.contains(.syn), "the SYN-ACK goes first")
+
+        for datagram in datagrams { client.receive(datagram, now: now) }
+        #expect(client.isEstablished)
+        var read: [UInt8] = []
+        while let bytes = client.read(maximum: 100_000) { read += bytes }
+        #expect(read.allSatisfy { $0 == 9 } && !read.isEmpty)
+        // Once the client speaks, the limit is gone and the rest follows.
+        var later = now
+        var total = read.count
+        for _ in 0..<200 where total < 20_000 {
+            later = later + .milliseconds(5)
+            client.handleTimeout(now: later)
+            server.handleTimeout(now: later)
+            while let datagram = client.poll(now: later) { server.receive(datagram, now: later) }
+            while let datagram = server.poll(now: later) { client.receive(datagram, now: later) }
+            while let bytes = client.read(maximum: 100_000) { total += bytes.count }
+        }
+        #expect(server.isEstablished)
+        #expect(total == 20_000)
+    }
+
+    @Test("a lost SYN is resent with the same early data; the acceptor reads it once")
+    func lostSYN() throws {
+        var configuration = PTCPConfiguration()
+        configuration.initialRetransmissionTimeout = .milliseconds(250)
+        var now = PTCPInstant(nanoseconds: 1_000_000_000)
+        var client = PTCPConnection(connectingWith: 0xC1, configuration: configuration, now: now)
+        client.write(Array("first flight".utf8))
+        #expect(client.poll(now: now) != nil)   // lost
+        now = now + .milliseconds(260)
+        client.handleTimeout(now: now)
+        let resent = client.poll(now: now)
+        let again = try #require(resent)
+        #expect(try PTCPPacket(decoding: again).data?.bytes == Array("first flight".utf8))
+        var server = try PTCPConnection(accepting: again, localID: 0x5E, configuration: configuration, now: now)
+        server.receive(again, now: now)   // a duplicate copy
+        var read: [UInt8] = []
+        while let bytes = server.read(maximum: 100) { read += bytes }
+        #expect(read == Array("first flight".utf8))
+    }
+
+    @Test("padding is zeros, and only in a SYN")
+    func padding() throws {
+        var syn = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: 1, initialMaxData: 100), padding: 50).encoded()
+        #expect(try PTCPPacket(decoding: syn).padding == 50)
+        syn[syn.count - 1] = 1
+        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: syn) }
+        var data = PTCPPacket(destinationID: 1, packetNumber: 1, data: .init(offset: 0, bytes: [1])).encoded()
+        data += [0, 0]
+        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: data) }
+        #expect(PTCPPacket(destinationID: 1, packetNumber: 1, padding: 9).padding == 0, "no padding without a handshake")
+    }
+}

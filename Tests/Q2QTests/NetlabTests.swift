@@ -47,7 +47,10 @@ struct NetlabTests {
     /// A presence server on the lab's public server, alice at site A and bob at site B
     /// (registered there, through their NATs), bob serving "echo"; returns what
     /// `vertex connect -v` said and whether the bytes came back.
-    static func connectAcross(natA: String, natB: String) async throws -> (stderr: String, echoed: Bool) {
+    /// With `blockUDPAt`, UDP is blocked at that site for the first connection, then
+    /// unblocked for a second one, whose result is returned too.
+    static func connectAcross(natA: String, natB: String, blockUDPAt site: String? = nil) async throws
+        -> (stderr: String, echoed: Bool, afterUnblock: (stderr: String, echoed: Bool)?) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-netlab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -77,14 +80,25 @@ struct NetlabTests {
                                                 "--home", path("home-bob"), "-v"], log: directory.appendingPathComponent("serve.log"))
             #expect(await serve.nextLine()?.hasPrefix("serving bob@example.test/echo") == true)
 
-            let text = "across the NATs \(UUID().uuidString)\n"
-            let run = try await lab.vertex(on: "a", ["connect", "alice@example.test", "bob@example.test/echo", "-v", "--home", path("home-alice")],
-                                           input: text)
+            if let site {
+                let blocked = try await lab.netlab(["block", site, "udp"])
+                #expect(blocked.status == 0, "\(blocked.stderr)")
+            }
+            // 150 KB: enough to cross the path in many datagrams or relay boxes.
+            let text = (0..<4_000).map { _ in UUID().uuidString }.joined(separator: "\n") + "\n"
+            let connect = ["connect", "alice@example.test", "bob@example.test/echo", "-v", "--home", path("home-alice")]
+            let run = try await lab.vertex(on: "a", connect, input: text)
+            var second: ChildProcess.Run?
+            if let site {
+                let unblocked = try await lab.netlab(["unblock", site, "udp"])
+                #expect(unblocked.status == 0, "\(unblocked.stderr)")
+                second = try await lab.vertex(on: "a", connect, input: text)
+            }
             await serve.stop()
             await echo.stop()
             await server.stop()
             #expect(run.status == 0, "\(run.stderr)")
-            return (run.stderr, run.stdout == text)
+            return (run.stderr, run.stdout == text, second.map { ($0.stderr, $0.stdout == text) })
         }
     }
 
@@ -102,17 +116,37 @@ struct NetlabTests {
             c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
         """
 
-    @Test("both sites behind symmetric NATs: the relay carries the stream")
-    func symmetricNATsUseTheRelay() async throws {
-        let (stderr, echoed) = try await Self.connectAcross(natA: "symmetric", natB: "symmetric")
-        #expect(echoed)
-        #expect(stderr.contains("by virtual"), "\(stderr)")
+    /// What wins for alice at site A connecting to bob at site B, by NAT type. Without
+    /// a symmetric NAT the path is direct: tcp when bob is on the public side (or ptcp,
+    /// which starts at the same time), ptcp by hole punching when bob is behind a cone
+    /// NAT. A symmetric NAT at bob's site maps his SYNs to a new port per destination:
+    /// only a public alice can take them (rptcp, bob connecting back). A symmetric NAT
+    /// facing a cone NAT defeats punching (the cone side filters the unknown port):
+    /// the relay carries those.
+    static let expectations: [(a: String, b: String, methods: Set<String>)] = [
+        ("none", "none", ["tcp", "ptcp"]), ("none", "cone", ["ptcp"]), ("none", "symmetric", ["rptcp"]),
+        ("cone", "none", ["tcp", "ptcp"]), ("cone", "cone", ["ptcp"]), ("cone", "symmetric", ["virtual"]),
+        ("symmetric", "none", ["tcp", "ptcp"]), ("symmetric", "cone", ["virtual"]), ("symmetric", "symmetric", ["virtual"]),
+    ]
+
+    @Test("every pair of NAT types connects, byte-exact over end-to-end TLS, by the expected method",
+          arguments: 0..<9)
+    func matrix(index: Int) async throws {
+        let (a, b, methods) = Self.expectations[index]
+        let (stderr, echoed, _) = try await Self.connectAcross(natA: a, natB: b)
+        #expect(echoed, "A \(a), B \(b)")
+        // "connected to bob@example.test/echo by ptcp@192.0.2.10:41000": the method's name.
+        let line = stderr.split(separator: "\n").first { $0.hasPrefix("connected to ") }
+        let method = line?.components(separatedBy: " by ").last?.split(separator: "@").first.map(String.init)
+        #expect(method.map(methods.contains) == true, "A \(a), B \(b): \(stderr)")
     }
 
-    @Test("a listener on the public side is reached directly: tcp wins")
-    func publicListenerUsesTCP() async throws {
-        let (stderr, echoed) = try await Self.connectAcross(natA: "cone", natB: "none")
+    @Test("UDP blocked at alice's site: the relay connects cone to cone; unblocked, the next connection is direct")
+    func udpBlocked() async throws {
+        let (stderr, echoed, after) = try await Self.connectAcross(natA: "cone", natB: "cone", blockUDPAt: "a")
         #expect(echoed)
-        #expect(stderr.contains("by tcp@192.0.2.10:"), "\(stderr)")
+        #expect(stderr.contains("by virtual"), "\(stderr)")
+        #expect(after?.echoed == true)
+        #expect(after?.stderr.contains("by ptcp@") == true, "\(after?.stderr ?? "")")
     }
 }

@@ -85,13 +85,14 @@ struct RelayTests {
         }
     }
 
-    @Test("auto: a listener whose tcp port cannot be reached is reached by the relay")
+    @Test("auto: a listener whose tcp port cannot be reached (and no UDP) is reached by the relay")
     func relayWhenTCPBlocked() async throws {
         try await withDomain { domain in
             let aliceNode = try await makeNode("alice@example.test", in: domain)
-            // bob publishes 127.0.0.2, where nothing listens: as if a firewall refused it.
+            // bob publishes 127.0.0.2, where nothing listens: as if a firewall refused it;
+            // and offers no PTCP paths, as if UDP were blocked.
             let bobNode = try await makeNode("bob@example.test", in: domain,
-                                             configuration: .init(listenHost: "127.0.0.1", publishedHosts: ["127.0.0.2"]))
+                                             configuration: .init(listenHost: "127.0.0.1", publishedHosts: ["127.0.0.2"], udpEnabled: false))
             let listener = try await bobNode.listen(as: Self.bob, service: "echo")
             let echoing = echo(listener)
             let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")

@@ -76,7 +76,7 @@ struct UDPPathTests {
         }
     }
 
-    @Test("bind-udp is refused for another caller's address, and by a listener that made the caller no offer")
+    @Test("bind-udp is refused for another caller's address, by a listener that made the caller no offer, and twice for one offer")
     func bindUDPRefusals() async throws {
         try await withDomain { domain in
             let aliceNode = try await makeNode("alice@example.test", in: domain)
@@ -97,6 +97,13 @@ struct UDPPathTests {
                                                         from: HostPort(host: "127.0.0.1", port: bobUDP), to: target))
             }
             #expect(unasked?.code == "ConnectionError")
+            // One offer allows one connect-back.
+            _ = try await link.call(Inbound.self, .init(from: Self.alice, to: Self.bob, service: "echo"))
+            let bindUDP = BindUDP.Arguments(service: "echo", listener: Self.bob, caller: Self.alice,
+                                            from: HostPort(host: "127.0.0.1", port: bobUDP), to: target)
+            _ = try await link.call(BindUDP.self, bindUDP)
+            let again = await #expect(throws: ConnectionError.self) { try await link.call(BindUDP.self, bindUDP) }
+            #expect(again?.code == "ConnectionError")
             await listener.close()
             await aliceNode.shutdown()
             await bobNode.shutdown()

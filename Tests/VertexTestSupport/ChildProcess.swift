@@ -102,15 +102,20 @@ public final class ChildProcess: @unchecked Sendable {
         let errors = Pipe()
         process.standardOutput = output
         process.standardError = errors
-        if let input {
-            let inputPipe = Pipe()
-            process.standardInput = inputPipe
-            inputPipe.fileHandleForWriting.write(Data(input.utf8))
-            try inputPipe.fileHandleForWriting.close()
-        } else {
-            process.standardInput = FileHandle.nullDevice
-        }
+        let inputPipe = input.map { _ in Pipe() }
+        process.standardInput = inputPipe ?? FileHandle.nullDevice
         let exited = try launch(process)
+        if let input, let writer = inputPipe?.fileHandleForWriting {
+            // Written from a thread of its own while the output is read: an input larger
+            // than a pipe's buffer would otherwise block until the child read it, and the
+            // child would block writing output that nobody reads yet. A child that exits
+            // before reading it all must not kill the tests with SIGPIPE.
+            _ = Glibc.signal(SIGPIPE, SIG_IGN)
+            Thread.detachNewThread {
+                try? writer.write(contentsOf: Data(input.utf8))
+                try? writer.close()
+            }
+        }
         async let out = onOwnThread { output.fileHandleForReading.readDataToEndOfFile() }
         async let err = onOwnThread { errors.fileHandleForReading.readDataToEndOfFile() }
         let (stdout, stderr) = await (out, err)

@@ -177,9 +177,17 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
     var peerConnectionID: UInt64 { core.peerID }
 
     /// The pipeline is set up: the channel counts as registered (it is unregistered on
-    /// close), and the handshake starts or answers.
+    /// close), and the handshake starts or answers. It is active from the start, before
+    /// the handshake completes: what a client writes at once rides in its SYN (early
+    /// data), and an acceptor can answer it before the client's next packet.
+    /// ``established`` says when the handshake is done.
     func start() {
         pipeline.fireChannelRegistered()
+        if !channelClosed {
+            active.store(true, ordering: .relaxed)
+            pipeline.fireChannelActive()
+            if autoRead { pipeline.read() }
+        }
         pump()
     }
 
@@ -204,10 +212,7 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
             switch event {
             case .connected:
                 guard !channelClosed else { break }
-                active.store(true, ordering: .relaxed)
-                pipeline.fireChannelActive()
                 resolveEstablished(nil)
-                if autoRead { pipeline.read() }
             case .readable:
                 if readRequested { scheduleReadDelivery() }
             case .peerFinished:

@@ -133,16 +133,25 @@ public struct PTCPConnection: Sendable {
     }
 
     /// Accepts a SYN already decoded (as the endpoint decodes it to find its source id).
+    /// Early data in the SYN (from stream offset 0) is readable at once.
     public init(accepting packet: PTCPPacket, localID: UInt64, configuration: PTCPConfiguration = .init(),
                 now: PTCPInstant) throws(PTCPConnectionError) {
-        guard let handshake = packet.handshake, !packet.flags.contains(.ack), packet.destinationID == 0, handshake.sourceID != 0 else {
+        guard let handshake = packet.handshake, !packet.flags.contains(.ack), packet.destinationID == 0, handshake.sourceID != 0,
+              !packet.flags.contains(.fin) else {
             throw .protocolViolation("not a connection request")
+        }
+        if let data = packet.data, data.offset != 0 || data.bytes.count > configuration.receiveWindow {
+            throw .protocolViolation("early data must start the stream and fit the window")
         }
         self.init(role: .server, localID: localID, peerID: handshake.sourceID, peerMaxData: handshake.initialMaxData,
                   configuration: configuration, now: now)
         state = .accepting
         statistics.packetsReceived = 1
+        statistics.bytesReceived = packet.encodedSize
         recordReceived(packet, now: now)
+        if let data = packet.data, receiveStream.insert(offset: 0, bytes: data.bytes), receiveStream.readableBytes > 0 {
+            events.append(.readable)
+        }
     }
 
     private init(role: Role, localID: UInt64, peerID: UInt64, peerMaxData: UInt64, configuration: PTCPConfiguration, now: PTCPInstant) {
@@ -559,7 +568,7 @@ public struct PTCPConnection: Sendable {
     private var hasNewData: Bool { sentOffset < sendStream.endOffset }
 
     private var wantsToSend: Bool {
-        guard state == .established else { return false }
+        guard state == .established || state == .accepting else { return false }
         return !retransmissions.isEmpty || (hasNewData && sentOffset < peerMaxData) || (finPending && sentOffset == finOffset)
     }
 
@@ -571,8 +580,18 @@ public struct PTCPConnection: Sendable {
         switch state {
         case .closed:
             return resetNeeded ? resetDatagram() : nil
-        case .connecting, .accepting:
+        case .connecting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
+            return ackNow ? acknowledgementDatagram(now: now) : nil
+        case .accepting:
+            if handshakeNeeded { return handshakeDatagram(now: now) }
+            // Answers to early data may go before the client's address is proven, up to
+            // three times what it sent (as QUIC limits a server): a forged SYN cannot
+            // turn this endpoint into an amplifier.
+            if wantsToSend, statistics.bytesSent + configuration.maximumDatagramSize <= 3 * statistics.bytesReceived,
+               let datagram = dataDatagram(now: now) {
+                return datagram
+            }
             return ackNow ? acknowledgementDatagram(now: now) : nil
         case .established:
             break
@@ -607,11 +626,26 @@ public struct PTCPConnection: Sendable {
 
     private mutating func handshakeDatagram(now: PTCPInstant) -> [UInt8] {
         handshakeNeeded = false
-        // The SYN-ACK always acknowledges the SYN: that is how the client knows it.
-        if role == .server { ackPending = true }
         let handshake = PTCPPacket.Handshake(sourceID: localID, initialMaxData: advertisedMaxData)
-        let destination = role == .client ? 0 : peerID
-        return finishPacket(PTCPPacket(destinationID: destination, packetNumber: 0, handshake: handshake), now: now)
+        guard role == .client else {
+            // The SYN-ACK always acknowledges the SYN: that is how the client knows it.
+            ackPending = true
+            return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0, handshake: handshake), now: now)
+        }
+        // The SYN carries what was written before it, up to a datagram (early data: the
+        // first flight of TLS travels with it, saving a round trip), and is padded to a
+        // full datagram. Every copy of the SYN carries the same bytes from offset 0.
+        var packet = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: handshake)
+        let room = UInt64(configuration.maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.handshakeSize
+                          - PTCPPacket.StreamData.overhead)
+        let early = 0..<min(sendStream.endOffset, room)
+        if !early.isEmpty {
+            packet.data = PTCPPacket.StreamData(offset: 0, bytes: sendStream.bytes(in: early))
+            packet.flags.insert(.data)
+            sentOffset = max(sentOffset, early.upperBound)
+        }
+        packet.padding = configuration.maximumDatagramSize - packet.encodedSize
+        return finishPacket(packet, now: now, stream: early.isEmpty ? nil : early)
     }
 
     private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {

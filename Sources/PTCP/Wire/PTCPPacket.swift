@@ -78,9 +78,14 @@ public struct PTCPPacket: Equatable, Sendable {
     public var handshake: Handshake?
     public var acknowledgement: Acknowledgement?
     public var data: StreamData?
+    /// Zero bytes after the parts, in a SYN only: a client pads its SYN to a full
+    /// datagram, so that the path's MTU is proven before any data depends on it and so
+    /// that the acceptor may answer early data with up to three times as much.
+    public var padding: Int
 
     public init(flags: Flags = [], destinationID: UInt64, packetNumber: UInt64,
-                handshake: Handshake? = nil, acknowledgement: Acknowledgement? = nil, data: StreamData? = nil) {
+                handshake: Handshake? = nil, acknowledgement: Acknowledgement? = nil, data: StreamData? = nil,
+                padding: Int = 0) {
         var flags = flags
         if handshake != nil { flags.insert(.syn) }
         if acknowledgement != nil { flags.insert(.ack) }
@@ -91,6 +96,7 @@ public struct PTCPPacket: Equatable, Sendable {
         self.handshake = handshake
         self.acknowledgement = acknowledgement
         self.data = data
+        self.padding = handshake == nil ? 0 : max(0, padding)
     }
 
     /// Whether the receiver must acknowledge this packet (pure acknowledgements are not
@@ -101,7 +107,7 @@ public struct PTCPPacket: Equatable, Sendable {
 
     public var encodedSize: Int {
         Self.headerSize + (handshake == nil ? 0 : Self.handshakeSize) + (acknowledgement?.encodedSize ?? 0)
-            + (data.map { StreamData.overhead + $0.bytes.count } ?? 0)
+            + (data.map { StreamData.overhead + $0.bytes.count } ?? 0) + padding
     }
 
     public func encode(into out: inout [UInt8]) {
@@ -128,6 +134,7 @@ public struct PTCPPacket: Equatable, Sendable {
             out.appendBigEndian(UInt16(data.bytes.count))
             out.append(contentsOf: data.bytes)
         }
+        if padding > 0 { out.append(contentsOf: repeatElement(0, count: padding)) }
     }
 
     public func encoded() -> [UInt8] {
@@ -182,6 +189,12 @@ public struct PTCPPacket: Equatable, Sendable {
             let length = Int(try reader.uint16())
             guard offset < 1 << 62 else { throw .malformed("stream offset out of range") }
             data = StreamData(offset: offset, bytes: try reader.bytes(length))
+        }
+        padding = 0
+        if handshake != nil, !reader.isAtEnd {
+            let rest = try reader.bytes(reader.remaining)
+            guard rest.allSatisfy({ $0 == 0 }) else { throw .malformed("\(rest.count) bytes after the packet") }
+            padding = rest.count
         }
         guard reader.isAtEnd else { throw .malformed("\(reader.remaining) bytes after the packet") }
     }

@@ -18,6 +18,7 @@ enum DirectPaths {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(TCPGracefulClose())
                     try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
                 }
             }
@@ -38,7 +39,9 @@ enum DirectPaths {
                 .connectTimeout(connectTimeout)
                 .channelInitializer { channel in
                     connecting.withLockedValue { $0 = channel }
-                    return channel.eventLoop.makeSucceededVoidFuture()
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(TCPGracefulClose())
+                    }
                 }
                 .connect(host: address.host, port: address.port).get()
             try Task.checkCancellation()
@@ -46,6 +49,48 @@ enum DirectPaths {
                                                  listenerID: listenerID, service: service, method: .tcp(address), logger: logger)
         } onCancel: {
             connecting.withLockedValue { $0 }?.close(promise: nil)
+        }
+    }
+}
+
+/// Sits below TLS on a `tcp@` path and makes its ends graceful:
+/// - a half-close of our output goes out as TLS's close_notify only, and TCP's FIN waits
+///   for the full close: a peer whose reading is paused (backpressure) would otherwise
+///   see TCP's end of input before it has decrypted the close_notify queued ahead of it,
+///   and NIOSSL would report an unclean shutdown;
+/// - a full close first lets what is queued reach the kernel (a socket's close drops
+///   it): NIOSSL closes at once when the peer's close_notify came first, which would
+///   cut off the tail of a stream still being written.
+/// Virtual and PTCP channels already keep their writes through a close.
+final class TCPGracefulClose: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = ByteBuffer
+
+    /// Longest a close waits for queued bytes (a peer that stopped reading).
+    static let drainLimit: TimeAmount = .seconds(10)
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        switch mode {
+        case .output:
+            promise?.succeed()
+        case .input:
+            context.close(mode: .input, promise: promise)
+        case .all:
+            // Write promises complete in order: this one, once everything before it is out.
+            let drained = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: drained)
+            let loop = context.eventLoop.assumeIsolated()
+            var closed = false
+            let closeNow = {
+                guard !closed else { return }
+                closed = true
+                context.close(mode: .all, promise: promise)
+            }
+            let timeout = loop.scheduleTask(in: Self.drainLimit) { closeNow() }
+            drained.futureResult.assumeIsolated().whenComplete { _ in
+                timeout.cancel()
+                closeNow()
+            }
         }
     }
 }

@@ -47,7 +47,9 @@ enum PathHandshake {
             return Q2QStream(channel: try await handoff.futureResult.get(), local: identity.address, peer: peer,
                              service: service, method: method)
         } catch {
-            try? await channel.close()
+            // Not awaited: a TLS close waits up to 5 s for the peer's close_notify, and
+            // a losing attempt must not hold up the race that beat it.
+            channel.close(promise: nil)
             throw error
         }
     }

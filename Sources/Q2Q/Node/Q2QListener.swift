@@ -20,6 +20,15 @@ public final class Q2QListener: Sendable {
     private let continuation: AsyncStream<Q2QStream>.Continuation
     private let state = Mutex(State())
 
+    /// An id handed out in an `inbound` answer.
+    private struct Offer {
+        var from: Q2QAddress
+        var expires: Date
+        /// Each offer allows one `bind-udp` connect-back, so that a caller cannot aim
+        /// many of our SYNs at somebody else with one `inbound`.
+        var mayConnectBack = true
+    }
+
     private struct State {
         var acceptor: (any Channel)?
         var supervisor: Task<Void, Never>?
@@ -29,7 +38,7 @@ public final class Q2QListener: Sendable {
         var mapping: HostPort?
         var mapper: Task<Void, Never>?
         /// Listener ids handed out in `inbound` answers: who may claim each, until when.
-        var pending: [String: (from: Q2QAddress, expires: Date)] = [:]
+        var pending: [String: Offer] = [:]
         var closed = false
     }
 
@@ -75,9 +84,15 @@ public final class Q2QListener: Sendable {
         }
     }
 
-    /// Whether we handed `address` an id that has not expired.
-    func hasOffered(to address: Q2QAddress, now: Date = Date()) -> Bool {
-        state.withLock { $0.pending.values.contains { $0.from == address && $0.expires > now } }
+    /// Takes the connect-back allowance of an unexpired offer we made to `address`;
+    /// `false` when there is none left.
+    func takeConnectBack(for address: Q2QAddress, now: Date = Date()) -> Bool {
+        state.withLock { state in
+            guard let id = state.pending.first(where: { $0.value.from == address && $0.value.expires > now && $0.value.mayConnectBack })?.key
+            else { return false }
+            state.pending[id]?.mayConnectBack = false
+            return true
+        }
     }
 
     private let tls = Mutex<NIOSSLContext?>(nil)
@@ -110,7 +125,7 @@ public final class Q2QListener: Sendable {
         let expires = now + Self.claimLifetime
         let (udp, mapping) = state.withLock { state in
             state.pending = state.pending.filter { $0.value.expires > now }
-            state.pending[id] = (from, expires)
+            state.pending[id] = Offer(from: from, expires: expires)
             return (state.udp, state.mapping)
         }
         var methods: [Q2QMethod] = hosts.map { .tcp(HostPort(host: $0, port: port)) }

@@ -424,7 +424,8 @@ public final class Q2QNode: Sendable {
             let offered = offers.flatMap(\.methods).map(\.description).joined(separator: ", ")
             throw Q2QNodeError("\(to) offers no method this connection may use (offered: \(offered))")
         }
-        let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in try? await late.channel.channel.close() }
+        // A late success is closed without waiting for TLS's close_notify.
+        let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
         do {
             let (stream, _) = try await racer.race(attempts)
             logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])

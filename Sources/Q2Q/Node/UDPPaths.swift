@@ -11,8 +11,10 @@ import Synchronization
 final class NodeUDP: Sendable {
     private let port = Mutex<Task<UDPPort?, Never>?>(nil)
     private let mappings = Mutex<[HostPort: (discovery: Task<HostPort?, Never>, started: ContinuousClock.Instant)]>([:])
-    /// A mapping is asked for again after this long; a failure too (UDP may come back).
+    /// A mapping is asked for again after this long; a failed discovery sooner, so that
+    /// new connections go direct soon after UDP comes back.
     static let mappingLifetime: Duration = .seconds(60)
+    static let failureLifetime: Duration = .seconds(5)
 
     /// The port, bound on first use; `nil` when it cannot be bound.
     func outgoingPort(host: String, group: any EventLoopGroup, logger: Logger) async -> UDPPort? {
@@ -33,18 +35,25 @@ final class NodeUDP: Sendable {
     }
 
     /// Finding our public address as `server` sees `port` (cached: the task of a
-    /// discovery made in the last `mappingLifetime`, answered or not). Callers wait on
-    /// it only briefly, so that blocked UDP never stalls them, and a late answer still
-    /// serves the next caller.
+    /// discovery started in the last `mappingLifetime`, unless it failed more than
+    /// `failureLifetime` ago). Callers wait on it only briefly, so that blocked UDP never
+    /// stalls them, and a late answer still serves the next caller.
     func discovery(of port: UDPPort, via server: HostPort) -> Task<HostPort?, Never> {
         let now = ContinuousClock.now
-        return mappings.withLock { mappings in
-            if let known = mappings[server], now - known.started < Self.mappingLifetime { return known.discovery }
+        return mappings.withLock { known in
+            if let entry = known[server], now - entry.started < Self.mappingLifetime { return entry.discovery }
             let discovery = Task { () -> HostPort? in
                 guard let address = try? server.socketAddress() else { return nil }
                 return await port.discoverMapping(via: address)
             }
-            mappings[server] = (discovery, now)
+            known[server] = (discovery, now)
+            Task { [self] in
+                guard await discovery.value == nil else { return }
+                try? await Task.sleep(for: Self.failureLifetime)
+                mappings.withLock { mappings in
+                    if mappings[server]?.discovery == discovery { mappings[server] = nil }
+                }
+            }
             return discovery
         }
     }
@@ -114,13 +123,14 @@ extension Q2QNode {
     }
 
     /// `bind-udp` passed on by our presence server: when the listener it names has the
-    /// UDP port it names and recently offered itself to the caller, connect back.
+    /// UDP port it names and recently offered itself to the caller (one connect-back per
+    /// offer), connect back.
     func answerBindUDP(_ arguments: BindUDP.Arguments, listener: Q2QListener?) throws -> AMPEmpty {
-        guard let listener, let port = listener.udpPort, listener.hasOffered(to: arguments.q2qdst) else {
-            throw ConnectionError.connectionError("no listener here offered \(arguments.q2qdst) a UDP path")
+        guard let listener, let port = listener.udpPort, listener.owns(udp: arguments.udpsrc) else {
+            throw ConnectionError.connectionError("UDP port \(arguments.udpsrc) is not a listener's here")
         }
-        guard listener.owns(udp: arguments.udpsrc) else {
-            throw ConnectionError.connectionError("UDP port \(arguments.udpsrc) is not this listener's")
+        guard listener.takeConnectBack(for: arguments.q2qdst) else {
+            throw ConnectionError.connectionError("no listener here has an unused offer to \(arguments.q2qdst)")
         }
         let destination = try arguments.udpdst.socketAddress()
         let tls = try listener.tlsContext()

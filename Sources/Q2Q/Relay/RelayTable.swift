@@ -32,6 +32,12 @@ final class RelayTable: Sendable {
     static let maximumWindow = 8 * 1024 * 1024
 
     private let routes = Mutex<[End: Route]>([:])
+    /// `close`s for channels not spliced yet: a node that gives up on a channel at once
+    /// sends `close` right behind `virtual`, and `close` is handled before the `virtual`
+    /// (which waits for the other node) has spliced anything. Ids are never reused on a
+    /// connection, so a remembered close can only mean that channel. Bounded.
+    private let closedEarly = Mutex<Set<End>>([])
+    static let maximumEarlyCloses = 4096
     /// Listener ids offered in `inbound` answers → the connection of the node that offered them.
     private let offers = Mutex<[String: (connection: AMPConnection, expires: Date)]>([:])
     /// Sees every body forwarded (tests use it to check that only ciphertext passes).
@@ -62,6 +68,7 @@ final class RelayTable: Sendable {
     func splice(_ a: AMPConnection, _ aID: Int, window aWindow: Int, with b: AMPConnection, _ bID: Int) -> Bool {
         let endA = End(connection: ObjectIdentifier(a), id: aID)
         let endB = End(connection: ObjectIdentifier(b), id: bID)
+        if closedEarly.withLock({ $0.remove(endA) != nil }) { return false }
         return routes.withLock { routes in
             guard routes[endA] == nil, routes[endB] == nil else { return false }
             routes[endA] = Route(to: b, toID: bID, credit: SendCredit(initial: 0))
@@ -164,7 +171,12 @@ final class RelayTable: Sendable {
             guard let route = routes.removeValue(forKey: end) else { return nil }
             routes[End(connection: ObjectIdentifier(route.to), id: route.toID)] = nil
             return route
-        }) else { return }
+        }) else {
+            closedEarly.withLock { early in
+                if early.count < Self.maximumEarlyCloses { early.insert(end) }
+            }
+            return
+        }
         let other = route.to
         Task { _ = try? await other.call(Close.self, .init(id: route.toID)) }
     }
@@ -172,6 +184,7 @@ final class RelayTable: Sendable {
     /// A node's connection closed: close every channel spliced to it.
     func connectionClosed(_ connection: AMPConnection) {
         let id = ObjectIdentifier(connection)
+        closedEarly.withLock { early in early = early.filter { $0.connection != id } }
         let orphans: [(AMPConnection, Int)] = routes.withLock { routes in
             var orphans: [(AMPConnection, Int)] = []
             for (end, route) in routes where end.connection == id {

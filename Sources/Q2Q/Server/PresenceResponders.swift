@@ -289,7 +289,7 @@ extension PresenceServer {
             return next
         }
         guard relay.splice(caller, arguments.id, window: towardsCaller, with: target, targetID) else {
-            throw ConnectionError.notFound("virtual channel id \(arguments.id) is in use")
+            throw ConnectionError.notFound("virtual channel id \(arguments.id) is in use, or was closed before it opened")
         }
         let towardsTarget: Int
         do {
