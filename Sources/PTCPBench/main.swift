@@ -12,6 +12,9 @@ import PTCPSimulator
 //     accept PTCP connections (TLS 1.3 on top when given), check the pattern, report
 // ptcp-bench send   --to HOST:PORT (--seconds S | --bytes N) [--tls-trust PEM]
 //     send zeros for S seconds, or N bytes of the checked pattern; prints "goodput_mbit=…"
+// ptcp-bench punch  --port P --peer HOST:PORT [--bytes N]
+//     simultaneous open: listen on P and connect to the peer at once (the peer does the
+//     same), send N pattern bytes out, check N coming in; exits 0 when both arrived
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
@@ -34,7 +37,12 @@ final class Sink: ChannelInboundHandler, @unchecked Sendable {
     private var reported = false
     private var start = ContinuousClock.now
     let check: Bool
-    init(check: Bool) { self.check = check }
+    /// Told once, with whether the pattern held, when the stream ends.
+    let onReport: (@Sendable (Bool) -> Void)?
+    init(check: Bool, onReport: (@Sendable (Bool) -> Void)? = nil) {
+        self.check = check
+        self.onReport = onReport
+    }
     func channelActive(context: ChannelHandlerContext) { start = .now }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
@@ -54,6 +62,7 @@ final class Sink: ChannelInboundHandler, @unchecked Sendable {
             let elapsed = (ContinuousClock.now - start).seconds
             let pattern = !check ? "not checked" : patternBroken == 0 ? "pattern ok" : "pattern differs in \(patternBroken) bytes"
             say(String(format: "received %d bytes in %.2f s: %.1f Mbit/s; ", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6) + pattern)
+            onReport?(patternBroken == 0)
             context.close(promise: nil)
         }
     }
@@ -134,10 +143,14 @@ let usage = """
     usage: ptcp-bench core [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--seed N] [--cc bbr|newreno]
            ptcp-bench sink --port P [--host H] [--check] [--tls-certificate PEM --tls-key PEM] [--cc …]
            ptcp-bench send --to HOST:PORT (--seconds S | --bytes N) [--tls-trust PEM] [--cc …]
+           ptcp-bench punch --port P --peer HOST:PORT [--bytes N]
     core: the sans-I/O PTCP core over a simulated link (goodput, and the core's own speed).
     sink: accept PTCP connections (TLS 1.3 on top with a certificate), count (and with
           --check verify) what arrives, print a line per connection.
     send: connect and send zeros for S seconds, or N bytes of the pattern sink --check verifies.
+    punch: simultaneous open through NATs, no rendezvous: both peers run it at once, each
+          listening on P and connecting to the other; each sends N pattern bytes (default
+          1 MB) and checks what comes in. Exits 0 when both directions arrived intact.
     """
 
 switch arguments.first {
@@ -161,6 +174,38 @@ case "sink":
     }
     say("listening on \(endpoint.localAddress)")
     for await _ in endpoint.incoming {}
+case "punch":
+    guard let peer = option("--peer"), let colon = peer.lastIndex(of: ":"), let peerPort = Int(peer[peer.index(after: colon)...]) else {
+        fail("punch: --peer HOST:PORT is required")
+    }
+    let bytes = Int(number("--bytes", 1_000_000))
+    var punching = configuration
+    punching.initialRetransmissionTimeout = .milliseconds(250)   // the first SYNs meet closed NATs
+    let received = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Bool.self)
+    let endpoint = try await PTCPEndpoint.bind(host: "0.0.0.0", port: Int(number("--port", 9000)), configuration: punching) { channel in
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(Sink(check: true) { intact in received.succeed(intact) })
+        }
+    }
+    let start = ContinuousClock.now
+    let sent = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
+    do {
+        let address = try SocketAddress(ipAddress: String(peer[..<colon]), port: peerPort)
+        let outgoing = try await endpoint.connect(to: address) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(Source(until: start + .seconds(3600), patternBytes: bytes, tls: false, done: sent))
+            }
+        }
+        say(String(format: "connected out in %.0f ms", (ContinuousClock.now - start).seconds * 1000))
+        _ = try await sent.futureResult.get()
+        let intact = try await received.futureResult.get()
+        // Our bytes are all delivered once the peer, having read them, closes its end.
+        try? await outgoing.closeFuture.get()
+        say(intact ? "both directions intact" : "the incoming stream differs")
+        exit(intact ? 0 : 1)
+    } catch {
+        fail("punch with \(peer) failed: \(error)")
+    }
 case "send":
     guard let target = option("--to"), let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
         fail("send: --to HOST:PORT is required")

@@ -205,6 +205,28 @@ struct EarlyDataTests {
         #expect(total == 20_000)
     }
 
+    @Test("a first flight larger than a datagram goes in further SYNs (up to three); the acceptor reads it all before the handshake ends")
+    func earlyDataInSeveralSYNs() throws {
+        let now = PTCPInstant(nanoseconds: 1_000_000_000)
+        var client = PTCPConnection(connectingWith: 0xC1, now: now)
+        let flight = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        client.write(flight)
+        client.write([UInt8](repeating: 1, count: 5000))   // beyond the early-data limit: waits for the handshake
+        var syns: [[UInt8]] = []
+        while let datagram = client.poll(now: now) { syns.append(datagram) }
+        #expect(syns.count == 3)
+        let packets = try syns.map { try PTCPPacket(decoding: $0) }
+        #expect(packets.allSatisfy { $0.handshake?.sourceID == 0xC1 && $0.destinationID == 0 && $0.padding >= 0 })
+        #expect(syns.allSatisfy { $0.count == client.configuration.maximumDatagramSize })
+        var server = try PTCPConnection(accepting: syns[0], localID: 0x5E, now: now)
+        for syn in syns.dropFirst() { server.receive(syn, now: now) }
+        var read: [UInt8] = []
+        while let bytes = server.read(maximum: 100_000) { read += bytes }
+        #expect(!server.isEstablished)
+        #expect(Array(read.prefix(3000)) == flight)
+        #expect(read.count == Int(PTCPConnection.earlyDataLimit(client.configuration)))
+    }
+
     @Test("a lost SYN is resent with the same early data; the acceptor reads it once")
     func lostSYN() throws {
         var configuration = PTCPConfiguration()

@@ -48,6 +48,28 @@ struct NetlabPTCPTests {
         _ = try await Self.runDetached("\(Self.netlab.path) --name \(lab) down > /dev/null 2>&1")
     }
 
+    @Test("simultaneous open through two cone NATs with no rendezvous: both sides connect at once, both streams arrive")
+    func simultaneousOpen() async throws {
+        let lab = "ps\(UInt32.random(in: 0..<1_000_000))"
+        let up = try await Self.runDetached("\(Self.netlab.path) --name \(lab) up --nat-a cone --nat-b cone > /dev/null 2>&1")
+        try #require(up == 0, "netlab up failed (it needs root)")
+        defer { _ = Task { _ = try? await Self.runDetached("\(Self.netlab.path) --name \(lab) down > /dev/null 2>&1") } }
+        // Each NAT keeps the private port (netlab's cone NAT preserves ports), so each side
+        // knows where the other will appear. Each side's first SYNs hit the other NAT before
+        // that NAT has sent anything out, and are dropped; the retransmissions get through.
+        let port = "40000"
+        func punch(from node: String, to peer: String) async throws -> ChildProcess.Run {
+            try await ChildProcess.run(Self.netlab, ["--name", lab, "exec", node, "--", Self.bench.path, "punch",
+                                                     "--port", port, "--peer", "\(peer):\(port)", "--bytes", "1000000"])
+        }
+        async let a = punch(from: "a", to: "192.0.2.10")
+        async let b = punch(from: "b", to: "203.0.113.10")
+        let (fromA, fromB) = try await (a, b)
+        #expect(fromA.status == 0 && fromA.stdout.contains("both directions intact"), "\(fromA.stdout)\(fromA.stderr)")
+        #expect(fromB.status == 0 && fromB.stdout.contains("both directions intact"), "\(fromB.stdout)\(fromB.stderr)")
+        _ = try await Self.runDetached("\(Self.netlab.path) --name \(lab) down > /dev/null 2>&1")
+    }
+
     /// Runs a shell command and waits only for it to exit: the link shapers netlab starts
     /// keep running and would hold any pipe of ours open forever.
     /// (Foundation's Process notices an exit through a descriptor that those shapers

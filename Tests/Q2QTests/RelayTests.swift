@@ -118,8 +118,10 @@ struct RelayTests {
                 let text = Array("round \(round)".utf8)
                 #expect(try await roundTrip(stream, text) == text)
             }
-            // Every stream is closed; losers were closed when their race ended.
-            let deadline = ContinuousClock.now + .seconds(5)
+            // Every stream is closed; losers were closed when their race ended. A loser's
+            // TLS close may wait up to its 5 s shutdown timeout for the peer's close_notify
+            // (a busy machine stretches that): what is tested is that none is left behind.
+            let deadline = ContinuousClock.now + .seconds(15)
             while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }

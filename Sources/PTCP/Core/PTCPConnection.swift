@@ -133,15 +133,12 @@ public struct PTCPConnection: Sendable {
     }
 
     /// Accepts a SYN already decoded (as the endpoint decodes it to find its source id).
-    /// Early data in the SYN (from stream offset 0) is readable at once.
+    /// Early data in the SYN is readable at once.
     public init(accepting packet: PTCPPacket, localID: UInt64, configuration: PTCPConfiguration = .init(),
                 now: PTCPInstant) throws(PTCPConnectionError) {
         guard let handshake = packet.handshake, !packet.flags.contains(.ack), packet.destinationID == 0, handshake.sourceID != 0,
               !packet.flags.contains(.fin) else {
             throw .protocolViolation("not a connection request")
-        }
-        if let data = packet.data, data.offset != 0 || data.bytes.count > configuration.receiveWindow {
-            throw .protocolViolation("early data must start the stream and fit the window")
         }
         self.init(role: .server, localID: localID, peerID: handshake.sourceID, peerMaxData: handshake.initialMaxData,
                   configuration: configuration, now: now)
@@ -149,7 +146,9 @@ public struct PTCPConnection: Sendable {
         statistics.packetsReceived = 1
         statistics.bytesReceived = packet.encodedSize
         recordReceived(packet, now: now)
-        if let data = packet.data, receiveStream.insert(offset: 0, bytes: data.bytes), receiveStream.readableBytes > 0 {
+        // Early data beyond our window is left for the client to send again once it knows it.
+        if let data = packet.data, data.offset + UInt64(data.bytes.count) <= advertisedMaxData,
+           receiveStream.insert(offset: data.offset, bytes: data.bytes), receiveStream.readableBytes > 0 {
             events.append(.readable)
         }
     }
@@ -254,7 +253,11 @@ public struct PTCPConnection: Sendable {
             statistics.droppedPackets += 1
             return
         }
-        guard packet.destinationID == localID else {
+        // The client's SYNs name no destination yet (a copy of the first, or one carrying
+        // more early data); the endpoint routes them here by the client's id.
+        let isClientSYN = role == .server && packet.destinationID == 0 && packet.handshake?.sourceID == peerID
+            && !packet.flags.contains(.ack)
+        guard packet.destinationID == localID || isClientSYN else {
             statistics.droppedPackets += 1
             return
         }
@@ -582,6 +585,9 @@ public struct PTCPConnection: Sendable {
             return resetNeeded ? resetDatagram() : nil
         case .connecting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
+            if sentOffset < min(sendStream.endOffset, Self.earlyDataLimit(configuration)) {
+                return earlyDataSYN(now: now)
+            }
             return ackNow ? acknowledgementDatagram(now: now) : nil
         case .accepting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
@@ -633,14 +639,36 @@ public struct PTCPConnection: Sendable {
             return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0, handshake: handshake), now: now)
         }
         // The SYN carries what was written before it, up to a datagram (early data: the
-        // first flight of TLS travels with it, saving a round trip), and is padded to a
-        // full datagram. Every copy of the SYN carries the same bytes from offset 0.
+        // first flight of TLS travels with it, saving a round trip). Every copy of the
+        // SYN carries the same bytes from offset 0; more follow in further SYNs.
+        return earlySYN(from: 0, now: now)
+    }
+
+    /// Early data beyond the first SYN: a first flight larger than a datagram (a TLS
+    /// ClientHello with a post-quantum key share is about 1.4 KB) goes in further SYNs,
+    /// which the acceptor takes like the first, up to ``earlyDataLimit(_:)``.
+    private mutating func earlyDataSYN(now: PTCPInstant) -> [UInt8] {
+        earlySYN(from: sentOffset, now: now)
+    }
+
+    /// At most this much early data: three datagrams' worth, which the acceptor may
+    /// answer with three times as much before the client's address is proven.
+    public static func earlyDataLimit(_ configuration: PTCPConfiguration) -> UInt64 {
+        3 * earlyDataRoom(configuration)
+    }
+
+    private static func earlyDataRoom(_ configuration: PTCPConfiguration) -> UInt64 {
+        UInt64(configuration.maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.handshakeSize - PTCPPacket.StreamData.overhead)
+    }
+
+    /// A SYN with early data from `offset`, padded to a full datagram.
+    private mutating func earlySYN(from offset: UInt64, now: PTCPInstant) -> [UInt8] {
+        let handshake = PTCPPacket.Handshake(sourceID: localID, initialMaxData: advertisedMaxData)
         var packet = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: handshake)
-        let room = UInt64(configuration.maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.handshakeSize
-                          - PTCPPacket.StreamData.overhead)
-        let early = 0..<min(sendStream.endOffset, room)
+        let end = min(sendStream.endOffset, offset + Self.earlyDataRoom(configuration), Self.earlyDataLimit(configuration))
+        let early = offset..<max(offset, end)
         if !early.isEmpty {
-            packet.data = PTCPPacket.StreamData(offset: 0, bytes: sendStream.bytes(in: early))
+            packet.data = PTCPPacket.StreamData(offset: offset, bytes: sendStream.bytes(in: early))
             packet.flags.insert(.data)
             sentOffset = max(sentOffset, early.upperBound)
         }

@@ -55,42 +55,68 @@ enum DirectPaths {
 
 /// Sits below TLS on a `tcp@` path and makes its ends graceful:
 /// - a half-close of our output goes out as TLS's close_notify only, and TCP's FIN waits
-///   for the full close: a peer whose reading is paused (backpressure) would otherwise
-///   see TCP's end of input before it has decrypted the close_notify queued ahead of it,
-///   and NIOSSL would report an unclean shutdown;
-/// - a full close first lets what is queued reach the kernel (a socket's close drops
-///   it): NIOSSL closes at once when the peer's close_notify came first, which would
-///   cut off the tail of a stream still being written.
+///   until the peer's input ends too (or the full close): a peer whose reading is paused
+///   (backpressure) would otherwise see TCP's end of input before it has decrypted the
+///   close_notify queued ahead of it, and NIOSSL would report an unclean shutdown;
+/// - a close first lets what is queued reach the kernel (a socket's close drops it):
+///   NIOSSL closes at once when the peer's close_notify came first, which would cut
+///   off the tail of a stream still being written.
 /// Virtual and PTCP channels already keep their writes through a close.
-final class TCPGracefulClose: ChannelOutboundHandler, Sendable {
+final class TCPGracefulClose: ChannelDuplexHandler {
+    typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
     typealias OutboundOut = ByteBuffer
 
     /// Longest a close waits for queued bytes (a peer that stopped reading).
     static let drainLimit: TimeAmount = .seconds(10)
 
+    private var outputClosed = false
+    private var closing: EventLoopFuture<Void>?
+
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         switch mode {
         case .output:
+            // What TLS wrote for the half-close (close_notify) still goes out.
+            outputClosed = true
+            context.flush()
             promise?.succeed()
         case .input:
             context.close(mode: .input, promise: promise)
         case .all:
-            // Write promises complete in order: this one, once everything before it is out.
-            let drained = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: drained)
-            let loop = context.eventLoop.assumeIsolated()
-            var closed = false
-            let closeNow = {
-                guard !closed else { return }
-                closed = true
-                context.close(mode: .all, promise: promise)
-            }
-            let timeout = loop.scheduleTask(in: Self.drainLimit) { closeNow() }
-            drained.futureResult.assumeIsolated().whenComplete { _ in
-                timeout.cancel()
-                closeNow()
-            }
+            closeGracefully(context: context, promise: promise)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        // Both ways are over: our close_notify went out, and the peer's TCP ended.
+        if case ChannelEvent.inputClosed = event, outputClosed {
+            closeGracefully(context: context, promise: nil)
+        }
+    }
+
+    private func closeGracefully(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        if let closing {
+            if let promise { closing.cascade(to: promise) }
+            return
+        }
+        let closed = context.eventLoop.makePromise(of: Void.self)
+        closing = closed.futureResult
+        if let promise { closed.futureResult.cascade(to: promise) }
+        // Write promises complete in order: this one, once everything before it is out.
+        let drained = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: drained)
+        let loop = context.eventLoop.assumeIsolated()
+        var done = false
+        let closeNow = {
+            guard !done else { return }
+            done = true
+            context.close(mode: .all, promise: closed)
+        }
+        let timeout = loop.scheduleTask(in: Self.drainLimit) { closeNow() }
+        drained.futureResult.assumeIsolated().whenComplete { _ in
+            timeout.cancel()
+            closeNow()
         }
     }
 }

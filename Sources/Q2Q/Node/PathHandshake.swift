@@ -27,14 +27,39 @@ enum PathHandshake {
     /// `authority`), then the claim of `listenerID`. Closes the path on failure.
     static func claim(on channel: any Channel, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
                       listenerID: String, service: String, method: Q2QMethod, logger: Logger) async throws -> Q2QStream {
+        let connection: AMPConnection
         do {
-            let tls = try NIOSSLContext(configuration: try identity.tlsConfiguration(server: false, verifyingPeer: true))
-            let verification = Q2QPeerVerifier(expected: peer, authority: authority).tlsVerification
-            let connection = try await channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.addHandler(
-                    try NIOSSLClientHandler(context: tls, serverHostname: nil, customVerificationCallback: verification))
-                return try AMPConnection.install(on: channel, responders: AMPResponders(), isTCPServer: false, logger: logger)
+            let tls = try connectorTLS(as: identity)
+            connection = try await channel.eventLoop.submit {
+                try installConnector(on: channel, tls: tls, peer: peer, authority: authority, logger: logger)
             }.get()
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        return try await claim(listenerID, over: connection, on: channel, as: identity, peer: peer, service: service, method: method)
+    }
+
+    /// The TLS client context presenting `identity`.
+    static func connectorTLS(as identity: Q2QIdentity) throws -> NIOSSLContext {
+        try NIOSSLContext(configuration: try identity.tlsConfiguration(server: false, verifyingPeer: true))
+    }
+
+    /// The connecting side's TLS and AMP, added to `channel` on its event loop. Added
+    /// before a PTCP channel starts, TLS's first flight rides in the SYN.
+    static func installConnector(on channel: any Channel, tls: NIOSSLContext, peer: Q2QAddress, authority: Q2QCertificate,
+                                 logger: Logger) throws -> AMPConnection {
+        let verification = Q2QPeerVerifier(expected: peer, authority: authority).tlsVerification
+        try channel.pipeline.syncOperations.addHandler(
+            try NIOSSLClientHandler(context: tls, serverHostname: nil, customVerificationCallback: verification))
+        return try AMPConnection.install(on: channel, responders: AMPResponders(), isTCPServer: false, logger: logger)
+    }
+
+    /// Claims `listenerID` over the AMP connection ``installConnector`` made; its answer
+    /// hands the path to the application. Closes the path on failure.
+    static func claim(_ listenerID: String, over connection: AMPConnection, on channel: any Channel, as identity: Q2QIdentity,
+                      peer: Q2QAddress, service: String, method: Q2QMethod) async throws -> Q2QStream {
+        do {
             let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
             do {
                 _ = try await connection.switchProtocol(RetrieveConnection.self, .init(identifier: listenerID)) { channel in

@@ -1,6 +1,7 @@
 import AMP
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PTCP
@@ -81,10 +82,19 @@ extension Q2QNode {
     /// was seeded towards ours when it answered `inbound`), then ``PathHandshake``.
     func dialPTCP(_ address: HostPort, from port: UDPPort, as identity: Q2QIdentity, peer: Q2QAddress,
                   authority: Q2QCertificate, listenerID: String, service: String) async throws -> Q2QStream {
-        let channel = try await port.endpoint.connect(to: try address.socketAddress())
+        // TLS is in place before the PTCP channel starts, so its first flight rides in the SYN.
+        let tls = try PathHandshake.connectorTLS(as: identity)
+        let installed = NIOLockedValueBox<AMPConnection?>(nil)
+        let channel = try await port.endpoint.connect(to: try address.socketAddress()) { [logger] channel in
+            channel.eventLoop.makeCompletedFuture {
+                let connection = try PathHandshake.installConnector(on: channel, tls: tls, peer: peer, authority: authority, logger: logger)
+                installed.withLockedValue { $0 = connection }
+            }
+        }
+        guard let connection = installed.withLockedValue({ $0 }) else { throw ChannelError.inappropriateOperationForState }
         return try await withTaskCancellationHandler {
-            try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                          listenerID: listenerID, service: service, method: .ptcp(address), logger: logger)
+            try await PathHandshake.claim(listenerID, over: connection, on: channel, as: identity, peer: peer,
+                                          service: service, method: .ptcp(address))
         } onCancel: {
             channel.close(promise: nil)
         }
