@@ -18,7 +18,7 @@ struct BadInputTests {
         // Where a close is expected it ends the wait, so that wait can be long (other
         // suites load the machine); where none is, we wait out the window.
         let result = try await RawPeer.exchange(port: server.port!, bytes: input, byteByByte: name.hasSuffix("byte-by-byte"),
-                                               window: .seconds(twistedClosed ? 15 : 2))
+                                               window: .seconds(twistedClosed ? 30 : 2))
         let twistedResponse = tcp["response_hex"].string!
         #expect(result.closed == twistedClosed, "closed")
         if twistedClosed && twistedResponse.isEmpty {

@@ -130,7 +130,7 @@ struct NetlabTests {
     ]
 
     @Test("every pair of NAT types connects, byte-exact over end-to-end TLS, by the expected method",
-          arguments: 0..<9)
+          .serialized, arguments: 0..<9)
     func matrix(index: Int) async throws {
         let (a, b, methods) = Self.expectations[index]
         let (stderr, echoed, _) = try await Self.connectAcross(natA: a, natB: b)

@@ -1,8 +1,8 @@
 /// Happy Eyeballs for connection methods, in waves: the attempts of a wave start
 /// together; the next wave starts `stagger` after the previous one, or as soon as every
-/// attempt started so far has failed. The first success wins, the others are cancelled,
-/// and a success that arrives after the winner is handed to `discard` so that its
-/// resources are released.
+/// attempt started so far has failed. The first success wins at once; the others are
+/// cancelled, and a success that arrives after the winner is handed to `discard` so that
+/// its resources are released.
 struct MethodRacer<Outcome: Sendable> {
     struct Attempt: Sendable {
         var label: String
@@ -34,10 +34,29 @@ struct MethodRacer<Outcome: Sendable> {
         case timer(Int)
     }
 
+    /// The first success, as soon as it arrives: the others are cancelled and finish in
+    /// the background (a TCP connect towards a silent address may take seconds to notice),
+    /// their late successes handed to `discard`.
     func race(_ attempts: [Attempt]) async throws -> (Outcome, label: String) {
         guard !attempts.isEmpty else { throw AllFailed(failures: []) }
+        let (results, continuation) = AsyncStream.makeStream(of: Result<(Outcome, String), any Error>.self)
+        let runner = Task {
+            await runToEnd(attempts) { result in
+                continuation.yield(result)
+                continuation.finish()
+            }
+        }
+        return try await withTaskCancellationHandler {
+            for await result in results { return try result.get() }
+            throw CancellationError()
+        } onCancel: {
+            runner.cancel()
+        }
+    }
+
+    private func runToEnd(_ attempts: [Attempt], report: @Sendable (Result<(Outcome, String), any Error>) -> Void) async {
         let waves = Dictionary(grouping: attempts.indices, by: { attempts[$0].wave }).sorted { $0.key < $1.key }.map(\.value)
-        return try await withThrowingTaskGroup(of: Event.self) { group in
+        await withTaskGroup(of: Event.self) { group in
             var nextWave = 0
             var running = 0
             var failures: [(label: String, error: any Error)] = []
@@ -63,31 +82,32 @@ struct MethodRacer<Outcome: Sendable> {
                 }
             }
             startWave()
-            while let event = try await group.next() {
+            while let event = await group.next() {
                 switch event {
                 case .timer(let wave):
                     // Start the next wave unless one already started after `wave`.
-                    if wave == nextWave - 1, nextWave < waves.count { startWave() }
+                    if wave == nextWave - 1, nextWave < waves.count, !Task.isCancelled { startWave() }
                 case .finished(let index, .failure(let error)):
                     running -= 1
                     failures.append((attempts[index].label, error))
                     guard running == 0 else { continue }
-                    if nextWave < waves.count {
+                    if nextWave < waves.count, !Task.isCancelled {
                         startWave()
                     } else {
                         group.cancelAll()
-                        throw AllFailed(failures: failures)
+                        report(.failure(Task.isCancelled ? CancellationError() : AllFailed(failures: failures)))
+                        return
                     }
                 case .finished(let index, .success(let outcome)):
+                    report(.success((outcome, attempts[index].label)))
                     group.cancelAll()
                     // Late successes from attempts already past their point of no return.
-                    while let late = try? await group.next() {
+                    while let late = await group.next() {
                         if case .finished(_, .success(let extra)) = late { await discard(extra) }
                     }
-                    return (outcome, attempts[index].label)
+                    return
                 }
             }
-            throw AllFailed(failures: failures)
         }
     }
 }
