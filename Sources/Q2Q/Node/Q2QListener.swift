@@ -130,7 +130,7 @@ public final class Q2QListener: Sendable {
         }
         var methods: [Q2QMethod] = hosts.map { .tcp(HostPort(host: $0, port: port)) }
         if let udp, let mapping {
-            if let udpSource, let caller = try? udpSource.socketAddress() { udp.seed(towards: caller) }
+            if let udpSource, let caller = try? udpSource.peerSocketAddress() { udp.seed(towards: caller) }
             // A caller behind the same NAT (same public address) reaches our private one.
             if udpSource?.host == mapping.host, let host = hosts.first, host != mapping.host {
                 methods.append(.ptcp(HostPort(host: host, port: udp.localPort)))

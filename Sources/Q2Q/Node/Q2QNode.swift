@@ -366,9 +366,9 @@ public final class Q2QNode: Sendable {
     // MARK: Connecting
 
     /// Connects as `from` to `to`'s `service`: asks `to`'s presence server for its
-    /// listeners, then races their methods (most direct first, `stagger` apart). The
-    /// first path whose TLS handshake verifies `to` and whose listener id is accepted
-    /// wins; the others are closed.
+    /// listeners, then races their methods in waves `stagger` apart: `tcp@` and `ptcp@`
+    /// (hole punching) together, then `rptcp@`, then the relay. The first path whose TLS
+    /// handshake verifies `to` and whose listener id is accepted wins; the others are closed.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
         // Our UDP mapping is learnt (or taken from the cache) while the presence

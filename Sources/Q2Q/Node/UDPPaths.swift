@@ -70,10 +70,16 @@ final class NodeUDP: Sendable {
 
 extension HostPort {
     /// The socket address (a name is resolved, blocking: presence servers are usually
-    /// given by IP address or resolved once).
+    /// given by IP address, in the node's own configuration).
     func socketAddress() throws -> SocketAddress {
         if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
         return try SocketAddress.makeAddressResolvingHost(host, port: port)
+    }
+
+    /// The socket address of an IP address and port as a peer sent them: never a name
+    /// (a peer must not make us resolve names, or send to hosts it names).
+    func peerSocketAddress() throws -> SocketAddress {
+        try SocketAddress(ipAddress: host, port: port)
     }
 }
 
@@ -85,7 +91,7 @@ extension Q2QNode {
         // TLS is in place before the PTCP channel starts, so its first flight rides in the SYN.
         let tls = try PathHandshake.connectorTLS(as: identity)
         let installed = NIOLockedValueBox<AMPConnection?>(nil)
-        let channel = try await port.endpoint.connect(to: try address.socketAddress()) { [logger] channel in
+        let channel = try await port.endpoint.connect(to: try address.peerSocketAddress()) { [logger] channel in
             channel.eventLoop.makeCompletedFuture {
                 let connection = try PathHandshake.installConnector(on: channel, tls: tls, peer: peer, authority: authority, logger: logger)
                 installed.withLockedValue { $0 = connection }
@@ -109,7 +115,7 @@ extension Q2QNode {
                          peer: Q2QAddress, authority: Q2QCertificate, listenerID: String, service: String) async throws -> Q2QStream {
         let port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
         do {
-            port.seed(towards: try address.socketAddress())
+            port.seed(towards: try address.peerSocketAddress())
             let request = BindUDP.Arguments(service: service, listener: peer, caller: identity.address, from: address,
                                             to: HostPort(host: publicHost, port: port.localPort))
             _ = try await connection.call(BindUDP.self, request)
@@ -142,7 +148,7 @@ extension Q2QNode {
         guard listener.takeConnectBack(for: arguments.q2qdst) else {
             throw ConnectionError.connectionError("no listener here has an unused offer to \(arguments.q2qdst)")
         }
-        let destination = try arguments.udpdst.socketAddress()
+        let destination = try arguments.udpdst.peerSocketAddress()
         let tls = try listener.tlsContext()
         let logger = self.logger
         Task {
