@@ -73,9 +73,8 @@ func splice(_ a: NIOAsyncChannel<ByteBuffer, ByteBuffer>, _ b: NIOAsyncChannel<B
                 }
                 try await group.waitForAll()
             }
-            // Closing a socket drops what it has not sent yet; when the peer's end came
-            // first, TLS closes at once without waiting for the peer. So both sides
-            // first send what they hold.
+            // Closing a socket drops what it has not sent yet: the local side's queued
+            // bytes go out first (Q2Q paths drain themselves, see TCPGracefulClose).
             await drainOutput(of: a.channel)
             await drainOutput(of: b.channel)
         }
