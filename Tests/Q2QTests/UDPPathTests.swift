@@ -1,6 +1,7 @@
 import AMP
 import Foundation
 import NIOCore
+import NIOEmbedded
 @testable import Q2Q
 import Testing
 import VertexTestSupport
@@ -134,6 +135,30 @@ struct UDPPathTests {
         await aliceNode.shutdown()
         await bobNode.shutdown()
         await domain.stop()
+    }
+
+    @Test("connect-backs: one that arrives first is held for its attempt, one that arrives later is handed over, none gives nil")
+    func connectBacks() async throws {
+        func channel(from host: String) throws -> EmbeddedChannel {
+            let channel = EmbeddedChannel()
+            channel.remoteAddress = try SocketAddress(ipAddress: host, port: 40000)
+            return channel
+        }
+        let registry = ConnectBacks()
+        let early = try channel(from: "192.0.2.10")
+        registry.arrived(early)
+        #expect(await registry.take(from: "192.0.2.10", timeout: .seconds(1)) === early)
+
+        let late = try channel(from: "198.51.100.7")
+        async let taken = registry.take(from: "198.51.100.7", timeout: .seconds(5))
+        try await Task.sleep(for: .milliseconds(100))
+        registry.arrived(try channel(from: "203.0.113.1"))   // another listener's: held, not handed over
+        registry.arrived(late)
+        #expect(await taken === late)
+
+        let start = ContinuousClock.now
+        #expect(await registry.take(from: "192.0.2.99", timeout: .milliseconds(200)) == nil)
+        #expect(ContinuousClock.now - start < .seconds(2))
     }
 
     // MARK: The discovery datagrams

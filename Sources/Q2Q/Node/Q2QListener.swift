@@ -71,6 +71,16 @@ public final class Q2QListener: Sendable {
 
     var udpPort: UDPPort? { state.withLock { $0.udp } }
 
+    /// Whether our NAT seems to map each destination to a new port (its mapping's port
+    /// differs from our socket's): then a caller cannot reach our mapping, and we connect
+    /// back to it at once.
+    var mappingLooksSymmetric: Bool {
+        state.withLock { state in
+            guard let mapping = state.mapping, let port = state.udp?.localPort else { return false }
+            return mapping.port != port
+        }
+    }
+
     func setMapping(_ mapping: HostPort?) {
         state.withLock { $0.mapping = mapping }
     }

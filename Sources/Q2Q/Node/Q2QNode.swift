@@ -353,6 +353,13 @@ public final class Q2QNode: Sendable {
                                          udpSource: arguments.udpSource) else {
             throw ConnectionError.notFound("\(arguments.to)'s listener is not ready")
         }
+        // Behind a NAT that maps every destination anew, the caller's SYNs cannot reach
+        // us: connect back at once (the caller waits for it on its shared port), using
+        // up this offer's one connect-back.
+        if let udpSource = arguments.udpSource, let port = listener.udpPort, listener.mappingLooksSymmetric,
+           let destination = try? udpSource.peerSocketAddress(), listener.takeConnectBack(for: arguments.from) {
+            try? connectBack(listener, from: port, to: destination)
+        }
         return Inbound.Response(listeners: [offer])
     }
 
@@ -406,6 +413,11 @@ public final class Q2QNode: Sendable {
                     })
                 case .rptcp(let address):
                     guard let publicHost = mapping?.host else { continue }
+                    // A listener behind a symmetric NAT has already started connecting back.
+                    attempts.append(.init(label: method.description + " (early)", wave: 0) { [self] in
+                        try await takeConnectBack(from: address, as: identity, peer: to, authority: authority,
+                                                  listenerID: id, service: service)
+                    })
                     attempts.append(.init(label: method.description, wave: 1) { [self] in
                         try await dialReversePTCP(address, publicHost: publicHost, over: connection, as: identity, peer: to,
                                                   authority: authority, listenerID: id, service: service)

@@ -17,13 +17,21 @@ final class NodeUDP: Sendable {
     static let mappingLifetime: Duration = .seconds(60)
     static let failureLifetime: Duration = .seconds(5)
 
-    /// The port, bound on first use; `nil` when it cannot be bound.
+    /// Connections listeners opened back to the shared port (see ``ConnectBacks``).
+    let connectBacks = ConnectBacks()
+
+    /// The port, bound on first use; `nil` when it cannot be bound. It also accepts the
+    /// connections listeners open back to it, for the attempts that wait for them.
     func outgoingPort(host: String, group: any EventLoopGroup, logger: Logger) async -> UDPPort? {
         let task = port.withLock { task in
             if let task { return task }
-            let made = Task { () -> UDPPort? in
+            let made = Task { [connectBacks] () -> UDPPort? in
                 do {
-                    return try await UDPPort.bind(host: host, group: group)
+                    let port = try await UDPPort.bind(host: host, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
+                    Task {
+                        for await channel in port.endpoint.incoming { connectBacks.arrived(channel) }
+                    }
+                    return port
                 } catch {
                     logger.notice("no UDP port for PTCP paths", metadata: ["error": "\(error)"])
                     return nil
@@ -148,7 +156,13 @@ extension Q2QNode {
         guard listener.takeConnectBack(for: arguments.q2qdst) else {
             throw ConnectionError.connectionError("no listener here has an unused offer to \(arguments.q2qdst)")
         }
-        let destination = try arguments.udpdst.peerSocketAddress()
+        try connectBack(listener, from: port, to: arguments.udpdst.peerSocketAddress())
+        return AMPEmpty()
+    }
+
+    /// Opens PTCP from the listener's UDP port to `destination` and runs the listener's
+    /// side of ``PathHandshake`` on it (the caller stays the TLS client and claims).
+    func connectBack(_ listener: Q2QListener, from port: UDPPort, to destination: SocketAddress) throws {
         let tls = try listener.tlsContext()
         let logger = self.logger
         Task {
@@ -159,9 +173,23 @@ extension Q2QNode {
                     }
                 }
             } catch {
-                logger.debug("connecting back failed", metadata: ["to": "\(arguments.udpdst)", "error": "\(error)"])
+                logger.debug("connecting back failed", metadata: ["to": "\(destination)", "error": "\(error)"])
             }
         }
-        return AMPEmpty()
+    }
+
+    /// The other half of an early connect-back: the connection the listener at
+    /// `address` (its `rptcp@` mapping) opened to our shared port, claimed as TLS client.
+    func takeConnectBack(from address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
+                         listenerID: String, service: String) async throws -> Q2QStream {
+        guard let channel = await udp.connectBacks.take(from: address.host, timeout: .seconds(3)) else {
+            throw Q2QNodeError("\(peer) did not connect back")
+        }
+        return try await withTaskCancellationHandler {
+            try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
+                                          listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
+        } onCancel: {
+            channel.close(promise: nil)
+        }
     }
 }

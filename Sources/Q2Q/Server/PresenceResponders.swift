@@ -200,6 +200,13 @@ extension PresenceServer {
         guard authority(for: arguments.to.domain) != nil else {
             throw ConnectionError.notFound("this server is not the presence server of '\(arguments.to.domain)'")
         }
+        // Listeners send to `udp_source`: it must be the caller's own address (the one its
+        // TCP connection comes from), or a caller could aim them at somebody else.
+        var checked = arguments
+        if let udpSource = checked.udpSource, udpSource.host != context.remoteAddress?.ipAddress {
+            checked.udpSource = nil
+        }
+        let arguments = checked
         let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
         let timeout = configuration.inboundTimeout
         let relay = self.relay
