@@ -56,18 +56,23 @@ enum PathHandshake {
     }
 
     /// Claims `listenerID` over the AMP connection ``installConnector`` made; its answer
-    /// hands the path to the application. Closes the path on failure.
+    /// hands the path to the application. Closes the path on failure, and when the task
+    /// is cancelled (a race that another path won).
     static func claim(_ listenerID: String, over connection: AMPConnection, on channel: any Channel, as identity: Q2QIdentity,
                       peer: Q2QAddress, service: String, method: Q2QMethod) async throws -> Q2QStream {
         do {
             let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
-            do {
-                _ = try await connection.switchProtocol(RetrieveConnection.self, .init(identifier: listenerID)) { channel in
-                    handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration))
+            try await withTaskCancellationHandler {
+                do {
+                    _ = try await connection.switchProtocol(RetrieveConnection.self, .init(identifier: listenerID)) { channel in
+                        handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration))
+                    }
+                } catch {
+                    handoff.fail(error)
+                    throw error
                 }
-            } catch {
-                handoff.fail(error)
-                throw error
+            } onCancel: {
+                channel.close(promise: nil)
             }
             return Q2QStream(channel: try await handoff.futureResult.get(), local: identity.address, peer: peer,
                              service: service, method: method)

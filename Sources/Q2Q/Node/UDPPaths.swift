@@ -106,12 +106,8 @@ extension Q2QNode {
             }
         }
         guard let connection = installed.withLockedValue({ $0 }) else { throw ChannelError.inappropriateOperationForState }
-        return try await withTaskCancellationHandler {
-            try await PathHandshake.claim(listenerID, over: connection, on: channel, as: identity, peer: peer,
-                                          service: service, method: .ptcp(address))
-        } onCancel: {
-            channel.close(promise: nil)
-        }
+        return try await PathHandshake.claim(listenerID, over: connection, on: channel, as: identity, peer: peer,
+                                             service: service, method: .ptcp(address))
     }
 
     /// An `rptcp@` attempt, the listener connecting back: a fresh UDP port seeds our NAT
@@ -132,12 +128,8 @@ extension Q2QNode {
                 guard let channel = await incoming.next() else { throw Q2QNodeError("the UDP port closed") }
                 return channel
             }
-            let stream = try await withTaskCancellationHandler {
-                try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                              listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
-            } onCancel: {
-                channel.close(promise: nil)
-            }
+            let stream = try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
+                                                       listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
             channel.closeFuture.whenComplete { _ in Task { await port.close() } }
             return stream
         } catch {
@@ -185,11 +177,7 @@ extension Q2QNode {
         guard let channel = await udp.connectBacks.take(from: address.host, timeout: .seconds(3)) else {
             throw Q2QNodeError("\(peer) did not connect back")
         }
-        return try await withTaskCancellationHandler {
-            try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                          listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
-        } onCancel: {
-            channel.close(promise: nil)
-        }
+        return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
+                                             listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
     }
 }
