@@ -62,6 +62,8 @@ final class ConnectBacks: Sendable {
                     try? await Task.sleep(for: timeout)
                     giveUp(id)
                 }
+                // Cancelled before the wait was registered: the handler found nothing to end.
+                if Task.isCancelled { giveUp(id) }
             }
         } onCancel: {
             giveUp(id)
