@@ -202,35 +202,24 @@ extension PresenceServer {
         }
         // Listeners send to `udp_source`: it must be the caller's own address (the one its
         // TCP connection comes from), or a caller could aim them at somebody else.
-        var checked = arguments
-        if let udpSource = checked.udpSource, udpSource.host != context.remoteAddress?.ipAddress {
-            checked.udpSource = nil
+        var forwarded = arguments
+        if let udpSource = arguments.udpSource, udpSource.host != context.remoteAddress?.ipAddress {
+            forwarded.udpSource = nil
         }
-        let arguments = checked
         let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
-        let timeout = configuration.inboundTimeout
-        let relay = self.relay
-        // Ask every listening node at once; one that does not answer in time is left out.
-        let offers = await withTaskGroup(of: [ListenerOffer].self) { group in
-            for registration in registrations {
-                group.addTask {
-                    guard let answer = try? await withTimeout(timeout, "inbound to a listener", {
-                        try await registration.connection.call(Inbound.self, arguments)
-                    }) else { return [] }
-                    return answer.listeners.map { offer in
-                        var offer = offer
-                        // The listener's certificate as this server verified it. `virtual`
-                        // from a node would mean a channel to this server; ours instead
-                        // relays to that node, so it is offered last, after direct methods.
-                        offer.certificate = registration.certificate
-                        offer.methods.removeAll { $0 == .virtual }
-                        offer.methods.append(.virtual)
-                        relay.remember(offer: offer.identifier, from: registration.connection, now: Date())
-                        return offer
-                    }
-                }
+        let answers = await ask(registrations, Inbound.self, forwarded)
+        let offers = answers.flatMap { registration, answer in
+            answer.listeners.map { offer in
+                var offer = offer
+                // The listener's certificate as this server verified it. `virtual`
+                // from a node would mean a channel to this server; ours instead
+                // relays to that node, so it is offered last, after direct methods.
+                offer.certificate = registration.certificate
+                offer.methods.removeAll { $0 == .virtual }
+                offer.methods.append(.virtual)
+                relay.remember(offer: offer.identifier, from: registration.connection, now: Date())
+                return offer
             }
-            return await group.reduce(into: [ListenerOffer]()) { $0 += $1 }
         }
         guard !offers.isEmpty else {
             throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
@@ -246,21 +235,31 @@ extension PresenceServer {
             throw ConnectionError.connectionError("bind-udp for \(arguments.q2qdst) needs a connection secured with that address's certificate")
         }
         let registrations = listeners.listeners(of: arguments.q2qsrc, service: arguments.service, now: Date())
-        let timeout = configuration.inboundTimeout
-        let taken = await withTaskGroup(of: Bool.self) { group in
-            for registration in registrations {
-                group.addTask {
-                    (try? await withTimeout(timeout, "bind-udp to a listener") {
-                        try await registration.connection.call(BindUDP.self, arguments)
-                    }) != nil
-                }
-            }
-            return await group.contains(true)
-        }
+        let taken = await !ask(registrations, BindUDP.self, arguments).isEmpty
         guard taken else {
             throw ConnectionError.connectionError("no listener of \(arguments.q2qsrc) for '\(arguments.service)' has UDP port \(arguments.udpsrc)")
         }
         return AMPEmpty()
+    }
+
+    /// Sends `command` to every listening node in `registrations` at once; the answers
+    /// of those that answered in time (the others are left out).
+    func ask<Command: AMPCommand>(_ registrations: [ListenerRegistry.Registration], _ command: Command.Type,
+                                  _ arguments: Command.Arguments) async -> [(ListenerRegistry.Registration, Command.Response)] {
+        let timeout = configuration.inboundTimeout
+        return await withTaskGroup(of: (ListenerRegistry.Registration, Command.Response)?.self) { group in
+            for registration in registrations {
+                group.addTask {
+                    guard let answer = try? await withTimeout(timeout, "\(Command.name) to a listener", {
+                        try await registration.connection.call(Command.self, arguments)
+                    }) else { return nil }
+                    return (registration, answer)
+                }
+            }
+            return await group.reduce(into: []) { answers, answer in
+                if let answer { answers.append(answer) }
+            }
+        }
     }
 
     /// `virtual` with a listener id: open a channel on the connection of the node that
