@@ -586,7 +586,9 @@ public struct PTCPConnection: Sendable {
         case .connecting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
             if sentOffset < min(sendStream.endOffset, Self.earlyDataLimit(configuration)) {
-                return earlyDataSYN(now: now)
+                // A first flight larger than a datagram (a TLS ClientHello with a
+                // post-quantum key share is about 1.4 KB) goes on in further SYNs.
+                return earlySYN(from: sentOffset, now: now)
             }
             return ackNow ? acknowledgementDatagram(now: now) : nil
         case .accepting:
@@ -632,23 +634,14 @@ public struct PTCPConnection: Sendable {
 
     private mutating func handshakeDatagram(now: PTCPInstant) -> [UInt8] {
         handshakeNeeded = false
-        let handshake = PTCPPacket.Handshake(sourceID: localID, initialMaxData: advertisedMaxData)
-        guard role == .client else {
-            // The SYN-ACK always acknowledges the SYN: that is how the client knows it.
-            ackPending = true
-            return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0, handshake: handshake), now: now)
-        }
         // The SYN carries what was written before it, up to a datagram (early data: the
         // first flight of TLS travels with it, saving a round trip). Every copy of the
         // SYN carries the same bytes from offset 0; more follow in further SYNs.
-        return earlySYN(from: 0, now: now)
-    }
-
-    /// Early data beyond the first SYN: a first flight larger than a datagram (a TLS
-    /// ClientHello with a post-quantum key share is about 1.4 KB) goes in further SYNs,
-    /// which the acceptor takes like the first, up to ``earlyDataLimit(_:)``.
-    private mutating func earlyDataSYN(now: PTCPInstant) -> [UInt8] {
-        earlySYN(from: sentOffset, now: now)
+        guard role == .server else { return earlySYN(from: 0, now: now) }
+        // The SYN-ACK always acknowledges the SYN: that is how the client knows it.
+        ackPending = true
+        let handshake = PTCPPacket.Handshake(sourceID: localID, initialMaxData: advertisedMaxData)
+        return finishPacket(PTCPPacket(destinationID: peerID, packetNumber: 0, handshake: handshake), now: now)
     }
 
     /// At most this much early data: three datagrams' worth, which the acceptor may
@@ -661,19 +654,17 @@ public struct PTCPConnection: Sendable {
         UInt64(configuration.maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.handshakeSize - PTCPPacket.StreamData.overhead)
     }
 
-    /// A SYN with early data from `offset`, padded to a full datagram.
+    /// A client SYN with the early data from `offset` (the acceptor takes every SYN of
+    /// ours like the first, up to ``earlyDataLimit(_:)``), padded to a full datagram.
     private mutating func earlySYN(from offset: UInt64, now: PTCPInstant) -> [UInt8] {
         let handshake = PTCPPacket.Handshake(sourceID: localID, initialMaxData: advertisedMaxData)
-        var packet = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: handshake)
         let end = min(sendStream.endOffset, offset + Self.earlyDataRoom(configuration), Self.earlyDataLimit(configuration))
         let early = offset..<max(offset, end)
-        if !early.isEmpty {
-            packet.data = PTCPPacket.StreamData(offset: offset, bytes: sendStream.bytes(in: early))
-            packet.flags.insert(.data)
-            sentOffset = max(sentOffset, early.upperBound)
-        }
+        sentOffset = max(sentOffset, early.upperBound)
+        let data = early.isEmpty ? nil : PTCPPacket.StreamData(offset: offset, bytes: sendStream.bytes(in: early))
+        var packet = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: handshake, data: data)
         packet.padding = configuration.maximumDatagramSize - packet.encodedSize
-        return finishPacket(packet, now: now, stream: early.isEmpty ? nil : early)
+        return finishPacket(packet, now: now, stream: data == nil ? nil : early)
     }
 
     private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {
