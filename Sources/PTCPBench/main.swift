@@ -118,7 +118,7 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
             let total = sent
             context.close(mode: .output).whenComplete { _ in self.done.succeed(total) }
         } else if context.channel.isWritable {
-            context.eventLoop.scheduleTask(in: .milliseconds(5)) { self.pump(context) }
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(5)) { self.pump(context) }
         }
     }
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

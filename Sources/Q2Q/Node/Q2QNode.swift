@@ -373,8 +373,9 @@ public final class Q2QNode: Sendable {
     // MARK: Connecting
 
     /// Connects as `from` to `to`'s `service`: asks `to`'s presence server for its
-    /// listeners, then races their methods in waves `stagger` apart: `tcp@` and `ptcp@`
-    /// (hole punching) together, then `rptcp@`, then the relay. The first path whose TLS
+    /// listeners, then races their methods in waves `stagger` apart: `tcp@`, `ptcp@`
+    /// (hole punching) and an early connect-back together, then `rptcp@` by `bind-udp`,
+    /// then the relay. The first path whose TLS
     /// handshake verifies `to` and whose listener id is accepted wins; the others are closed.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
@@ -393,8 +394,8 @@ public final class Q2QNode: Sendable {
         guard let authority = await authority(for: to.domain) else {
             throw Q2QNodeError("the CA of \(to.domain) is not pinned")
         }
-        // Direct paths start together, the listener connecting back a stagger later,
-        // the relay last.
+        // Direct paths start together (with the wait for a listener that connects back
+        // at once), then the listener asked to connect back by bind-udp, the relay last.
         var attempts: [MethodRacer<Q2QStream>.Attempt] = []
         for offer in offers {
             let id = offer.identifier
