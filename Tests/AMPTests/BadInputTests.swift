@@ -1,5 +1,6 @@
 import AMP
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -65,15 +66,23 @@ struct BadInputTests {
     func oversizedBox() async throws {
         var limits = AMPLimits()
         limits.maximumBoxSize = 100_000
-        let server = try await AMPServer.bind(host: "127.0.0.1", port: 0, responders: makeTestResponders(), limits: limits)
+        // What the server side did, and when: said if the client does not see the close.
+        let start = ContinuousClock.now
+        let serverEvents = NIOLockedValueBox<[String]>([])
+        let server = try await AMPServer.bind(host: "127.0.0.1", port: 0, responders: makeTestResponders(), limits: limits) { connection in
+            serverEvents.withLockedValue { $0.append("accepted at \(ContinuousClock.now - start)") }
+            connection.channel.closeFuture.whenComplete { _ in
+                serverEvents.withLockedValue { $0.append("closed at \(ContinuousClock.now - start)") }
+            }
+        }
         defer { Task { await server.close() } }
         // Two 65535-byte values in one box: each legal, together over the limit.
         var bytes: [UInt8] = []
         for key in ["a", "b"] {
             bytes += [0, 1] + Array(key.utf8) + [0xFF, 0xFF] + [UInt8](repeating: 0x78, count: 65535)
         }
-        let result = try await RawPeer.exchange(port: server.port!, bytes: bytes, byteByByte: false, window: .seconds(15))
-        #expect(result.closed)
+        let result = try await RawPeer.exchange(port: server.port!, bytes: bytes, byteByByte: false, window: .seconds(60))
+        #expect(result.closed, "server side: \(serverEvents.withLockedValue { $0 }); gave up at \(ContinuousClock.now - start)")
         #expect(result.bytes.isEmpty)
     }
 }
