@@ -139,6 +139,22 @@ final class PTCPDispatcher: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    /// Connections that took datagrams in this read, pumped once when it completes.
+    private var awaitingPump: [PTCPChannel] = []
+    /// One clock reading for a read's datagrams: they arrived together.
+    private var batchTime: PTCPInstant?
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        batchTime = nil
+        let channels = awaitingPump
+        awaitingPump.removeAll(keepingCapacity: true)
+        for channel in channels {
+            channel.pumpPending = false
+            channel.pump()
+        }
+        context.fireChannelReadComplete()
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
     }
@@ -194,7 +210,13 @@ final class PTCPDispatcher: ChannelInboundHandler {
                 droppedDatagrams += 1
                 return
             }
-            channel.received(envelope.data)
+            let now = batchTime ?? PTCPChannel.now()
+            batchTime = now
+            channel.receivedInBatch(envelope.data, now: now)
+            if !channel.pumpPending {
+                channel.pumpPending = true
+                awaitingPump.append(channel)
+            }
             return
         }
         guard let packet = try? PTCPPacket(decoding: bytes), let handshake = packet.handshake else {

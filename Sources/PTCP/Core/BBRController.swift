@@ -37,6 +37,17 @@ struct BBRController: CongestionController {
     private var cycleStamp = PTCPInstant.zero
 
     private var probeRTTDone: PTCPInstant?
+
+    // Acknowledgement aggregation (Linux BBR's extra_acked): when acknowledgements come
+    // in bursts — a receiver that answers a whole socket read with one, offloads,
+    // Wi-Fi — more is acknowledged in a moment than the bandwidth explains. The window
+    // keeps that much more in flight, or the sender would stall between bursts.
+    static let ackEpochResetBytes = 1 << 20
+    private var ackEpochStart: PTCPInstant?
+    private var ackEpochAcked = 0
+    /// Largest excess seen in each of the last rounds: (round, bytes).
+    private var extraAckedSamples: [(round: Int, bytes: Int)] = []
+    private var extraAcked = 0
     private var savedWindow = 0
     private var initialPacingRate: Double?
 
@@ -81,7 +92,35 @@ struct BBRController: CongestionController {
         }
         checkFullPipe(appLimited: sample?.isAppLimited ?? true)
         advanceMode(bytesInFlight: bytesInFlight, now: now)
+        updateAckAggregation(acknowledged: bytes, now: now)
         updateWindow(acknowledged: bytes, delivered: delivered)
+    }
+
+    private mutating func updateAckAggregation(acknowledged: Int, now: PTCPInstant) {
+        guard bandwidth > 0, acknowledged > 0 else { return }
+        var expected = ackEpochStart.map { Int(bandwidth * (now - $0).seconds) } ?? 0
+        // A new epoch when the acknowledgements fell behind the model (no burst now).
+        if ackEpochStart == nil || ackEpochAcked <= expected || ackEpochAcked + acknowledged >= Self.ackEpochResetBytes {
+            ackEpochStart = now
+            ackEpochAcked = 0
+            expected = 0
+        }
+        ackEpochAcked += acknowledged
+        let extra = min(ackEpochAcked - expected, congestionWindow)
+        if let last = extraAckedSamples.last, last.round == round {
+            extraAckedSamples[extraAckedSamples.count - 1].bytes = max(last.bytes, extra)
+        } else {
+            extraAckedSamples.append((round, extra))
+        }
+        extraAckedSamples.removeAll { $0.round <= round - Self.bandwidthWindowRounds }
+        extraAcked = extraAckedSamples.map(\.bytes).max() ?? 0
+    }
+
+    /// What the window adds for aggregated acknowledgements: once the pipe is full (as
+    /// Linux does), and never more than 100 ms at the bottleneck rate.
+    private var aggregationAllowance: Int {
+        guard filledPipe else { return 0 }
+        return min(extraAcked, Int(bandwidth * 0.1))
     }
 
     private mutating func updateBandwidth(_ sample: DeliveryRateSample) {
@@ -177,7 +216,7 @@ struct BBRController: CongestionController {
             congestionWindow = 4 * segmentSize
             return
         }
-        let target = targetWindow(gain: windowGain)
+        let target = targetWindow(gain: windowGain) + aggregationAllowance
         if filledPipe {
             congestionWindow = min(congestionWindow + acknowledged, target)
         } else if congestionWindow < target || delivered < 10 * segmentSize {
