@@ -15,6 +15,8 @@ import PTCPSimulator
 // ptcp-bench punch  --port P --peer HOST:PORT [--bytes N]
 //     simultaneous open: listen on P and connect to the peer at once (the peer does the
 //     same), send N pattern bytes out, check N coming in; exits 0 when both arrived
+// Every mode takes --cc bbr|newreno and --datagram-size N (UDP payload; default 1232,
+// IPv6's minimum MTU; 1472 fills a 1500-byte IPv4 MTU).
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
@@ -27,6 +29,7 @@ func say(_ line: String) {
 }
 var configuration = PTCPConfiguration()
 if let name = option("--cc"), let kind = PTCPCongestionControl(rawValue: name) { configuration.congestionControl = kind }
+if let size = option("--datagram-size").flatMap(Int.init) { configuration.maximumDatagramSize = size }
 
 /// Counts what arrives, checking the pattern when the stream starts with it; prints a
 /// line per connection when it ends.
