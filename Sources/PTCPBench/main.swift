@@ -15,8 +15,9 @@ import PTCPSimulator
 // ptcp-bench punch  --port P --peer HOST:PORT [--bytes N]
 //     simultaneous open: listen on P and connect to the peer at once (the peer does the
 //     same), send N pattern bytes out, check N coming in; exits 0 when both arrived
-// Every mode takes --cc bbr|newreno and --datagram-size N (UDP payload; default 1232,
-// IPv6's minimum MTU; 1472 fills a 1500-byte IPv4 MTU).
+// Every mode takes --cc bbr|newreno, --datagram-size N (UDP payload to start with;
+// default 1232, IPv6's minimum MTU) and --probe-size N (the larger size path MTU probing
+// tries; default 1452; 0: no probing).
 let arguments = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
@@ -30,6 +31,7 @@ func say(_ line: String) {
 var configuration = PTCPConfiguration()
 if let name = option("--cc"), let kind = PTCPCongestionControl(rawValue: name) { configuration.congestionControl = kind }
 if let size = option("--datagram-size").flatMap(Int.init) { configuration.maximumDatagramSize = size }
+if let size = option("--probe-size").flatMap(Int.init) { configuration.probedDatagramSize = size > 0 ? size : nil }
 
 /// Counts what arrives, checking the pattern when the stream starts with it; prints a
 /// line per connection when it ends.
@@ -247,6 +249,11 @@ case "send":
     try? await channel.closeFuture.get()
     let elapsed = (ContinuousClock.now - start).seconds
     print(String(format: "sent %d bytes in %.2f s; goodput_mbit=%.1f", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6))
+    if let statistics = try? await channel.getOption(PTCPChannelOptions.statistics).get() {
+        print("packets sent \(statistics.packetsSent), lost \(statistics.lostPackets), retransmitted bytes "
+              + "\(statistics.retransmittedBytes), retransmission timeouts \(statistics.retransmissionTimeouts), "
+              + "path MTU probes \(statistics.pathMTUProbes)")
+    }
     await endpoint.close()
 default:
     let bytes = Int(number("--bytes", 50_000_000))

@@ -20,6 +20,8 @@ public struct PTCPSimulation: Sendable {
         public var wakeups: Int
         /// The most stream bytes the server held unread (flow control bounds it).
         public var maximumHeldByServer = 0
+        /// The datagram size the sending side ended with (path MTU probing raises it).
+        public var clientDatagramSize = 0
         public var megabitsPerSecond: Double {
             transferTime > .zero ? Double(bytesDelivered) * 8 / transferTime.seconds / 1e6 : 0
         }
@@ -168,6 +170,7 @@ public struct PTCPSimulation: Sendable {
         _ = serverFinished
         outcome.bothClosed = clientClosed && serverClosed
         outcome.client = client.statistics
+        outcome.clientDatagramSize = client.datagramSize
         outcome.server = server?.statistics ?? .init()
         return outcome
     }

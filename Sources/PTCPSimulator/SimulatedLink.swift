@@ -12,9 +12,12 @@ public struct SimulatedLink: Sendable {
     /// Fraction of packets sent at once, ahead of those being delayed.
     public var reorder: Double
     public var jitter: Duration
+    /// Datagrams longer than this are dropped (a path MTU, less IP and UDP headers).
+    public var largestDatagram: Int
 
     public init(delay: Duration = .milliseconds(10), megabitsPerSecond: Double = 100, queueBytes: Int? = nil,
-                loss: Double = 0, duplicate: Double = 0, reorder: Double = 0, jitter: Duration = .zero) {
+                loss: Double = 0, duplicate: Double = 0, reorder: Double = 0, jitter: Duration = .zero,
+                largestDatagram: Int = 1472) {
         self.delay = delay
         self.bytesPerSecond = megabitsPerSecond * 1e6 / 8
         // Default: two bandwidth-delay products of queue, like netlab's.
@@ -23,12 +26,14 @@ public struct SimulatedLink: Sendable {
         self.duplicate = duplicate
         self.reorder = reorder
         self.jitter = jitter
+        self.largestDatagram = largestDatagram
     }
 
     var freeAt = PTCPInstant.zero
 
     /// When each copy of a datagram sent at `now` arrives (none when it is lost).
     mutating func arrivals(of size: Int, now: PTCPInstant, random: inout some RandomNumberGenerator) -> [PTCPInstant] {
+        guard size <= largestDatagram else { return [] }
         let start = max(now, freeAt)
         let queued = (start - now).seconds * bytesPerSecond
         guard queued + Double(size) <= Double(queueBytes) else { return [] }   // tail drop

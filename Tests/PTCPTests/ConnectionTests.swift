@@ -247,7 +247,7 @@ struct EarlyDataTests {
         #expect(read == Array("first flight".utf8))
     }
 
-    @Test("padding is zeros, and only in a SYN")
+    @Test("padding is zeros, and only in a SYN or a PING (a path MTU probe)")
     func padding() throws {
         var syn = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: 1, initialMaxData: 100), padding: 50).encoded()
         #expect(try PTCPPacket(decoding: syn).padding == 50)
@@ -256,6 +256,11 @@ struct EarlyDataTests {
         var data = PTCPPacket(destinationID: 1, packetNumber: 1, data: .init(offset: 0, bytes: [1])).encoded()
         data += [0, 0]
         #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: data) }
-        #expect(PTCPPacket(destinationID: 1, packetNumber: 1, padding: 9).padding == 0, "no padding without a handshake")
+        #expect(PTCPPacket(destinationID: 1, packetNumber: 1, padding: 9).padding == 0, "no padding without a handshake or a ping")
+        var probe = PTCPPacket(flags: .ping, destinationID: 1, packetNumber: 2, padding: 1400).encoded()
+        #expect(probe.count == PTCPPacket.headerSize + 1400)
+        #expect(try PTCPPacket(decoding: probe).padding == 1400)
+        probe[probe.count - 1] = 7
+        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: probe) }
     }
 }

@@ -51,6 +51,22 @@ struct CoreTests {
         #expect(slow.megabitsPerSecond < fast.megabitsPerSecond)
     }
 
+    @Test("path MTU probing: a path that carries 1,452-byte datagrams gets them; one that does not keeps 1,232, with no timeout and no congestion response")
+    func pathMTUProbing() async {
+        let wide = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 20))
+        let raised = await simulate(wide, bytes: 8_000_000, seed: 4)
+        #expect(raised.bytesDelivered == 8_000_000 && raised.corruptBytes == 0 && raised.bothClosed)
+        #expect(raised.clientDatagramSize == 1452)
+        #expect(raised.client.pathMTUProbes == 1)
+        let narrow = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 20, largestDatagram: 1300))
+        let kept = await simulate(narrow, bytes: 8_000_000, seed: 4)
+        #expect(kept.bytesDelivered == 8_000_000 && kept.corruptBytes == 0 && kept.bothClosed)
+        #expect(kept.clientDatagramSize == 1232)
+        #expect(kept.client.pathMTUProbes == 3, "three tries, a second apart, then it settles")
+        #expect(kept.client.retransmissionTimeouts == 0)
+        #expect(kept.megabitsPerSecond > 0.8 * raised.megabitsPerSecond, "no congestion response to a lost probe")
+    }
+
     @Test("handshake and close complete under 30 % loss each way", arguments: 1...12)
     func handshakeAndCloseUnderLoss(seed: UInt64) async {
         let simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(20), megabitsPerSecond: 10, loss: 0.3))

@@ -96,6 +96,7 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
         switch option {
         case _ as ChannelOptions.Types.AutoReadOption: return autoRead as! Option.Value
         case _ as ChannelOptions.Types.AllowRemoteHalfClosureOption: return true as! Option.Value
+        case _ as PTCPChannelOptions.Types.StatisticsOption: return core.statistics as! Option.Value
         default: throw ChannelError.operationUnsupported
         }
     }
@@ -348,5 +349,18 @@ extension PTCPChannel: NIOSynchronousChannelOptions {
 
     func getOption<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
         try getOption0(option)
+    }
+}
+
+/// Options particular to PTCP connection channels.
+public enum PTCPChannelOptions {
+    /// The connection's counters (read-only; still readable after the channel closed).
+    public static let statistics = Types.StatisticsOption()
+
+    public enum Types {
+        public struct StatisticsOption: ChannelOption, Sendable {
+            public typealias Value = PTCPConnection.Statistics
+            public init() {}
+        }
     }
 }

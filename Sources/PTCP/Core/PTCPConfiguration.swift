@@ -5,6 +5,11 @@ public struct PTCPConfiguration: Sendable {
     /// Largest UDP payload sent: 1,232 bytes keeps the IP packet within IPv6's
     /// guaranteed 1,280-byte MTU (40 bytes IPv6 + 8 bytes UDP headers).
     public var maximumDatagramSize = 1232
+    /// A larger datagram size to try once connected (path MTU probing): a padded PING of
+    /// this size, and when it is acknowledged the connection sends datagrams this large.
+    /// 1,452 bytes fills a 1,500-byte MTU under IPv6 (and nearly under IPv4). `nil`
+    /// keeps `maximumDatagramSize`.
+    public var probedDatagramSize: Int? = 1452
     /// How far beyond what the application has read the peer may send.
     public var receiveWindow = 4 * 1024 * 1024
     public var congestionControl = PTCPCongestionControl.bbr
@@ -30,9 +35,10 @@ public struct PTCPConfiguration: Sendable {
 
     public init() {}
 
-    /// Stream bytes in a packet that carries an acknowledgement of `ackRanges` ranges.
-    func payloadCapacity(ackRanges: Int) -> Int {
-        maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.StreamData.overhead
+    /// Stream bytes in a datagram of `datagramSize` that carries an acknowledgement of
+    /// `ackRanges` ranges.
+    static func payloadCapacity(datagramSize: Int, ackRanges: Int) -> Int {
+        datagramSize - PTCPPacket.headerSize - PTCPPacket.StreamData.overhead
             - (ackRanges > 0 ? 8 + 4 + 1 + 16 * ackRanges : 0)
     }
 }

@@ -35,6 +35,8 @@ public struct PTCPConnection: Sendable {
         /// beyond our window, acknowledgements of packets never sent): dropped.
         public var droppedPackets = 0
         public var forgedAcknowledgements = 0
+        /// Padded PINGs sent to find whether the path carries larger datagrams.
+        public var pathMTUProbes = 0
         public init() {}
     }
 
@@ -118,6 +120,21 @@ public struct PTCPConnection: Sendable {
     /// the linger time.
     private var lingering = false
 
+    // Path MTU probing (a small DPLPMTUD, RFC 8899).
+    /// The largest datagram sent now: `maximumDatagramSize` until a probe of
+    /// `probedDatagramSize` is acknowledged, and again after a retransmission timeout
+    /// (a path that stopped carrying large datagrams: a black hole).
+    public private(set) var datagramSize: Int
+    private struct MTUProbe {
+        var outstanding: UInt64?
+        var attempts = 0
+        var notBefore: PTCPInstant?
+        var settled = false
+    }
+    private var mtuProbe = MTUProbe()
+    static let mtuProbeAttempts = 3
+    static let mtuProbeRetry: Duration = .seconds(1)
+
     /// Starts a connection to a listening peer; the first ``poll(now:)`` gives the SYN.
     public init(connectingWith localID: UInt64, configuration: PTCPConfiguration = .init(), now: PTCPInstant) {
         self.init(role: .client, localID: localID, peerID: 0, peerMaxData: 0, configuration: configuration, now: now)
@@ -171,6 +188,8 @@ public struct PTCPConnection: Sendable {
         self.deliveredAt = now
         self.firstSentAt = now
         self.advertisedMaxData = UInt64(configuration.receiveWindow)
+        self.datagramSize = configuration.maximumDatagramSize
+        if (configuration.probedDatagramSize ?? 0) <= configuration.maximumDatagramSize { mtuProbe.settled = true }
     }
 
     // MARK: - Application side
@@ -391,6 +410,12 @@ public struct PTCPConnection: Sendable {
                     deliveredAt = now
                     if let stream = packet.stream { acknowledgeStream(stream) }
                     if packet.fin { finAcknowledged = true }
+                    if packet.number == mtuProbe.outstanding, let probed = configuration.probedDatagramSize {
+                        // The path carries the larger size: use it from now on.
+                        mtuProbe.outstanding = nil
+                        mtuProbe.settled = true
+                        datagramSize = probed
+                    }
                     if newest == nil || packet.number > newest!.number { newest = packet }
                 }
                 index += 1
@@ -452,7 +477,10 @@ public struct PTCPConnection: Sendable {
             guard !sent[index].acknowledged else { continue }
             let packet = sent[index]
             if largestAcknowledged - packet.number >= 3 || packet.sentAt <= now - lossDelay {
-                markLost(at: index)
+                let isProbe = packet.number == mtuProbe.outstanding
+                markLost(at: index, now: now)
+                // A lost probe says the path's MTU is smaller, not that it is congested.
+                guard !isProbe else { continue }
                 lostBytes += packet.size
                 newestLost = max(newestLost ?? packet.sentAt, packet.sentAt)
             } else {
@@ -466,11 +494,16 @@ public struct PTCPConnection: Sendable {
         }
     }
 
-    private mutating func markLost(at index: Int) {
+    private mutating func markLost(at index: Int, now: PTCPInstant) {
         sent[index].acknowledged = true   // no longer outstanding
         let packet = sent[index]
         bytesInFlight -= packet.size
         statistics.lostPackets += 1
+        if packet.number == mtuProbe.outstanding {
+            mtuProbe.outstanding = nil
+            mtuProbe.notBefore = now + Self.mtuProbeRetry
+            if mtuProbe.attempts >= Self.mtuProbeAttempts { mtuProbe.settled = true }
+        }
         if let stream = packet.stream {
             for gap in ackedStream.gaps(in: max(stream.lowerBound, ackedPrefix)..<max(stream.upperBound, ackedPrefix)) {
                 retransmissions.insert(gap)
@@ -542,16 +575,29 @@ public struct PTCPConnection: Sendable {
         if let ackDeadline, now >= ackDeadline { ackNow = true }
         if let lossTime, now >= lossTime { detectLoss(now: now) }
         if let deadline = retransmissionDeadline, now >= deadline {
-            onRetransmissionTimeout()
+            onRetransmissionTimeout(now: now)
         }
     }
 
-    private mutating func onRetransmissionTimeout() {
+    private mutating func onRetransmissionTimeout(now: PTCPInstant) {
+        let outstanding = (sentHead..<sent.count).filter { !sent[$0].acknowledged }
+        if let probe = mtuProbe.outstanding, outstanding.count == 1, sent[outstanding[0]].number == probe {
+            // Only the probe went unanswered: the path's MTU is smaller, nothing else.
+            markLost(at: outstanding[0], now: now)
+            compactSent()
+            return
+        }
         statistics.retransmissionTimeouts += 1
         timeouts += 1
+        if datagramSize > configuration.maximumDatagramSize {
+            // Large datagrams may have stopped getting through (a route change to a
+            // smaller MTU with its ICMP filtered): back to the size the handshake proved.
+            datagramSize = configuration.maximumDatagramSize
+            mtuProbe.settled = true
+        }
         if bytesInFlight > 0 {
-            for index in sentHead..<sent.count where !sent[index].acknowledged {
-                markLost(at: index)
+            for index in outstanding {
+                markLost(at: index, now: now)
             }
             compactSent()
             congestion.onRetransmissionTimeout()
@@ -565,7 +611,7 @@ public struct PTCPConnection: Sendable {
 
     private var windowAllowsSending: Bool {
         let room = congestion.congestionWindow - bytesInFlight
-        return room >= configuration.maximumDatagramSize || (bytesInFlight == 0 && room > 0)
+        return room >= datagramSize || (bytesInFlight == 0 && room > 0)
     }
 
     private var hasNewData: Bool { sentOffset < sendStream.endOffset }
@@ -606,6 +652,7 @@ public struct PTCPConnection: Sendable {
         }
         if resetNeeded { return resetDatagram() }
         if handshakeNeeded, role == .server { return handshakeDatagram(now: now) }
+        if wantsToSend, let probe = mtuProbeDatagram(now: now) { return probe }
         if wantsToSend, let datagram = dataDatagram(now: now) { return datagram }
         if pingNeeded {
             pingNeeded = false
@@ -618,6 +665,21 @@ public struct PTCPConnection: Sendable {
             appLimitedUntil = max(delivered + bytesInFlight, 1)
         }
         return nil
+    }
+
+    /// A PING padded to `probedDatagramSize`, while one is worth trying: sent while
+    /// there is data to send (an idle connection has no use for a larger size), within
+    /// the congestion window, one at a time, a second after a lost one, three at most.
+    private mutating func mtuProbeDatagram(now: PTCPInstant) -> [UInt8]? {
+        guard !mtuProbe.settled, mtuProbe.outstanding == nil, !lingering, let size = configuration.probedDatagramSize,
+              now >= mtuProbe.notBefore ?? now, congestion.congestionWindow - bytesInFlight >= size else { return nil }
+        var packet = PTCPPacket(flags: .ping, destinationID: peerID, packetNumber: 0)
+        packet.padding = size - packet.encodedSize
+        mtuProbe.outstanding = nextPacketNumber
+        mtuProbe.attempts += 1
+        statistics.pathMTUProbes += 1
+        // No acknowledgement rides on it: its size must be exactly the one probed.
+        return finishPacket(packet, now: now, ackRanges: 0)
     }
 
     private mutating func acknowledgementDatagram(now: PTCPInstant) -> [UInt8] {
@@ -670,7 +732,7 @@ public struct PTCPConnection: Sendable {
     private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {
         guard now >= nextSendAt, windowAllowsSending else { return nil }
         let ackRanges = ackPending ? min(receivedPackets.count, 4) : 0
-        let capacity = configuration.payloadCapacity(ackRanges: ackRanges)
+        let capacity = PTCPConfiguration.payloadCapacity(datagramSize: datagramSize, ackRanges: ackRanges)
         var range: Range<UInt64>?
         var isRetransmission = false
         while range == nil, let candidate = retransmissions.first {

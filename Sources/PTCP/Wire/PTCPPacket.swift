@@ -78,9 +78,10 @@ public struct PTCPPacket: Equatable, Sendable {
     public var handshake: Handshake?
     public var acknowledgement: Acknowledgement?
     public var data: StreamData?
-    /// Zero bytes after the parts, in a SYN only: a client pads its SYN to a full
-    /// datagram, so that the path's MTU is proven before any data depends on it and so
-    /// that the acceptor may answer early data with up to three times as much.
+    /// Zero bytes after the parts, in a SYN or a PING only: a client pads its SYN to a
+    /// full datagram, so that the path's MTU is proven before any data depends on it and
+    /// so that the acceptor may answer early data with up to three times as much; a
+    /// padded PING probes whether the path carries larger datagrams.
     public var padding: Int
 
     public init(flags: Flags = [], destinationID: UInt64, packetNumber: UInt64,
@@ -96,7 +97,7 @@ public struct PTCPPacket: Equatable, Sendable {
         self.handshake = handshake
         self.acknowledgement = acknowledgement
         self.data = data
-        self.padding = handshake == nil ? 0 : max(0, padding)
+        self.padding = handshake == nil && !flags.contains(.ping) ? 0 : max(0, padding)
     }
 
     /// Whether the receiver must acknowledge this packet (pure acknowledgements are not
@@ -191,7 +192,7 @@ public struct PTCPPacket: Equatable, Sendable {
             data = StreamData(offset: offset, bytes: try reader.bytes(length))
         }
         padding = 0
-        if handshake != nil, !reader.isAtEnd {
+        if handshake != nil || flags.contains(.ping), !reader.isAtEnd {
             let rest = try reader.bytes(reader.remaining)
             guard rest.allSatisfy({ $0 == 0 }) else { throw .malformed("\(rest.count) bytes after the packet") }
             padding = rest.count
