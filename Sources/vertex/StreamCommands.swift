@@ -273,6 +273,14 @@ struct ConnectCommand: AsyncParsableCommand {
 /// input back instead of buffering it all.
 func forEachStandardInputChunk(_ body: (ByteBuffer) async throws -> Void) async throws {
     let chunkSize = 256 * 1024
+    #if os(Linux)
+    // A pipe holds 64 KiB by default, so each read would bring at most that and each
+    // chunk would cost a wake-up of three threads; a pipe as large as a chunk lets a
+    // fast writer fill whole chunks. (Best effort: not a pipe, or above the system's
+    // limit, and it stays as it is.)
+    let setPipeSize: Int32 = 1031   // F_SETPIPE_SZ, which Glibc's module does not export
+    _ = fcntl(STDIN_FILENO, setPipeSize, Int32(chunkSize))
+    #endif
     let slots = InputSlots(free: 4)
     let chunks = AsyncStream<ByteBuffer> { continuation in
         Thread.detachNewThread {
