@@ -14,6 +14,9 @@ public struct SimulatedLink: Sendable {
     public var jitter: Duration
     /// Datagrams longer than this are dropped (a path MTU, less IP and UDP headers).
     public var largestDatagram: Int
+    /// From this simulated time on, `largestDatagram` becomes the given size (a route
+    /// change to a smaller MTU, with no ICMP to say so).
+    public var largestDatagramChange: (at: Duration, to: Int)?
 
     public init(delay: Duration = .milliseconds(10), megabitsPerSecond: Double = 100, queueBytes: Int? = nil,
                 loss: Double = 0, duplicate: Double = 0, reorder: Double = 0, jitter: Duration = .zero,
@@ -33,6 +36,9 @@ public struct SimulatedLink: Sendable {
 
     /// When each copy of a datagram sent at `now` arrives (none when it is lost).
     mutating func arrivals(of size: Int, now: PTCPInstant, random: inout some RandomNumberGenerator) -> [PTCPInstant] {
+        if let change = largestDatagramChange, now >= PTCPInstant.zero + change.at {
+            largestDatagram = change.to
+        }
         guard size <= largestDatagram else { return [] }
         let start = max(now, freeAt)
         let queued = (start - now).seconds * bytesPerSecond

@@ -67,6 +67,18 @@ struct CoreTests {
         #expect(kept.megabitsPerSecond > 0.8 * raised.megabitsPerSecond, "no congestion response to a lost probe")
     }
 
+    @Test("a path that stops carrying the probed size mid-transfer (no ICMP): a timeout, back to 1,232 bytes, byte-exact")
+    func pathMTUBlackHole() async {
+        var link = SimulatedLink(delay: .milliseconds(10), megabitsPerSecond: 20)
+        link.largestDatagramChange = (at: .seconds(1), to: 1300)
+        let outcome = await simulate(PTCPSimulation(forward: link), bytes: 8_000_000, seed: 5)
+        #expect(outcome.bytesDelivered == 8_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
+        #expect(outcome.clientErrors.isEmpty && outcome.serverErrors.isEmpty)
+        #expect(outcome.client.pathMTUProbes == 1)
+        #expect(outcome.client.retransmissionTimeouts >= 1)
+        #expect(outcome.clientDatagramSize == 1232)
+    }
+
     @Test("handshake and close complete under 30 % loss each way", arguments: 1...12)
     func handshakeAndCloseUnderLoss(seed: UInt64) async {
         let simulation = PTCPSimulation(forward: SimulatedLink(delay: .milliseconds(20), megabitsPerSecond: 10, loss: 0.3))
