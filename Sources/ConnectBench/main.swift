@@ -61,7 +61,9 @@ func round(_ node: Q2QNode, seed: UInt64) async throws -> (Double?, Double, Stri
         state ^= state << 13; state ^= state >> 7; state ^= state << 17
         payload[index] = UInt8(truncatingIfNeeded: state)
     }
-    let (firstByte, echoed) = try await stream.channel.executeThenClose { inbound, outbound in
+    // Timed to the last echoed byte's arrival: closing the stream afterwards (TLS's
+    // close_notify both ways) is not part of it.
+    let (firstByte, echoed, echoTime) = try await stream.channel.executeThenClose { inbound, outbound in
         var iterator = inbound.makeAsyncIterator()
         var firstByte: Double?
         if greeting {
@@ -71,10 +73,10 @@ func round(_ node: Q2QNode, seed: UInt64) async throws -> (Double?, Double, Stri
         try await outbound.write(ByteBuffer(bytes: payload))
         var received: [UInt8] = []
         while received.count < payload.count, let buffer = try await iterator.next() { received += buffer.readableBytesView }
-        return (firstByte, received)
+        return (firstByte, received, milliseconds(ContinuousClock.now - start))
     }
     guard echoed == payload else { throw Q2QNodeError("the echo differs from what was sent (\(echoed.count) of \(payload.count) bytes)") }
-    return (firstByte, milliseconds(ContinuousClock.now - start), stream.method.name)
+    return (firstByte, echoTime, stream.method.name)
 }
 
 let node = try Q2QNode(home: home)
