@@ -137,4 +137,23 @@ struct VectorTests {
         tooLong.append(key: "texts", value: try list.ampEncoded())
         #expect(throws: AMPSerializationError.self) { try tooLong.serialized() }
     }
+
+    @Test("however a box is built, it goes out in wire order with each key once, the last value winning")
+    func wireOrder() throws {
+        let expected = try AMPBox(["a": "3", "b": "2", "c": "4"]).serialized()
+        var appended = AMPBox()
+        appended.append(key: "b", value: ByteBuffer(string: "2"))
+        appended.append(key: "a", value: ByteBuffer(string: "1"))
+        appended.append(key: "a", value: ByteBuffer(string: "3"))   // the same key again: the last wins
+        appended.append(key: "c", value: ByteBuffer(string: "4"))
+        #expect(try appended.serialized() == expected)
+        var mixed = AMPBox()
+        mixed.append(key: "c", string: "4")
+        mixed.append(key: "a", value: ByteBuffer(string: "3"))
+        mixed["b"] = ByteBuffer(string: "2")
+        #expect(try mixed.serialized() == expected)
+        #expect(try AMPBox([.init(key: "c", value: ByteBuffer(string: "4")), .init(key: "b", value: ByteBuffer(string: "2")),
+                            .init(key: "a", value: ByteBuffer(string: "3"))]).serialized() == expected)
+        #expect(expected.readableBytesView.hex == "000161000133000162000132000163000134" + "0000")
+    }
 }

@@ -19,22 +19,29 @@ public struct AMPBox: Sendable, Equatable {
     }
 
     public private(set) var fields: [Field]
+    /// True when `fields` are known to be in wire order with no key twice (a box built
+    /// with `append(key:value:)`), so that serialising need not check.
+    private var knownInWireOrder: Bool
 
     public init() {
         self.fields = []
+        self.knownInWireOrder = true
     }
 
     init(reservingCapacity capacity: Int) {
         self.fields = []
         self.fields.reserveCapacity(capacity)
+        self.knownInWireOrder = true
     }
 
     public init(_ fields: [Field]) {
         self.fields = fields
+        self.knownInWireOrder = false
     }
 
     public init(_ pairs: KeyValuePairs<String, String>) {
         self.fields = pairs.map { Field(key: $0.key, value: ByteBuffer(string: $0.value)) }
+        self.knownInWireOrder = false
     }
 
     public var isEmpty: Bool { fields.isEmpty }
@@ -54,6 +61,7 @@ public struct AMPBox: Sendable, Equatable {
             fields.removeAll { $0.key == key }
             if let newValue {
                 fields.append(Field(key: key, value: newValue))
+                knownInWireOrder = false
             }
         }
     }
@@ -71,17 +79,20 @@ public struct AMPBox: Sendable, Equatable {
         while index > fields.startIndex, Self.precedesBytewise(key, fields[index - 1].key) {
             index -= 1
         }
+        // Every key after `index` follows this one; the one before may equal it.
+        if index > fields.startIndex, fields[index - 1].key == key { knownInWireOrder = false }
         fields.insert(Field(key: key, value: value), at: index)
     }
 
     public mutating func append(key: String, string: String) {
         fields.append(Field(key: key, value: ByteBuffer(string: string)))
+        knownInWireOrder = false
     }
 
     /// Keys with their last values, in wire order (sorted bytewise), as Twisted writes them.
     var canonicalFields: [Field] {
         // Usually already in order with no key twice (see `append`): nothing to do.
-        if zip(fields, fields.dropFirst()).allSatisfy({ Self.precedesBytewise($0.key, $1.key) }) {
+        if knownInWireOrder || zip(fields, fields.dropFirst()).allSatisfy({ Self.precedesBytewise($0.key, $1.key) }) {
             return fields
         }
         var unique: [Field] = []
