@@ -51,6 +51,22 @@ func echo(_ listener: Q2QListener) -> Task<Void, Never> {
     }
 }
 
+/// alice's and bob's nodes on `domain` (made in that order), bob listening for "echo"
+/// and echoing; the listener, the echo and both nodes are closed after `body`.
+func withEchoingBob(in domain: TestDomain, alice aliceConfiguration: Q2QNodeConfiguration = .init(listenHost: "127.0.0.1"),
+                    bob bobConfiguration: Q2QNodeConfiguration = .init(listenHost: "127.0.0.1"), description: String = "",
+                    _ body: (_ alice: Q2QNode, _ listener: Q2QListener) async throws -> Void) async throws {
+    let aliceNode = try await makeNode("alice@\(domain.name)", in: domain, configuration: aliceConfiguration)
+    let bobNode = try await makeNode("bob@\(domain.name)", in: domain, configuration: bobConfiguration)
+    let listener = try await bobNode.listen(as: try Q2QAddress("bob@\(domain.name)"), service: "echo", description: description)
+    let echoing = echo(listener)
+    try await body(aliceNode, listener)
+    await listener.close()
+    echoing.cancel()
+    await aliceNode.shutdown()
+    await bobNode.shutdown()
+}
+
 /// Sends `bytes` on a stream and reads the same number back.
 func roundTrip(_ stream: Q2QStream, _ bytes: [UInt8]) async throws -> [UInt8] {
     try await stream.channel.executeThenClose { inbound, outbound in
@@ -80,22 +96,15 @@ struct ConnectionTests {
     @Test("tcp: alice reaches bob's service over a verified TLS stream, byte-exact")
     func directTCP() async throws {
         try await withDomain { domain in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
-            let listener = try await bobNode.listen(as: Self.bob, service: "echo", description: "echo test")
-            let echoing = echo(listener)
-            #expect(domain.server.listenerCount == 1)
+            try await withEchoingBob(in: domain, description: "echo test") { aliceNode, _ in
+                #expect(domain.server.listenerCount == 1)
 
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
-            #expect(stream.peer == Self.bob && stream.local == Self.alice)
-            guard case .tcp = stream.method else { Issue.record("method \(stream.method)"); return }
-            let payload = pseudoRandomBytes(1_000_000)
-            #expect(try await roundTrip(stream, payload) == payload)
-
-            await listener.close()
-            echoing.cancel()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+                #expect(stream.peer == Self.bob && stream.local == Self.alice)
+                guard case .tcp = stream.method else { Issue.record("method \(stream.method)"); return }
+                let payload = pseudoRandomBytes(1_000_000)
+                #expect(try await roundTrip(stream, payload) == payload)
+            }
         }
     }
 

@@ -42,66 +42,48 @@ struct RelayTests {
     @Test("relay: byte-exact, and the server forwards only TLS records, never the plaintext")
     func relayCarriesCiphertext() async throws {
         try await Self.withObservedDomain { domain, forwarded in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
-            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
-            let echoing = echo(listener)
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .relay)
-            #expect(stream.method == .virtual && stream.peer == Self.bob)
-            let marker = Array("THE-PLAINTEXT-MARKER-".utf8)
-            var payload: [UInt8] = []
-            while payload.count < 1_000_000 { payload += marker + Array(String(payload.count).utf8) }
-            #expect(try await roundTrip(stream, payload) == payload)
+            try await withEchoingBob(in: domain) { aliceNode, _ in
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .relay)
+                #expect(stream.method == .virtual && stream.peer == Self.bob)
+                let marker = Array("THE-PLAINTEXT-MARKER-".utf8)
+                var payload: [UInt8] = []
+                while payload.count < 1_000_000 { payload += marker + Array(String(payload.count).utf8) }
+                #expect(try await roundTrip(stream, payload) == payload)
 
-            let seen = forwarded.withLockedValue { $0.bytes }
-            #expect(seen.count > 2 * payload.count)             // both directions went through the relay
-            #expect(seen.first == 0x16)                          // a TLS handshake record opens the stream
-            #expect(!seen.contains(subsequence: marker))
-            await listener.close()
-            echoing.cancel()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
+                let seen = forwarded.withLockedValue { $0.bytes }
+                #expect(seen.count > 2 * payload.count)             // both directions went through the relay
+                #expect(seen.first == 0x16)                          // a TLS handshake record opens the stream
+                #expect(!seen.contains(subsequence: marker))
+            }
         }
     }
 
     @Test("heavy traffic both ways at once through the relay does not deadlock")
     func bothWaysAtOnce() async throws {
         try await withDomain { domain in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
-            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
-            let echoing = echo(listener)
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .relay)
-            // Both links carry a full stream each way: their sockets fill in both
-            // directions, which once made both ends stop reading.
-            let block = (0..<65_521).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-            let payload = Array((0..<256).map { _ in block }.joined())
-            let echoed = try await withTimeout(.seconds(60), "a 16 MiB echo through the relay") { try await roundTrip(stream, payload) }
-            #expect(echoed == payload)
-            await listener.close()
-            echoing.cancel()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
+            try await withEchoingBob(in: domain) { aliceNode, _ in
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .relay)
+                // Both links carry a full stream each way: their sockets fill in both
+                // directions, which once made both ends stop reading.
+                let block = (0..<65_521).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+                let payload = Array((0..<256).map { _ in block }.joined())
+                let echoed = try await withTimeout(.seconds(60), "a 16 MiB echo through the relay") { try await roundTrip(stream, payload) }
+                #expect(echoed == payload)
+            }
         }
     }
 
     @Test("auto: a listener whose tcp port cannot be reached (and no UDP) is reached by the relay")
     func relayWhenTCPBlocked() async throws {
         try await withDomain { domain in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
             // bob publishes 127.0.0.2, where nothing listens: as if a firewall refused it;
             // and offers no PTCP paths, as if UDP were blocked.
-            let bobNode = try await makeNode("bob@example.test", in: domain,
-                                             configuration: .init(listenHost: "127.0.0.1", publishedHosts: ["127.0.0.2"], udpEnabled: false))
-            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
-            let echoing = echo(listener)
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
-            #expect(stream.method == .virtual)
-            #expect(try await roundTrip(stream, Array("through the relay".utf8)) == Array("through the relay".utf8))
-            await listener.close()
-            echoing.cancel()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
+            let unreachable = Q2QNodeConfiguration(listenHost: "127.0.0.1", publishedHosts: ["127.0.0.2"], udpEnabled: false)
+            try await withEchoingBob(in: domain, bob: unreachable) { aliceNode, _ in
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+                #expect(stream.method == .virtual)
+                #expect(try await roundTrip(stream, Array("through the relay".utf8)) == Array("through the relay".utf8))
+            }
         }
     }
 
@@ -109,27 +91,21 @@ struct RelayTests {
     func loserReleased() async throws {
         try await withDomain { domain in
             let both = Q2QNodeConfiguration(listenHost: "127.0.0.1", stagger: .zero)
-            let aliceNode = try await makeNode("alice@example.test", in: domain, configuration: both)
-            let bobNode = try await makeNode("bob@example.test", in: domain, configuration: both)
-            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
-            let echoing = echo(listener)
-            for round in 0..<5 {
-                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
-                let text = Array("round \(round)".utf8)
-                #expect(try await roundTrip(stream, text) == text)
+            try await withEchoingBob(in: domain, alice: both, bob: both) { aliceNode, _ in
+                for round in 0..<5 {
+                    let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
+                    let text = Array("round \(round)".utf8)
+                    #expect(try await roundTrip(stream, text) == text)
+                }
+                // Every stream is closed; losers were closed when their race ended. A loser's
+                // TLS close may wait up to its 5 s shutdown timeout for the peer's close_notify
+                // (a busy machine stretches that): what is tested is that none is left behind.
+                let deadline = ContinuousClock.now + .seconds(15)
+                while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(domain.server.relayedChannelCount == 0)
             }
-            // Every stream is closed; losers were closed when their race ended. A loser's
-            // TLS close may wait up to its 5 s shutdown timeout for the peer's close_notify
-            // (a busy machine stretches that): what is tested is that none is left behind.
-            let deadline = ContinuousClock.now + .seconds(15)
-            while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
-            }
-            #expect(domain.server.relayedChannelCount == 0)
-            await listener.close()
-            echoing.cancel()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
         }
     }
 

@@ -38,43 +38,31 @@ struct UDPPathTests {
         await silent.close()
     }
 
-    /// alice's node, and bob's listening for "echo" and echoing, on one domain; all
-    /// closed after `body`.
-    func withEchoingBob(_ body: (_ alice: Q2QNode, _ listener: Q2QListener) async throws -> Void) async throws {
-        try await withDomain { domain in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
-            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
-            let echoing = echo(listener)
-            try await body(aliceNode, listener)
-            await listener.close()
-            echoing.cancel()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
-        }
-    }
-
     @Test("ptcp: alice reaches bob's service over PTCP with TLS, byte-exact")
     func ptcp() async throws {
-        try await withEchoingBob { aliceNode, listener in
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: Q2QMethodPolicy("ptcp")!)
-            guard case .ptcp(let address) = stream.method else { Issue.record("method \(stream.method)"); return }
-            #expect(address.host == "127.0.0.1" && address.port == listener.udpPort?.localPort)
-            #expect(stream.peer == Self.bob)
-            let payload = pseudoRandomBytes(2_000_000)
-            #expect(try await roundTrip(stream, payload) == payload)
+        try await withDomain { domain in
+            try await withEchoingBob(in: domain) { aliceNode, listener in
+                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: Q2QMethodPolicy("ptcp")!)
+                guard case .ptcp(let address) = stream.method else { Issue.record("method \(stream.method)"); return }
+                #expect(address.host == "127.0.0.1" && address.port == listener.udpPort?.localPort)
+                #expect(stream.peer == Self.bob)
+                let payload = pseudoRandomBytes(2_000_000)
+                #expect(try await roundTrip(stream, payload) == payload)
+            }
         }
     }
 
     @Test("rptcp: bob connects back after bind-udp through the presence server; TLS roles stay as they were")
     func reversePTCP() async throws {
-        try await withEchoingBob { aliceNode, _ in
-            for round in 0..<2 {
-                let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: Q2QMethodPolicy("rptcp")!)
-                guard case .rptcp = stream.method else { Issue.record("method \(stream.method)"); return }
-                #expect(stream.peer == Self.bob)
-                let payload = pseudoRandomBytes(300_000, seed: UInt64(round + 1))
-                #expect(try await roundTrip(stream, payload) == payload)
+        try await withDomain { domain in
+            try await withEchoingBob(in: domain) { aliceNode, _ in
+                for round in 0..<2 {
+                    let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: Q2QMethodPolicy("rptcp")!)
+                    guard case .rptcp = stream.method else { Issue.record("method \(stream.method)"); return }
+                    #expect(stream.peer == Self.bob)
+                    let payload = pseudoRandomBytes(300_000, seed: UInt64(round + 1))
+                    #expect(try await roundTrip(stream, payload) == payload)
+                }
             }
         }
     }
