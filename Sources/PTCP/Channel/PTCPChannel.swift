@@ -192,18 +192,13 @@ final class PTCPChannel: Channel, ChannelCore, @unchecked Sendable {
         pump()
     }
 
-    func received(_ datagram: ByteBuffer) {
-        core.receive(datagram.readableBytesView, now: Self.now())
-        pump()
-    }
-
     /// Set while the dispatcher holds this channel for a pump at the end of its read.
     var pumpPending = false
 
     /// Feeds a datagram to the core without running it: the dispatcher pumps once after
-    /// the whole batch its socket read, so that one acknowledgement (and one write)
+    /// the whole batch of a socket read, so that one acknowledgement (and one write)
     /// answers many datagrams instead of one every few, as GRO does for kernel TCP.
-    func receivedInBatch(_ datagram: ByteBuffer, now: PTCPInstant) {
+    func received(_ datagram: ByteBuffer, now: PTCPInstant) {
         core.receive(datagram.readableBytesView, now: now)
     }
 

@@ -144,6 +144,17 @@ final class PTCPDispatcher: ChannelInboundHandler {
     /// One clock reading for a read's datagrams: they arrived together.
     private var batchTime: PTCPInstant?
 
+    /// Feeds a datagram to its connection, which runs once the read is complete.
+    private func deliver(_ datagram: ByteBuffer, to channel: PTCPChannel) {
+        let now = batchTime ?? PTCPChannel.now()
+        batchTime = now
+        channel.received(datagram, now: now)
+        if !channel.pumpPending {
+            channel.pumpPending = true
+            awaitingPump.append(channel)
+        }
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         batchTime = nil
         let channels = awaitingPump
@@ -210,13 +221,7 @@ final class PTCPDispatcher: ChannelInboundHandler {
                 droppedDatagrams += 1
                 return
             }
-            let now = batchTime ?? PTCPChannel.now()
-            batchTime = now
-            channel.receivedInBatch(envelope.data, now: now)
-            if !channel.pumpPending {
-                channel.pumpPending = true
-                awaitingPump.append(channel)
-            }
+            deliver(envelope.data, to: channel)
             return
         }
         guard let packet = try? PTCPPacket(decoding: bytes), let handshake = packet.handshake else {
@@ -225,7 +230,7 @@ final class PTCPDispatcher: ChannelInboundHandler {
         }
         let key = SYNKey(address: envelope.remoteAddress, sourceID: handshake.sourceID)
         if let existing = bySYN[key], let channel = connections[existing] {
-            channel.received(envelope.data)   // the same SYN again
+            deliver(envelope.data, to: channel)   // the same SYN again
             return
         }
         guard let initializer else {
