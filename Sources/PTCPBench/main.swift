@@ -156,6 +156,8 @@ let usage = """
     punch: simultaneous open through NATs, no rendezvous: both peers run it at once, each
           listening on P and connecting to the other; each sends N pattern bytes (default
           1 MB) and checks what comes in. Exits 0 when both directions arrived intact.
+    every mode: --cc bbr|newreno, --datagram-size N (UDP payload to start with, default
+          1232), --probe-size N (the larger size path MTU probing tries, default 1452; 0: none).
     """
 
 switch arguments.first {
