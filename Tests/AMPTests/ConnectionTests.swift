@@ -132,10 +132,54 @@ struct ConnectionTests {
     final class Collector: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let received = NIOLockedValueBox("")
+        let errors = NIOLockedValueBox<[String]>([])
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let text = String(buffer: unwrapInboundIn(data))
             received.withLockedValue { $0 += text }
         }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            errors.withLockedValue { $0.append("\(error)") }
+        }
+    }
+
+    @Test("a pipelined protocol switch: bytes right behind the command reach the new protocol; a refused one closes with the peer's error")
+    func pipelinedProtocolSwitch() async throws {
+        var responders = makeTestResponders()
+        responders.registerProtocolSwitch(Switch.self) { arguments, _ in
+            guard arguments.identifier == "known" else { throw SwitchError() }
+            return (AMPEmpty(), { channel in try channel.pipeline.syncOperations.addHandler(ShoutHandler()) })
+        }
+        let server = try await Self.server(responders)
+        defer { Task { await server.close() } }
+
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        let collector = Collector()
+        let answer = try await client.switchProtocolPipelined(Switch.self, .init(identifier: "known")) { channel in
+            try channel.pipeline.syncOperations.addHandler(collector)
+            // Sent before the answer can have arrived: these bytes travel right behind the command.
+            channel.writeAndFlush(ByteBuffer(string: "right behind"), promise: nil)
+        }
+        await #expect(throws: AMPConnectionError.protocolSwitched) {
+            try await client.call(Sum.self, .init(values: [1]))
+        }
+        _ = try await answer.get()
+        for _ in 0..<100 where collector.received.withLockedValue({ $0 }).count < 12 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(collector.received.withLockedValue { $0 } == "RIGHT BEHIND")
+        #expect(collector.errors.withLockedValue { $0 }.isEmpty)
+        await client.close()
+
+        let refused = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        let recorder = Collector()
+        let refusal = try await refused.switchProtocolPipelined(Switch.self, .init(identifier: "unknown")) { channel in
+            try channel.pipeline.syncOperations.addHandler(recorder)
+            channel.writeAndFlush(ByteBuffer(string: "never delivered"), promise: nil)
+        }
+        await #expect(throws: SwitchError()) { try await refusal.get() }
+        try await refused.channel.closeFuture.get()
+        #expect(recorder.received.withLockedValue { $0 } == "")
+        #expect(recorder.errors.withLockedValue { $0 } == ["remote AMP error NoSuchConnection: no such connection"])
     }
 
     @Test("protocol switch hands the connection, and bytes already sent, to the new protocol")

@@ -1,7 +1,8 @@
 import AMP
 import Foundation
+import Logging
 import NIOCore
-import Q2Q
+@testable import Q2Q
 import Testing
 
 /// A node with a registered identity, in its own home, using `domain`'s server.
@@ -104,6 +105,30 @@ struct ConnectionTests {
                 guard case .tcp = stream.method else { Issue.record("method \(stream.method)"); return }
                 let payload = pseudoRandomBytes(1_000_000)
                 #expect(try await roundTrip(stream, payload) == payload)
+            }
+        }
+    }
+
+    @Test("the claim is pipelined: a path is handed over once TLS verifies the listener; a refused claim ends the stream with the listener's reason, and what was sent behind it reaches no application")
+    func refusedClaim() async throws {
+        try await withDomain { domain in
+            try await withEchoingBob(in: domain) { aliceNode, _ in
+                let first = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+                guard case .tcp(let address) = first.method else { Issue.record("method \(first.method)"); return }
+                #expect(try await roundTrip(first, Array("hello".utf8)) == Array("hello".utf8))
+
+                // Straight to bob's port with an id bob never handed out.
+                let stream = try await DirectPaths.dial(
+                    address, as: try await aliceNode.identity(Self.alice), peer: Self.bob,
+                    authority: try #require(await aliceNode.authority(for: domain.name)),
+                    listener: ListenerClaim("not-an-offer"), service: "echo", group: aliceNode.group, logger: aliceNode.logger)
+                let error = await #expect(throws: AMPRemoteError.self) {
+                    try await stream.channel.executeThenClose { inbound, outbound in
+                        try await outbound.write(ByteBuffer(string: "never echoed"))
+                        for try await buffer in inbound { Issue.record("read \(String(buffer: buffer))") }
+                    }
+                }
+                #expect(error?.errorDescription == "no connection 'not-an-offer' for alice@example.test")
             }
         }
     }

@@ -30,6 +30,30 @@ enum AMPReplyWaiter {
     }
 }
 
+/// The reserved keys of a box, found in one pass (the last of a key wins).
+struct AMPReservedKeys {
+    var answer: ByteBuffer?
+    var error: ByteBuffer?
+    var errorCode: ByteBuffer?
+    var errorDescription: ByteBuffer?
+    var command: ByteBuffer?
+    var ask: ByteBuffer?
+
+    init(_ box: AMPBox) {
+        for field in box.fields where field.key.utf8.first == UInt8(ascii: "_") {
+            switch field.key {
+            case "_answer": answer = field.value
+            case "_error": error = field.value
+            case "_error_code": errorCode = field.value
+            case "_error_description": errorDescription = field.value
+            case "_command": command = field.value
+            case "_ask": ask = field.value
+            default: break
+            }
+        }
+    }
+}
+
 /// All of AMP's I/O on one connection: framing, dispatch of the peer's requests to
 /// responders, matching answers to our calls, StartTLS and protocol switching, and
 /// read backpressure. It lives on the channel's event loop; ``AMPConnection`` is its
@@ -234,39 +258,41 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func nextBoxOrFail() -> AMPBox? {
         do {
-            return try parser.nextBox(from: &received)
+            let box = try parser.nextBox(from: &received)
+            if box != nil { refusedSwitch = false }
+            return box
         } catch {
-            fail(error, "malformed AMP framing")
+            if refusedSwitch {
+                drainAfterRefusedSwitch()
+            } else {
+                fail(error, "malformed AMP framing")
+            }
             return nil
         }
     }
 
-    /// The reserved keys of a box, found in one pass (the last of a key wins).
-    private struct ReservedKeys {
-        var answer: ByteBuffer?
-        var error: ByteBuffer?
-        var errorCode: ByteBuffer?
-        var errorDescription: ByteBuffer?
-        var command: ByteBuffer?
-        var ask: ByteBuffer?
+    /// True from answering a protocol switch with an error until the next box: what
+    /// follows may be the new protocol's first bytes from a peer that sent them without
+    /// waiting for the answer (``AMPConnection/switchProtocolPipelined(_:_:install:)``).
+    private var refusedSwitch = false
+    private static let drainingTimeout = TimeAmount.seconds(10)
 
-        init(_ box: AMPBox) {
-            for field in box.fields where field.key.utf8.first == UInt8(ascii: "_") {
-                switch field.key {
-                case "_answer": answer = field.value
-                case "_error": error = field.value
-                case "_error_code": errorCode = field.value
-                case "_error_description": errorDescription = field.value
-                case "_command": command = field.value
-                case "_ask": ask = field.value
-                default: break
-                }
-            }
-        }
+    /// The peer pipelined bytes behind a switch we refused. Closing at once, with its
+    /// bytes unread, would make the kernel reset the connection, and the peer could lose
+    /// our error answer to the reset. So the answer goes out, and further input is read
+    /// and dropped until the peer, having read the refusal, closes (or a timeout).
+    private func drainAfterRefusedSwitch() {
+        logger.debug("dropping the input that followed a refused protocol switch")
+        shutDown(reason: "bytes followed a refused protocol switch")
+        received = ByteBuffer()
+        flushNow()
+        guard let context else { return }
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: Self.drainingTimeout) { loopBound.value.close(promise: nil) }
     }
 
     private func dispatch(_ box: AMPBox) {
-        let reserved = ReservedKeys(box)
+        let reserved = AMPReservedKeys(box)
         if let tag = reserved.answer {
             deliver(.answer(box), tag: tag)
         } else if let tag = reserved.error {
@@ -287,7 +313,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Our own tags: lowercase hex without leading zeros, as `AMPConnection` makes them.
-    private static func parseTag(_ buffer: ByteBuffer) -> Int? {
+    static func parseTag(_ buffer: ByteBuffer) -> Int? {
         let bytes = buffer.readableBytesView
         guard !bytes.isEmpty, bytes.count <= 15, bytes.first != UInt8(ascii: "0") else { return nil }
         var value = 0
@@ -371,7 +397,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             releaseReadIfPossible()
         }
         guard let context else { return }
-        if case .answeringSwitch = mode, responders.entry(for: command)?.switchesProtocol == true { mode = .amp }
+        if case .answeringSwitch = mode, responders.entry(for: command)?.switchesProtocol == true {
+            mode = .amp
+            if case .success(.answerThenSwitch) = outcome {} else { refusedSwitch = true }
+        }
         switch outcome {
         case .failure(let error):
             logger.warning("AMP responder failed", metadata: ["command": "\(command)", "error": "\(error)"])
@@ -661,6 +690,42 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         pendingSwitch = install
     }
 
+    /// Sends a protocol-switching request and leaves at once, without waiting for the
+    /// answer: an ``AMPSwitchAnswerReader`` takes our place to read it ahead of the new
+    /// protocol. `switched` completes once `install` has run.
+    func switchProtocolPipelined(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>,
+                                 switched: EventLoopPromise<Void>, install: @escaping AMPProtocolSwitch) {
+        let refusal: AMPConnectionError? = switch mode {
+        case .amp: context == nil ? .connectionClosed(reason: closedReason) : nil
+        case .closed(let reason): .connectionClosed(reason: reason)
+        case .switched: .protocolSwitched
+        case .awaitingTLSAnswer, .awaitingSwitchAnswer, .answeringSwitch: .busySwitching
+        }
+        guard let context, refusal == nil else {
+            let error = refusal ?? .connectionClosed(reason: closedReason)
+            reply.fail(error)
+            switched.fail(error)
+            return
+        }
+        write(request, context: context)
+        // Out before anything the new protocol writes, which bypasses our buffer.
+        flushNow()
+        do {
+            let reader = AMPSwitchAnswerReader(tag: tag, limits: limits, reply: reply)
+            try context.pipeline.syncOperations.addHandler(reader, position: .after(self))
+        } catch {
+            reply.fail(error)
+            switched.fail(error)
+            fail(error, "cannot switch protocols")
+            return
+        }
+        if switchAway(install: install, context: context) {
+            switched.succeed(())
+        } else {
+            switched.fail(AMPConnectionError.connectionClosed(reason: "the new protocol could not be installed"))
+        }
+    }
+
     private func finishSwitch(reply: AMPReply, promise: AMPReplyWaiter) {
         let install = pendingSwitch
         pendingSwitch = nil
@@ -673,7 +738,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switchAway(install: install, context: context)
     }
 
-    private func switchAway(install: AMPProtocolSwitch, context: ChannelHandlerContext) {
+    /// Hands the channel to the protocol `install` adds; false when it could not be
+    /// installed (the channel is then closed).
+    @discardableResult
+    private func switchAway(install: AMPProtocolSwitch, context: ChannelHandlerContext) -> Bool {
         mode = .switched
         failOutstanding(with: AMPConnectionError.protocolSwitched)
         connection?.markSwitched()
@@ -681,11 +749,12 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             try install(context.channel)
         } catch {
             fail(error, "the new protocol could not be installed")
-            return
+            return false
         }
         flushNow()
         // handlerRemoved forwards what was read after the switching box.
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        return true
     }
 
     // MARK: Shutting down

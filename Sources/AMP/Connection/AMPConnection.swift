@@ -174,6 +174,30 @@ public final class AMPConnection: Sendable {
         return try Self.decode(command, try await reply.futureResult.get())
     }
 
+    /// Sends a protocol-switching command and switches at once, without waiting for the
+    /// answer, so that the new protocol's first bytes follow the command in the same
+    /// round trip. Returns once `install` has run; the returned future completes with
+    /// the answer. The answer is read ahead of the new protocol: an answer lets the bytes
+    /// behind it through; an error answer closes the channel, and the new protocol's
+    /// handlers see ``AMPRemoteError`` in `errorCaught`.
+    ///
+    /// The peer must hand bytes that follow the command to its new protocol, as ours and
+    /// Twisted's do. A refused switch loses what was sent after it.
+    @discardableResult
+    public func switchProtocolPipelined<Command: AMPCommand>(
+        _ command: Command.Type,
+        _ arguments: Command.Arguments,
+        install: @escaping AMPProtocolSwitch
+    ) async throws -> EventLoopFuture<Command.Response> {
+        let tag = makeTag()
+        let bytes = try request(command, arguments, tag: tag)
+        let reply = channel.eventLoop.makePromise(of: AMPReply.self)
+        let switched = channel.eventLoop.makePromise(of: Void.self)
+        onLoop { $0.switchProtocolPipelined(request: bytes, tag: tag, reply: reply, switched: switched, install: install) }
+        try await switched.futureResult.get()
+        return reply.futureResult.flatMapThrowing { try Self.decode(command, $0) }
+    }
+
     /// Calls a command by name with arguments already encoded, and returns the answer box
     /// (without `_answer`). For tools that do not know the command's types.
     /// An error answer throws ``AMPRemoteError``.

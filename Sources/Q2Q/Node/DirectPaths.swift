@@ -29,7 +29,7 @@ enum DirectPaths {
     /// also while the TCP connection is still being made (a SYN towards a filtering NAT
     /// gets no answer, and another method has usually won by then).
     static func dial(_ address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
-                     listenerID: String, service: String, group: any EventLoopGroup, logger: Logger,
+                     listener ticket: ListenerClaim, service: String, group: any EventLoopGroup, logger: Logger,
                      connectTimeout: TimeAmount = .seconds(10)) async throws -> Q2QStream {
         let connecting = NIOLockedValueBox<(any Channel)?>(nil)
         return try await withTaskCancellationHandler {
@@ -46,7 +46,7 @@ enum DirectPaths {
                 .connect(host: address.host, port: address.port).get()
             try Task.checkCancellation()
             return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                                 listenerID: listenerID, service: service, method: .tcp(address), logger: logger)
+                                                 listener: ticket, service: service, method: .tcp(address), logger: logger)
         } onCancel: {
             connecting.withLockedValue { $0 }?.close(promise: nil)
         }

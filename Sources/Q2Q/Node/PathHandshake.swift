@@ -2,12 +2,20 @@ import AMP
 import Logging
 import NIOCore
 import NIOSSL
+import NIOTLS
+import Synchronization
 
-/// What runs on every new path — a direct TCP connection or a relayed virtual
+/// What runs on every new path — a direct TCP connection, PTCP or a relayed virtual
 /// channel — before the application gets it: TLS 1.3 with both Q2Q certificates
-/// verified, then AMP inside TLS carrying `Retrieve-Connection` with the listener id;
-/// its answer hands the path to the application. (The original spoke AMP in clear on
-/// direct paths and the listener id was the only credential.)
+/// verified, then AMP inside TLS carrying `Retrieve-Connection` with the listener id.
+/// (The original spoke AMP in clear on direct paths and the listener id was the only
+/// credential.)
+///
+/// The connecting side sends the claim as soon as TLS has verified the listener and
+/// hands the path to its application at once, without waiting for the answer: the
+/// application's first bytes follow the claim, saving a round trip. The listener hands
+/// its side over only once the claim is accepted, and the answer is read ahead of the
+/// connecting application: a refused claim closes the stream with the listener's reason.
 enum PathHandshake {
     /// The listening side's pipeline. Call on the channel's event loop.
     static func installAcceptor(on channel: any Channel, for listener: Q2QListener, tls: NIOSSLContext, logger: Logger) throws {
@@ -24,20 +32,27 @@ enum PathHandshake {
     }
 
     /// The connecting side: TLS as `identity` expecting `peer` (verified against
-    /// `authority`), then the claim of `listenerID`. Closes the path on failure.
+    /// `authority`), then the claim of the listener id. Closes the path on failure.
     static func claim(on channel: any Channel, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
-                      listenerID: String, service: String, method: Q2QMethod, logger: Logger) async throws -> Q2QStream {
-        let connection: AMPConnection
+                      listener ticket: ListenerClaim, service: String, method: Q2QMethod, logger: Logger) async throws -> Q2QStream {
+        let connector: Connector
         do {
             let tls = try connectorTLS(as: identity)
-            connection = try await channel.eventLoop.submit {
+            connector = try await channel.eventLoop.submit {
                 try installConnector(on: channel, tls: tls, peer: peer, authority: authority, logger: logger)
             }.get()
         } catch {
             channel.close(promise: nil)
             throw error
         }
-        return try await claim(listenerID, over: connection, on: channel, as: identity, peer: peer, service: service, method: method)
+        return try await claim(ticket, over: connector, on: channel, as: identity, peer: peer, service: service, method: method)
+    }
+
+    /// The connecting side's TLS and AMP on a path, before the claim.
+    struct Connector {
+        var connection: AMPConnection
+        /// Completes when TLS has verified the peer; fails with the handshake's error.
+        var handshake: EventLoopFuture<Void>
     }
 
     /// The TLS client context presenting `identity`.
@@ -48,23 +63,36 @@ enum PathHandshake {
     /// The connecting side's TLS and AMP, added to `channel` on its event loop. Added
     /// before a PTCP channel starts, TLS's first flight rides in the SYN.
     static func installConnector(on channel: any Channel, tls: NIOSSLContext, peer: Q2QAddress, authority: Q2QCertificate,
-                                 logger: Logger) throws -> AMPConnection {
+                                 logger: Logger) throws -> Connector {
         let verification = Q2QPeerVerifier(expected: peer, authority: authority).tlsVerification
-        try channel.pipeline.syncOperations.addHandler(
-            try NIOSSLClientHandler(context: tls, serverHostname: nil, customVerificationCallback: verification))
-        return try AMPConnection.install(on: channel, responders: AMPResponders(), isTCPServer: false, logger: logger)
+        let handshake = channel.eventLoop.makePromise(of: Void.self)
+        do {
+            try channel.pipeline.syncOperations.addHandlers(
+                try NIOSSLClientHandler(context: tls, serverHostname: nil, customVerificationCallback: verification),
+                TLSHandshakeWatcher(handshake))
+            let connection = try AMPConnection.install(on: channel, responders: AMPResponders(), isTCPServer: false, logger: logger)
+            return Connector(connection: connection, handshake: handshake.futureResult)
+        } catch {
+            handshake.fail(error)
+            throw error
+        }
     }
 
-    /// Claims `listenerID` over the AMP connection ``installConnector`` made; its answer
-    /// hands the path to the application. Closes the path on failure, and when the task
-    /// is cancelled (a race that another path won).
-    static func claim(_ listenerID: String, over connection: AMPConnection, on channel: any Channel, as identity: Q2QIdentity,
+    /// Once TLS has verified the peer, claims the listener id over the connection
+    /// ``installConnector`` made and hands the path to the application without waiting
+    /// for the answer (see the type's comment). Closes the path on failure, and when
+    /// the task is cancelled (a race that another path won).
+    static func claim(_ ticket: ListenerClaim, over connector: Connector, on channel: any Channel, as identity: Q2QIdentity,
                       peer: Q2QAddress, service: String, method: Q2QMethod) async throws -> Q2QStream {
         do {
             let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
             try await withTaskCancellationHandler {
                 do {
-                    _ = try await connection.switchProtocol(RetrieveConnection.self, .init(identifier: listenerID)) { channel in
+                    try await connector.handshake.get()
+                    // One path per offer sends its claim: the listener accepts an id
+                    // once, and the path that claims it must be the one that wins.
+                    guard ticket.take() else { throw Q2QNodeError("another path claimed this listener offer first") }
+                    try await connector.connection.switchProtocolPipelined(RetrieveConnection.self, .init(identifier: ticket.id)) { channel in
                         handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration))
                     }
                 } catch {
@@ -82,5 +110,60 @@ enum PathHandshake {
             channel.close(promise: nil)
             throw error
         }
+    }
+}
+
+/// A listener id from an `inbound` answer, shared by the attempts at that offer's
+/// methods. The listener accepts each id once, so only the first attempt to verify its
+/// peer may send the claim; the others have lost the race.
+final class ListenerClaim: Sendable {
+    let id: String
+    private let taken = Atomic<Bool>(false)
+
+    init(_ id: String) {
+        self.id = id
+    }
+
+    /// True for the first caller only.
+    func take() -> Bool {
+        !taken.exchange(true, ordering: .relaxed)
+    }
+}
+
+/// Completes a promise when TLS's handshake has finished (the peer's certificate
+/// verified), or fails it with the first error or when the channel closes first.
+private final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private var handshake: EventLoopPromise<Void>?
+
+    init(_ handshake: EventLoopPromise<Void>) {
+        self.handshake = handshake
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent, let handshake {
+            self.handshake = nil
+            handshake.succeed(())
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        handshake?.fail(error)
+        handshake = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handshake?.fail(ChannelError.ioOnClosedChannel)
+        handshake = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshake?.fail(ChannelError.ioOnClosedChannel)
+        handshake = nil
     }
 }

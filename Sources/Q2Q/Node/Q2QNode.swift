@@ -195,8 +195,8 @@ public final class Q2QNode: Sendable {
     }
 
     /// The relay attempt: a virtual channel through the presence server to the node
-    /// that offered `listenerID`, then ``PathHandshake``.
-    private func dialRelayed(over connection: AMPConnection, listenerID: String, as identity: Q2QIdentity,
+    /// that offered the id, then ``PathHandshake``.
+    private func dialRelayed(over connection: AMPConnection, listener ticket: ListenerClaim, as identity: Q2QIdentity,
                              peer: Q2QAddress, authority: Q2QCertificate, service: String) async throws -> Q2QStream {
         let mux = multiplexer(for: connection)
         let window = configuration.relayWindow
@@ -204,7 +204,7 @@ public final class Q2QNode: Sendable {
         return try await withTaskCancellationHandler {
             let sendCredit: Int
             do {
-                let answer = try await connection.call(Virtual.self, .init(id: channel.id, listener: listenerID, window: window))
+                let answer = try await connection.call(Virtual.self, .init(id: channel.id, listener: ticket.id, window: window))
                 guard let granted = answer.window, ChannelWindow.isValid(granted) else {
                     throw ConnectionError.notFound("the presence server relayed without a flow-control window")
                 }
@@ -215,7 +215,7 @@ public final class Q2QNode: Sendable {
             }
             try await channel.eventLoop.submit { channel.activate(sendCredit: sendCredit) }.get()
             return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                                 listenerID: listenerID, service: service, method: .virtual, logger: logger)
+                                                 listener: ticket, service: service, method: .virtual, logger: logger)
         } onCancel: {
             channel.close(promise: nil)
         }
@@ -398,34 +398,34 @@ public final class Q2QNode: Sendable {
         // at once), then the listener asked to connect back by bind-udp, the relay last.
         var attempts: [MethodRacer<Q2QStream>.Attempt] = []
         for offer in offers {
-            let id = offer.identifier
+            let id = ListenerClaim(offer.identifier)
             for method in offer.methods where methods.allows(method) {
                 switch method {
                 case .tcp(let address):
                     attempts.append(.init(label: method.description, wave: 0) { [group, logger] in
-                        try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listenerID: id,
+                        try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: id,
                                                    service: service, group: group, logger: logger)
                     })
                 case .ptcp(let address):
                     guard let udpPort else { continue }
                     attempts.append(.init(label: method.description, wave: 0) { [self] in
                         try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
-                                           listenerID: id, service: service)
+                                           listener: id, service: service)
                     })
                 case .rptcp(let address):
                     guard let publicHost = mapping?.host else { continue }
                     // A listener behind a symmetric NAT has already started connecting back.
                     attempts.append(.init(label: method.description + " (early)", wave: 0) { [self] in
                         try await takeConnectBack(from: address, as: identity, peer: to, authority: authority,
-                                                  listenerID: id, service: service)
+                                                  listener: id, service: service)
                     })
                     attempts.append(.init(label: method.description, wave: 1) { [self] in
                         try await dialReversePTCP(address, publicHost: publicHost, over: connection, as: identity, peer: to,
-                                                  authority: authority, listenerID: id, service: service)
+                                                  authority: authority, listener: id, service: service)
                     })
                 case .virtual:
                     attempts.append(.init(label: "relay", wave: 2) { [self] in
-                        try await dialRelayed(over: connection, listenerID: id, as: identity, peer: to,
+                        try await dialRelayed(over: connection, listener: id, as: identity, peer: to,
                                               authority: authority, service: service)
                     })
                 case .unknown:

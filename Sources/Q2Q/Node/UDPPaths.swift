@@ -95,18 +95,18 @@ extension Q2QNode {
     /// A `ptcp@` attempt: PTCP from the shared port to the listener's mapping (its NAT
     /// was seeded towards ours when it answered `inbound`), then ``PathHandshake``.
     func dialPTCP(_ address: HostPort, from port: UDPPort, as identity: Q2QIdentity, peer: Q2QAddress,
-                  authority: Q2QCertificate, listenerID: String, service: String) async throws -> Q2QStream {
+                  authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QStream {
         // TLS is in place before the PTCP channel starts, so its first flight rides in the SYN.
         let tls = try PathHandshake.connectorTLS(as: identity)
-        let installed = NIOLockedValueBox<AMPConnection?>(nil)
+        let installed = NIOLockedValueBox<PathHandshake.Connector?>(nil)
         let channel = try await port.endpoint.connect(to: try address.peerSocketAddress()) { [logger] channel in
             channel.eventLoop.makeCompletedFuture {
-                let connection = try PathHandshake.installConnector(on: channel, tls: tls, peer: peer, authority: authority, logger: logger)
-                installed.withLockedValue { $0 = connection }
+                let connector = try PathHandshake.installConnector(on: channel, tls: tls, peer: peer, authority: authority, logger: logger)
+                installed.withLockedValue { $0 = connector }
             }
         }
-        guard let connection = installed.withLockedValue({ $0 }) else { throw ChannelError.inappropriateOperationForState }
-        return try await PathHandshake.claim(listenerID, over: connection, on: channel, as: identity, peer: peer,
+        guard let connector = installed.withLockedValue({ $0 }) else { throw ChannelError.inappropriateOperationForState }
+        return try await PathHandshake.claim(ticket, over: connector, on: channel, as: identity, peer: peer,
                                              service: service, method: .ptcp(address))
     }
 
@@ -116,7 +116,7 @@ extension Q2QNode {
     /// connection that arrives runs ``PathHandshake`` with us as the TLS client. The
     /// fresh port lives as long as the stream.
     func dialReversePTCP(_ address: HostPort, publicHost: String, over connection: AMPConnection, as identity: Q2QIdentity,
-                         peer: Q2QAddress, authority: Q2QCertificate, listenerID: String, service: String) async throws -> Q2QStream {
+                         peer: Q2QAddress, authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QStream {
         let port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
         do {
             port.seed(towards: try address.peerSocketAddress())
@@ -129,7 +129,7 @@ extension Q2QNode {
                 return channel
             }
             let stream = try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                                       listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
+                                                       listener: ticket, service: service, method: .rptcp(address), logger: logger)
             channel.closeFuture.whenComplete { _ in Task { await port.close() } }
             return stream
         } catch {
@@ -173,11 +173,11 @@ extension Q2QNode {
     /// The other half of an early connect-back: the connection the listener at
     /// `address` (its `rptcp@` mapping) opened to our shared port, claimed as TLS client.
     func takeConnectBack(from address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
-                         listenerID: String, service: String) async throws -> Q2QStream {
+                         listener ticket: ListenerClaim, service: String) async throws -> Q2QStream {
         guard let channel = await udp.connectBacks.take(from: address.host, timeout: .seconds(3)) else {
             throw Q2QNodeError("\(peer) did not connect back")
         }
         return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                             listenerID: listenerID, service: service, method: .rptcp(address), logger: logger)
+                                             listener: ticket, service: service, method: .rptcp(address), logger: logger)
     }
 }
