@@ -121,7 +121,7 @@ struct ConnectionTests {
                 let stream = try await DirectPaths.dial(
                     address, as: try await aliceNode.identity(Self.alice), peer: Self.bob,
                     authority: try #require(await aliceNode.authority(for: domain.name)),
-                    listener: ListenerClaim("not-an-offer"), service: "echo", group: aliceNode.group, logger: aliceNode.logger)
+                    listener: { ListenerClaim("not-an-offer") }, service: "echo", group: aliceNode.group, logger: aliceNode.logger)
                 let error = await #expect(throws: AMPRemoteError.self) {
                     try await stream.channel.executeThenClose { inbound, outbound in
                         try await outbound.write(ByteBuffer(string: "never echoed"))
@@ -130,6 +130,41 @@ struct ConnectionTests {
                 }
                 #expect(error?.errorDescription == "no connection 'not-an-offer' for alice@example.test")
             }
+        }
+    }
+
+    @Test("a tcp path that won is dialled first next time; when its listener has moved, the connection goes the new way and remembers it")
+    func rememberedPath() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let first = try await bobNode.listen(as: Self.bob, service: "echo")
+            var echoing = echo(first)
+            let hello = Array("hello".utf8)
+
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+            #expect(try await roundTrip(stream, hello) == hello)
+            let remembered = try #require(aliceNode.rememberedPath(from: Self.alice, to: Self.bob, service: "echo"))
+            #expect(remembered.port == first.port)
+            // Again, with the remembered path raced against the presence server's answer.
+            let again = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+            #expect(again.method == .tcp(remembered))
+            #expect(try await roundTrip(again, hello) == hello)
+
+            // bob listens anew, on another port: the remembered one is refused.
+            await first.close()
+            echoing.cancel()
+            let second = try await bobNode.listen(as: Self.bob, service: "echo")
+            echoing = echo(second)
+            #expect(second.port != remembered.port)
+            let moved = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+            #expect(try await roundTrip(moved, hello) == hello)
+            #expect(aliceNode.rememberedPath(from: Self.alice, to: Self.bob, service: "echo")?.port == second.port)
+
+            await second.close()
+            echoing.cancel()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
         }
     }
 

@@ -166,6 +166,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             tlsHandshake?.succeed()
             tlsHandshake = nil
         }
+        if case .closed = mode, case .inputClosed? = event as? ChannelEvent {
+            // Draining after a refused switch: the peer has read the refusal and closed.
+            context.close(promise: nil)
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -277,13 +281,14 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var refusedSwitch = false
     private static let drainingTimeout = TimeAmount.seconds(10)
 
-    /// The peer pipelined bytes behind a switch we refused. Closing at once, with its
-    /// bytes unread, would make the kernel reset the connection, and the peer could lose
-    /// our error answer to the reset. So the answer goes out, and further input is read
-    /// and dropped until the peer, having read the refusal, closes (or a timeout).
-    private func drainAfterRefusedSwitch() {
-        logger.debug("dropping the input that followed a refused protocol switch")
-        shutDown(reason: "bytes followed a refused protocol switch")
+    /// The peer pipelined bytes behind a switch we refused (or we refused it with a fatal
+    /// error). Closing at once, with its bytes unread, would make the kernel reset the
+    /// connection, and the peer could lose our error answer to the reset. So the answer
+    /// goes out, and further input is read and dropped until the peer, having read the
+    /// refusal, closes (or a timeout).
+    private func drainAfterRefusedSwitch(reason: String = "bytes followed a refused protocol switch") {
+        logger.debug("dropping the input that follows a refused protocol switch")
+        shutDown(reason: reason)
         received = ByteBuffer()
         flushNow()
         guard let context else { return }
@@ -392,14 +397,20 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func finishRequest(command: String, tag: ByteBuffer?, outcome: Result<AMPResponderOutcome, any Error>) {
         incomingInFlight -= 1
+        var resumeParsing = false
         defer {
+            // What arrived while a switch was being decided waited unparsed.
+            if resumeParsing { processReceived() }
             dispatchQueuedRequests()
             releaseReadIfPossible()
         }
         guard let context else { return }
         if case .answeringSwitch = mode, responders.entry(for: command)?.switchesProtocol == true {
             mode = .amp
-            if case .success(.answerThenSwitch) = outcome {} else { refusedSwitch = true }
+            if case .success(.answerThenSwitch) = outcome {} else {
+                refusedSwitch = true
+                resumeParsing = true
+            }
         }
         switch outcome {
         case .failure(let error):
@@ -464,7 +475,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         box.append(key: "_error_code", string: code)
         box.append(key: "_error_description", string: description)
         write(box, context: context)
-        if fatal {
+        if fatal, refusedSwitch {
+            // Bytes may follow the refused switch, and must not reset the connection.
+            drainAfterRefusedSwitch(reason: "fatal error \(code) answered")
+        } else if fatal {
             flushNow()
             shutDown(reason: "fatal error \(code) answered")
             context.close(promise: nil)

@@ -29,7 +29,7 @@ enum DirectPaths {
     /// also while the TCP connection is still being made (a SYN towards a filtering NAT
     /// gets no answer, and another method has usually won by then).
     static func dial(_ address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
-                     listener ticket: ListenerClaim, service: String, group: any EventLoopGroup, logger: Logger,
+                     listener ticket: @escaping @Sendable () async throws -> ListenerClaim, service: String, group: any EventLoopGroup, logger: Logger,
                      connectTimeout: TimeAmount = .seconds(10)) async throws -> Q2QStream {
         let connecting = NIOLockedValueBox<(any Channel)?>(nil)
         return try await withTaskCancellationHandler {

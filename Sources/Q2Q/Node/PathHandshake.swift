@@ -32,9 +32,12 @@ enum PathHandshake {
     }
 
     /// The connecting side: TLS as `identity` expecting `peer` (verified against
-    /// `authority`), then the claim of the listener id. Closes the path on failure.
+    /// `authority`), then the claim of the listener id `ticket` gives (it may wait for
+    /// it: a remembered path is dialled before the presence server has answered).
+    /// Closes the path on failure.
     static func claim(on channel: any Channel, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
-                      listener ticket: ListenerClaim, service: String, method: Q2QMethod, logger: Logger) async throws -> Q2QStream {
+                      listener ticket: @escaping @Sendable () async throws -> ListenerClaim, service: String, method: Q2QMethod,
+                      logger: Logger) async throws -> Q2QStream {
         let connector: Connector
         do {
             let tls = try connectorTLS(as: identity)
@@ -82,7 +85,7 @@ enum PathHandshake {
     /// ``installConnector`` made and hands the path to the application without waiting
     /// for the answer (see the type's comment). Closes the path on failure, and when
     /// the task is cancelled (a race that another path won).
-    static func claim(_ ticket: ListenerClaim, over connector: Connector, on channel: any Channel, as identity: Q2QIdentity,
+    static func claim(_ ticket: @escaping @Sendable () async throws -> ListenerClaim, over connector: Connector, on channel: any Channel, as identity: Q2QIdentity,
                       peer: Q2QAddress, service: String, method: Q2QMethod) async throws -> Q2QStream {
         do {
             let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
@@ -91,8 +94,9 @@ enum PathHandshake {
                     try await connector.handshake.get()
                     // One path per offer sends its claim: the listener accepts an id
                     // once, and the path that claims it must be the one that wins.
-                    guard ticket.take() else { throw Q2QNodeError("another path claimed this listener offer first") }
-                    try await connector.connection.switchProtocolPipelined(RetrieveConnection.self, .init(identifier: ticket.id)) { channel in
+                    let claim = try await ticket()
+                    guard claim.take() else { throw Q2QNodeError("another path claimed this listener offer first") }
+                    try await connector.connection.switchProtocolPipelined(RetrieveConnection.self, .init(identifier: claim.id)) { channel in
                         handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration))
                     }
                 } catch {

@@ -63,6 +63,19 @@ public final class Q2QNode: Sendable {
     private let listeners = Mutex<[ListenerKey: Q2QListener]>([:])
     /// The virtual channels of each presence connection.
     private let multiplexers = Mutex<[ObjectIdentifier: VirtualChannelMultiplexer]>([:])
+    /// The `tcp@` path that last won for each (from, to, service), tried first next time.
+    private let rememberedPaths = Mutex<[RememberedPathKey: HostPort]>([:])
+
+    /// The `tcp@` path a connection from `from` to `to`'s `service` tries first.
+    func rememberedPath(from: Q2QAddress, to: Q2QAddress, service: String) -> HostPort? {
+        rememberedPaths.withLock { $0[RememberedPathKey(from: from, to: to, service: service)] }
+    }
+
+    struct RememberedPathKey: Hashable {
+        var from: Q2QAddress
+        var to: Q2QAddress
+        var service: String
+    }
 
     struct ListenerKey: Hashable {
         var address: Q2QAddress
@@ -215,7 +228,7 @@ public final class Q2QNode: Sendable {
             }
             try await channel.eventLoop.submit { channel.activate(sendCredit: sendCredit) }.get()
             return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                                 listener: ticket, service: service, method: .virtual, logger: logger)
+                                                 listener: { ticket }, service: service, method: .virtual, logger: logger)
         } onCancel: {
             channel.close(promise: nil)
         }
@@ -375,10 +388,90 @@ public final class Q2QNode: Sendable {
     /// Connects as `from` to `to`'s `service`: asks `to`'s presence server for its
     /// listeners, then races their methods in waves `stagger` apart: `tcp@`, `ptcp@`
     /// (hole punching) and an early connect-back together, then `rptcp@` by `bind-udp`,
-    /// then the relay. The first path whose TLS
-    /// handshake verifies `to` and whose listener id is accepted wins; the others are closed.
+    /// then the relay. The first path whose TLS handshake verifies `to` wins (its claim
+    /// of the listener id follows, pipelined with the first application bytes); the
+    /// others are closed.
+    ///
+    /// A `tcp@` path that won before for the same addresses and service is dialled at
+    /// once, alongside the question to the presence server, so that a repeated connection
+    /// (a tunnel, an SSH `ProxyCommand`) does not wait for the answer before its TCP and
+    /// TLS handshakes; it claims the listener id from that answer.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
+        let key = RememberedPathKey(from: from, to: to, service: service)
+        let remembered = methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
+        let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
+        let stream: Q2QStream
+        do {
+            if let remembered, let authority = try? await store.pinnedAuthority(for: to.domain) {
+                stream = try await connect(as: identity, to: to, service: service, methods: methods, remembering: remembered,
+                                           authority: authority, racer: racer)
+            } else {
+                let introduction = try await introduce(identity, to: to, service: service, methods: methods)
+                stream = try await racer.race(attempts(for: introduction, skipping: nil)).0
+            }
+        } catch let failure as MethodRacer<Q2QStream>.AllFailed {
+            throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
+        }
+        if case .tcp(let address) = stream.method { rememberedPaths.withLock { $0[key] = address } }
+        logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])
+        return stream
+    }
+
+    /// The race with a remembered `tcp@` path: that path from the start, and beside it
+    /// the presence server's answer and the race of every other method it offers.
+    private func connect(as identity: Q2QIdentity, to: Q2QAddress, service: String, methods: Q2QMethodPolicy,
+                         remembering address: HostPort, authority: Q2QCertificate,
+                         racer: MethodRacer<Q2QStream>) async throws -> Q2QStream {
+        let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods) }
+        defer { introduction.cancel() }
+        let key = RememberedPathKey(from: identity.address, to: to, service: service)
+        let direct = MethodRacer<Q2QStream>.Attempt(label: "\(Q2QMethod.tcp(address)) (remembered)") { [self] in
+            do {
+                return try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: {
+                    // The listener's answer names this path in one of its offers.
+                    let offers = try await introduction.value.offers
+                    guard let offer = offers.first(where: { $0.offer.methods.contains(.tcp(address)) }) else {
+                        throw Q2QNodeError("\(to) no longer offers \(Q2QMethod.tcp(address))")
+                    }
+                    return offer.claim
+                }, service: service, group: group, logger: logger)
+            } catch {
+                if !(error is CancellationError), !Task.isCancelled {
+                    rememberedPaths.withLock { if $0[key] == address { $0[key] = nil } }
+                }
+                throw error
+            }
+        }
+        let others = MethodRacer<Q2QStream>.Attempt(label: "inbound") { [self] in
+            let introduction = try await introduction.value
+            return try await racer.race(attempts(for: introduction, skipping: address)).0
+        }
+        do {
+            return try await racer.race([direct, others]).0
+        } catch {
+            // Nobody listening (or the like) says more than the remembered path's failure.
+            if !Task.isCancelled, case .failure(let failure) = await introduction.result { throw failure }
+            throw error
+        }
+    }
+
+    /// What the presence server told us about `to`'s listeners, and what we need to try them.
+    struct Introduction: Sendable {
+        var identity: Q2QIdentity
+        var to: Q2QAddress
+        var service: String
+        var methods: Q2QMethodPolicy
+        var offers: [(offer: ListenerOffer, claim: ListenerClaim)]
+        var connection: AMPConnection
+        var authority: Q2QCertificate
+        var udpPort: UDPPort?
+        var mapping: HostPort?
+    }
+
+    /// Asks `to`'s presence server (`inbound`) for its listeners of `service`.
+    private func introduce(_ identity: Q2QIdentity, to: Q2QAddress, service: String,
+                           methods: Q2QMethodPolicy) async throws -> Introduction {
         // Our UDP mapping is learnt (or taken from the cache) while the presence
         // connection is made, so that the listener can seed its NAT towards it; with
         // no answer soon after (UDP blocked), we go on without PTCP.
@@ -387,33 +480,44 @@ public final class Q2QNode: Sendable {
         let mapping = try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil }
         let offers: [ListenerOffer]
         do {
-            offers = try await connection.call(Inbound.self, .init(from: from, to: to, service: service, udpSource: mapping)).listeners
+            offers = try await connection.call(Inbound.self, .init(from: identity.address, to: to, service: service,
+                                                                   udpSource: mapping)).listeners
         } catch let error as ConnectionError {
             throw Q2QNodeError(error.errorDescription)
         }
         guard let authority = await authority(for: to.domain) else {
             throw Q2QNodeError("the CA of \(to.domain) is not pinned")
         }
-        // Direct paths start together (with the wait for a listener that connects back
-        // at once), then the listener asked to connect back by bind-udp, the relay last.
+        return Introduction(identity: identity, to: to, service: service, methods: methods,
+                            offers: offers.map { ($0, ListenerClaim($0.identifier)) }, connection: connection,
+                            authority: authority, udpPort: udpPort, mapping: mapping)
+    }
+
+    /// An attempt per method of every offer that `methods` allows, but `skipping` (a
+    /// `tcp@` path already being tried). Direct paths start together (with the wait for
+    /// a listener that connects back at once), then the listener asked to connect back
+    /// by bind-udp, the relay last.
+    private func attempts(for introduction: Introduction, skipping: HostPort?) throws -> [MethodRacer<Q2QStream>.Attempt] {
+        let (identity, to, service, authority, connection) = (introduction.identity, introduction.to, introduction.service,
+                                                              introduction.authority, introduction.connection)
         var attempts: [MethodRacer<Q2QStream>.Attempt] = []
-        for offer in offers {
-            let id = ListenerClaim(offer.identifier)
-            for method in offer.methods where methods.allows(method) {
+        for (offer, id) in introduction.offers {
+            for method in offer.methods where introduction.methods.allows(method) {
                 switch method {
                 case .tcp(let address):
+                    guard address != skipping else { continue }
                     attempts.append(.init(label: method.description, wave: 0) { [group, logger] in
-                        try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: id,
+                        try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: { id },
                                                    service: service, group: group, logger: logger)
                     })
                 case .ptcp(let address):
-                    guard let udpPort else { continue }
+                    guard let udpPort = introduction.udpPort else { continue }
                     attempts.append(.init(label: method.description, wave: 0) { [self] in
                         try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
                                            listener: id, service: service)
                     })
                 case .rptcp(let address):
-                    guard let publicHost = mapping?.host else { continue }
+                    guard let publicHost = introduction.mapping?.host else { continue }
                     // A listener behind a symmetric NAT has already started connecting back.
                     attempts.append(.init(label: method.description + " (early)", wave: 0) { [self] in
                         try await takeConnectBack(from: address, as: identity, peer: to, authority: authority,
@@ -434,18 +538,10 @@ public final class Q2QNode: Sendable {
             }
         }
         guard !attempts.isEmpty else {
-            let offered = offers.flatMap(\.methods).map(\.description).joined(separator: ", ")
+            let offered = introduction.offers.flatMap(\.offer.methods).map(\.description).joined(separator: ", ")
             throw Q2QNodeError("\(to) offers no method this connection may use (offered: \(offered))")
         }
-        // A late success is closed without waiting for TLS's close_notify.
-        let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
-        do {
-            let (stream, _) = try await racer.race(attempts)
-            logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])
-            return stream
-        } catch let failure as MethodRacer<Q2QStream>.AllFailed {
-            throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
-        }
+        return attempts
     }
 
     /// The shared UDP port and the discovery of our mapping as `domain`'s presence

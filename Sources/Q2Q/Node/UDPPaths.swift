@@ -106,7 +106,7 @@ extension Q2QNode {
             }
         }
         guard let connector = installed.withLockedValue({ $0 }) else { throw ChannelError.inappropriateOperationForState }
-        return try await PathHandshake.claim(ticket, over: connector, on: channel, as: identity, peer: peer,
+        return try await PathHandshake.claim({ ticket }, over: connector, on: channel, as: identity, peer: peer,
                                              service: service, method: .ptcp(address))
     }
 
@@ -129,7 +129,7 @@ extension Q2QNode {
                 return channel
             }
             let stream = try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                                       listener: ticket, service: service, method: .rptcp(address), logger: logger)
+                                                       listener: { ticket }, service: service, method: .rptcp(address), logger: logger)
             channel.closeFuture.whenComplete { _ in Task { await port.close() } }
             return stream
         } catch {
@@ -178,6 +178,6 @@ extension Q2QNode {
             throw Q2QNodeError("\(peer) did not connect back")
         }
         return try await PathHandshake.claim(on: channel, as: identity, peer: peer, authority: authority,
-                                             listener: ticket, service: service, method: .rptcp(address), logger: logger)
+                                             listener: { ticket }, service: service, method: .rptcp(address), logger: logger)
     }
 }
