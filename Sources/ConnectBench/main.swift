@@ -3,11 +3,13 @@
 //
 //   connect-bench --home DIR --from ADDRESS --to ADDRESS --service NAME
 //                 [--method auto|tcp|ptcp|rptcp|relay|…] [--rounds N] [--greeting]
-//                 [--bytes N] [--keep-going]
+//                 [--bytes N] [--keep-going] [--no-remembered-paths]
 //
 // Round 1 is cold: the node has no connection to the presence server yet (TCP, TLS,
 // identify and secure come first). Later rounds reuse the cached presence connection,
-// as a running node does. Each round connects, then:
+// as a running node does, and by default also the tcp path that won the round before
+// (--no-remembered-paths: every round asks the presence server first, as a first
+// connection to a peer does). Each round connects, then:
 //   - with --greeting, reads the first bytes the service sends unasked (time to first
 //     byte: from the connect call to the listener's first bytes arriving);
 //   - echoes one byte (or, with --bytes, N pseudo-random bytes, checked), and closes.
@@ -79,7 +81,9 @@ func round(_ node: Q2QNode, seed: UInt64) async throws -> (Double?, Double, Stri
     return (firstByte, echoTime, stream.method.name)
 }
 
-let node = try Q2QNode(home: home)
+var configuration = Q2QNodeConfiguration()
+configuration.remembersPaths = !CommandLine.arguments.contains("--no-remembered-paths")
+let node = try Q2QNode(home: home, configuration: configuration)
 var echoTimes: [Double] = []
 var firstBytes: [Double] = []
 var methodCounts: [String: Int] = [:]

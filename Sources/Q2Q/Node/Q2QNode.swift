@@ -27,6 +27,9 @@ public struct Q2QNodeConfiguration: Sendable {
     /// How often a listener asks its presence server for its UDP mapping again (which
     /// also keeps its NAT's mapping open: conntrack forgets idle UDP after 30–120 s).
     public var mappingRefreshInterval: Duration
+    /// Whether a `tcp@` path that won is dialled again at once on the next connection
+    /// to the same address and service, beside the question to the presence server.
+    public var remembersPaths: Bool = true
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
@@ -399,7 +402,7 @@ public final class Q2QNode: Sendable {
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
         let key = RememberedPathKey(from: from, to: to, service: service)
-        let remembered = methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
+        let remembered = configuration.remembersPaths && methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
         let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
         let stream: Q2QStream
         do {
