@@ -142,14 +142,19 @@ struct ConnectionTests {
         }
     }
 
-    @Test("a pipelined protocol switch: bytes right behind the command reach the new protocol; a refused one closes with the peer's error")
-    func pipelinedProtocolSwitch() async throws {
+    /// A server whose `Retrieve-Connection` accepts "known" and switches to shouting.
+    static func shoutingServer() async throws -> AMPServer {
         var responders = makeTestResponders()
         responders.registerProtocolSwitch(Switch.self) { arguments, _ in
             guard arguments.identifier == "known" else { throw SwitchError() }
             return (AMPEmpty(), { channel in try channel.pipeline.syncOperations.addHandler(ShoutHandler()) })
         }
-        let server = try await Self.server(responders)
+        return try await server(responders)
+    }
+
+    @Test("a pipelined protocol switch: bytes right behind the command reach the new protocol; a refused one closes with the peer's error")
+    func pipelinedProtocolSwitch() async throws {
+        let server = try await Self.shoutingServer()
         defer { Task { await server.close() } }
 
         let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
@@ -184,12 +189,7 @@ struct ConnectionTests {
 
     @Test("protocol switch hands the connection, and bytes already sent, to the new protocol")
     func protocolSwitch() async throws {
-        var responders = makeTestResponders()
-        responders.registerProtocolSwitch(Switch.self) { arguments, _ in
-            guard arguments.identifier == "known" else { throw SwitchError() }
-            return (AMPEmpty(), { channel in try channel.pipeline.syncOperations.addHandler(ShoutHandler()) })
-        }
-        let server = try await Self.server(responders)
+        let server = try await Self.shoutingServer()
         defer { Task { await server.close() } }
         let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
 

@@ -396,9 +396,10 @@ public final class Q2QNode: Sendable {
     /// others are closed.
     ///
     /// A `tcp@` path that won before for the same addresses and service is dialled at
-    /// once, alongside the question to the presence server, so that a repeated connection
-    /// (a tunnel, an SSH `ProxyCommand`) does not wait for the answer before its TCP and
-    /// TLS handshakes; it claims the listener id from that answer.
+    /// once, alongside the question to the presence server, so that a node connecting
+    /// again (`vertex tunnel` opens a stream per local connection) does not wait for the
+    /// answer before its TCP and TLS handshakes; it claims the listener id from that
+    /// answer. Paths are remembered in memory, for the life of the node.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
         let key = RememberedPathKey(from: from, to: to, service: service)
