@@ -26,6 +26,10 @@ struct TestDomain {
         var configuration = PresenceServerConfiguration(domains: [domain], host: "127.0.0.1", port: 0,
                                                         openRegistration: openRegistration, registrationsPerHour: registrationsPerHour)
         configuration.peerServers = peerServers
+        // No test here is about a listener too slow to answer `inbound`; under a loaded
+        // full run (netlab setting up namespaces beside it) answers were seen taking more
+        // than the default 5 s.
+        configuration.inboundTimeout = .seconds(30)
         let server = try await PresenceServer.start(configuration: configuration, store: store)
         return TestDomain(name: domain, directory: directory, store: store, server: server)
     }
