@@ -162,14 +162,22 @@ struct RelayTests {
             let bobNode = try await makeNode("bob@example.test", in: domain,
                                              configuration: .init(listenHost: "127.0.0.1", relayWindow: window))
             let listener = try await bobNode.listen(as: Self.bob, service: "sink")
+            let bobHasStream = NIOLockedValueBox(false)
             let bobSaw = Task { () -> Bool in
                 var iterator = listener.connections.makeAsyncIterator()
                 guard let stream = await iterator.next() else { return false }
+                bobHasStream.withLockedValue { $0 = true }
                 // bob does not read until the channel is closed under him.
                 try? await stream.channel.channel.closeFuture.get()
                 return true
             }
             let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "sink", methods: .relay)
+            // The claim is pipelined: bob has his side only once he has accepted it.
+            let accepting = ContinuousClock.now + .seconds(10)
+            while !bobHasStream.withLockedValue({ $0 }), ContinuousClock.now < accepting {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try #require(bobHasStream.withLockedValue { $0 })
             let before = forwarded.withLockedValue { $0.count }
             // Beside alice's well-behaved channel (id 1 on her connection to the server),
             // raw `write`s on it that ignore the credit bob granted.

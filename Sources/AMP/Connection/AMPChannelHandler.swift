@@ -184,11 +184,19 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// While our responder decides on a switch, what the peer sends next belongs to
+    /// the protocol it asked for (a pipelining peer sends it at once): it waits in the
+    /// transport, not in our buffer.
+    private var decidingSwitch: Bool {
+        if case .answeringSwitch = mode { return true }
+        return false
+    }
+
     func read(context: ChannelHandlerContext) {
         // Backpressure: while the peer has many requests in progress, or our answers are
         // not draining, stop reading so that nothing accumulates without bound.
         if incomingInFlight >= limits.maximumConcurrentIncomingRequests || !queuedRequests.isEmpty
-            || answersBackedUp(context) || readPauses > 0 {
+            || answersBackedUp(context) || readPauses > 0 || decidingSwitch {
             readHeld = true
         } else {
             context.read()
@@ -202,7 +210,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func releaseReadIfPossible() {
         guard readHeld, let context,
               incomingInFlight < limits.maximumConcurrentIncomingRequests, queuedRequests.isEmpty,
-              !answersBackedUp(context), readPauses == 0 else { return }
+              !answersBackedUp(context), readPauses == 0, !decidingSwitch else { return }
         readHeld = false
         context.read()
     }
@@ -766,6 +774,11 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return false
         }
         flushNow()
+        if readHeld {
+            // The read we held is the new protocol's now.
+            readHeld = false
+            context.read()
+        }
         // handlerRemoved forwards what was read after the switching box.
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         return true
