@@ -521,8 +521,11 @@ public struct PTCPConnection: Sendable {
         let idle = state == .established ? lastReceivedAt + configuration.idleTimeout : startedAt + configuration.handshakeTimeout
         let keepalive = state == .established && !lingering ? lastSentAt + configuration.keepaliveInterval : nil
         let lingerEnd = finAcknowledged && lingering ? lastReceivedAt + configuration.linger : nil
-        // Only a packet the window allows waits for pacing; otherwise an acknowledgement wakes us.
-        let pacing = wantsToSend && windowAllowsSending ? nextSendAt : nil
+        // Only a packet the window allows waits for pacing; otherwise an acknowledgement
+        // wakes us. So does the client's next packet while the anti-amplification limit
+        // holds an acceptor back: a pacing deadline then would fire at once, again and
+        // again, until the handshake timed out (seen when a caller abandoned its SYN).
+        let pacing = wantsToSend && windowAllowsSending && !amplificationLimited ? nextSendAt : nil
         return earliest(idle, keepalive, lingerEnd, pacing, ackDeadline, lossTime, retransmissionDeadline)
     }
 
@@ -616,6 +619,13 @@ public struct PTCPConnection: Sendable {
 
     private var hasNewData: Bool { sentOffset < sendStream.endOffset }
 
+    /// An acceptor whose client has not yet proven its address may send at most three
+    /// times what it received (as QUIC limits a server): a forged SYN cannot turn this
+    /// endpoint into an amplifier.
+    private var amplificationLimited: Bool {
+        state == .accepting && statistics.bytesSent + configuration.maximumDatagramSize > 3 * statistics.bytesReceived
+    }
+
     private var wantsToSend: Bool {
         guard state == .established || state == .accepting else { return false }
         return !retransmissions.isEmpty || (hasNewData && sentOffset < peerMaxData) || (finPending && sentOffset == finOffset)
@@ -639,11 +649,9 @@ public struct PTCPConnection: Sendable {
             return ackNow ? acknowledgementDatagram(now: now) : nil
         case .accepting:
             if handshakeNeeded { return handshakeDatagram(now: now) }
-            // Answers to early data may go before the client's address is proven, up to
-            // three times what it sent (as QUIC limits a server): a forged SYN cannot
-            // turn this endpoint into an amplifier.
-            if wantsToSend, statistics.bytesSent + configuration.maximumDatagramSize <= 3 * statistics.bytesReceived,
-               let datagram = dataDatagram(now: now) {
+            // Answers to early data may go before the client's address is proven, within
+            // the anti-amplification limit.
+            if wantsToSend, !amplificationLimited, let datagram = dataDatagram(now: now) {
                 return datagram
             }
             return ackNow ? acknowledgementDatagram(now: now) : nil
