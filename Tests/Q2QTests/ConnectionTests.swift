@@ -169,6 +169,34 @@ struct ConnectionTests {
         }
     }
 
+    @Test("direct-paths: the presence server gives the tcp paths listeners registered at once, only to their own address, at most 8, tcp only")
+    func directPathsQuery() async throws {
+        try await withDomain { domain in
+            try await withEchoingBob(in: domain) { aliceNode, listener in
+                let link = try await aliceNode.link(as: try await aliceNode.identity(Self.alice), to: domain.name)
+                let paths = try await link.call(DirectPathsQuery.self, .init(from: Self.alice, to: Self.bob, service: "echo"))
+                #expect(paths.methods == [.tcp(HostPort(host: "127.0.0.1", port: try #require(listener.port)))])
+                // The same path the listener offers in its answer to inbound.
+                let offers = try await link.call(Inbound.self, .init(from: Self.alice, to: Self.bob, service: "echo")).listeners
+                #expect(offers.flatMap(\.methods).contains(paths.methods[0]))
+                let nobody = try await link.call(DirectPathsQuery.self, .init(from: Self.alice, to: Self.bob, service: "none"))
+                #expect(nobody.methods.isEmpty)
+                // A listener registering more than 8 paths, or other methods: 8 at most are
+                // kept, and only tcp ones.
+                let many = (1...12).map { Q2QMethod.tcp(HostPort(host: "127.0.0.\($0)", port: 4000)) }
+                _ = try await link.call(Listen.self, .init(from: Self.alice, protocols: ["many"], description: "",
+                                                           direct: [.ptcp(HostPort(host: "127.0.0.1", port: 5))] + many))
+                let cut = try await link.call(DirectPathsQuery.self, .init(from: Self.alice, to: Self.alice, service: "many"))
+                #expect(cut.methods == Array(many.prefix(7)))
+
+                let asBob = await #expect(throws: ConnectionError.self) {
+                    try await link.call(DirectPathsQuery.self, .init(from: Self.bob, to: Self.bob, service: "echo"))
+                }
+                #expect(asBob?.code == "VerifyError")
+            }
+        }
+    }
+
     @Test("nobody listening: a clear NotFound")
     func notFound() async throws {
         try await withDomain { domain in

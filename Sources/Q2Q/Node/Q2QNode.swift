@@ -303,11 +303,17 @@ public final class Q2QNode: Sendable {
         return await port.discoverMapping(via: address)
     }
 
+    /// `listen` for `listener`, with its `tcp@` paths for callers to start on early.
+    private func listenArguments(for listener: Q2QListener, on connection: AMPConnection) -> Listen.Arguments {
+        let direct = listener.port.map { port in publishedHosts(seenOn: connection).map { Q2QMethod.tcp(HostPort(host: $0, port: port)) } }
+        return Listen.Arguments(from: listener.address, protocols: [listener.service], description: listener.description,
+                                direct: direct)
+    }
+
     private func register(_ listener: Q2QListener) async throws -> AMPConnection {
         let connection = try await link(as: listener.identity, to: listener.address.domain)
         do {
-            _ = try await connection.call(Listen.self, .init(from: listener.address, protocols: [listener.service],
-                                                             description: listener.description))
+            _ = try await connection.call(Listen.self, listenArguments(for: listener, on: connection))
         } catch let error as PresenceError {
             throw Q2QNodeError("the presence server of \(listener.address.domain) refused listen: \(error.errorDescription)")
         }
@@ -335,8 +341,7 @@ public final class Q2QNode: Sendable {
                     connection = nil
                     logger.info("lost the presence server; registering again", metadata: ["address": "\(listener.address)"])
                 } else {
-                    _ = try? await current.call(Listen.self, .init(from: listener.address, protocols: [listener.service],
-                                                                   description: listener.description))
+                    _ = try? await current.call(Listen.self, listenArguments(for: listener, on: current))
                     continue
                 }
             }
@@ -395,29 +400,31 @@ public final class Q2QNode: Sendable {
     /// of the listener id follows, pipelined with the first application bytes); the
     /// others are closed.
     ///
-    /// A `tcp@` path that won before for the same addresses and service is dialled at
-    /// once, alongside the question to the presence server, so that a node connecting
-    /// again (`vertex tunnel` opens a stream per local connection) does not wait for the
-    /// answer before its TCP and TLS handshakes; it claims the listener id from that
-    /// answer. Paths are remembered in memory, for the life of the node, and used when
-    /// no UDP method is raced (`--method tcp`, or UDP off).
+    /// `tcp@` paths start before `inbound` is answered: one that won before for the same
+    /// addresses and service (remembered in memory, for the life of the node: `vertex
+    /// tunnel` opens a stream per local connection), or else those the presence server
+    /// answers at once to `direct-paths`. They run their TCP and TLS handshakes while
+    /// `inbound` asks the listener, and claim the id of its offer when it arrives.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
         let identity = try await identity(from)
         let key = RememberedPathKey(from: from, to: to, service: service)
-        // Not yet beside UDP paths: in netlab (cone NAT to a public listener), a
-        // remembered path raced with ptcp sometimes stalled both until the relay won.
-        let racesUDP = configuration.udpEnabled && (methods.allows(name: "ptcp") || methods.allows(name: "rptcp"))
-        let remembered = configuration.remembersPaths && methods.allows(name: "tcp") && !racesUDP
-            ? rememberedPaths.withLock { $0[key] } : nil
+        let remembered = configuration.remembersPaths && methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
         let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
         let stream: Q2QStream
         do {
-            if let remembered, let authority = try? await store.pinnedAuthority(for: to.domain) {
-                stream = try await connect(as: identity, to: to, service: service, methods: methods, remembering: remembered,
+            if methods.allows(name: "tcp"), let authority = try? await store.pinnedAuthority(for: to.domain) {
+                // A path remembered, or else those the presence server has from the
+                // listeners' registrations: tried while `inbound` asks the listeners.
+                let early: @Sendable () async throws -> [HostPort] = if let remembered {
+                    { [remembered] }
+                } else {
+                    { [self] in try await directPaths(as: identity, to: to, service: service) }
+                }
+                stream = try await connect(as: identity, to: to, service: service, methods: methods, early: early,
                                            authority: authority, racer: racer)
             } else {
                 let introduction = try await introduce(identity, to: to, service: service, methods: methods)
-                stream = try await racer.race(attempts(for: introduction, skipping: nil)).0
+                stream = try await racer.race(attempts(for: introduction, skipping: [])).0
             }
         } catch let failure as MethodRacer<Q2QStream>.AllFailed {
             throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
@@ -427,42 +434,69 @@ public final class Q2QNode: Sendable {
         return stream
     }
 
-    /// The race with a remembered `tcp@` path: that path from the start, and beside it
-    /// the presence server's answer and the race of every other method it offers.
+    /// The race with early `tcp@` paths (remembered, or from `direct-paths`): those from
+    /// the moment they are known, and beside them the presence server's `inbound`
+    /// answer and the race of every other method it offers. An early path claims the id
+    /// of the offer that names it.
     private func connect(as identity: Q2QIdentity, to: Q2QAddress, service: String, methods: Q2QMethodPolicy,
-                         remembering address: HostPort, authority: Q2QCertificate,
+                         early: @escaping @Sendable () async throws -> [HostPort], authority: Q2QCertificate,
                          racer: MethodRacer<Q2QStream>) async throws -> Q2QStream {
         let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods) }
-        defer { introduction.cancel() }
+        let earlyPaths = Task { (try? await early()) ?? [] }
+        defer {
+            introduction.cancel()
+            earlyPaths.cancel()
+        }
         let key = RememberedPathKey(from: identity.address, to: to, service: service)
-        let direct = MethodRacer<Q2QStream>.Attempt(label: "\(Q2QMethod.tcp(address)) (remembered)") { [self] in
-            do {
-                return try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: {
-                    // The listener's answer names this path in one of its offers.
-                    let offers = try await introduction.value.offers
-                    guard let offer = offers.first(where: { $0.offer.methods.contains(.tcp(address)) }) else {
-                        throw Q2QNodeError("\(to) no longer offers \(Q2QMethod.tcp(address))")
-                    }
-                    return offer.claim
-                }, service: service, group: group, logger: logger)
-            } catch {
-                if !(error is CancellationError), !Task.isCancelled {
-                    rememberedPaths.withLock { if $0[key] == address { $0[key] = nil } }
+        let direct = MethodRacer<Q2QStream>.Attempt(label: "early tcp") { [self] in
+            let addresses = await earlyPaths.value
+            guard !addresses.isEmpty else { throw Q2QNodeError("no tcp path known before inbound") }
+            return try await racer.race(addresses.map { address in
+                .init(label: "\(Q2QMethod.tcp(address)) (early)") { [self] in
+                    try await dialEarly(address, as: identity, to: to, service: service, authority: authority,
+                                        offers: { try await introduction.value.offers }, forgetting: key)
                 }
-                throw error
-            }
+            }).0
         }
         let others = MethodRacer<Q2QStream>.Attempt(label: "inbound") { [self] in
             let introduction = try await introduction.value
-            return try await racer.race(attempts(for: introduction, skipping: address)).0
+            return try await racer.race(attempts(for: introduction, skipping: Set(await earlyPaths.value))).0
         }
         do {
             return try await racer.race([direct, others]).0
         } catch {
-            // Nobody listening (or the like) says more than the remembered path's failure.
+            // Nobody listening (or the like) says more than the early paths' failures.
             if !Task.isCancelled, case .failure(let failure) = await introduction.result { throw failure }
             throw error
         }
+    }
+
+    /// One early `tcp@` path: TCP and TLS at once, then the claim of the offer that
+    /// names this path; a remembered path that fails is forgotten.
+    private func dialEarly(_ address: HostPort, as identity: Q2QIdentity, to: Q2QAddress, service: String,
+                           authority: Q2QCertificate, offers: @escaping @Sendable () async throws -> [(offer: ListenerOffer, claim: ListenerClaim)],
+                           forgetting key: RememberedPathKey) async throws -> Q2QStream {
+        do {
+            return try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: {
+                guard let offer = try await offers().first(where: { $0.offer.methods.contains(.tcp(address)) }) else {
+                    throw Q2QNodeError("\(to) no longer offers \(Q2QMethod.tcp(address))")
+                }
+                return offer.claim
+            }, service: service, group: group, logger: logger)
+        } catch {
+            if !(error is CancellationError), !Task.isCancelled {
+                rememberedPaths.withLock { if $0[key] == address { $0[key] = nil } }
+            }
+            throw error
+        }
+    }
+
+    /// The `tcp@` paths `to`'s listeners registered, from its presence server at once
+    /// (empty from a server that does not know `direct-paths`).
+    private func directPaths(as identity: Q2QIdentity, to: Q2QAddress, service: String) async throws -> [HostPort] {
+        let connection = try await link(as: identity, to: to.domain)
+        let answer = try await connection.call(DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
+        return answer.methods.compactMap { if case .tcp(let address) = $0 { address } else { nil } }
     }
 
     /// What the presence server told us about `to`'s listeners, and what we need to try them.
@@ -502,11 +536,11 @@ public final class Q2QNode: Sendable {
                             authority: authority, udpPort: udpPort, mapping: mapping)
     }
 
-    /// An attempt per method of every offer that `methods` allows, but `skipping` (a
-    /// `tcp@` path already being tried). Direct paths start together (with the wait for
+    /// An attempt per method of every offer that `methods` allows, but `skipping`
+    /// (`tcp@` paths already being tried). Direct paths start together (with the wait for
     /// a listener that connects back at once), then the listener asked to connect back
     /// by bind-udp, the relay last.
-    private func attempts(for introduction: Introduction, skipping: HostPort?) throws -> [MethodRacer<Q2QStream>.Attempt] {
+    private func attempts(for introduction: Introduction, skipping: Set<HostPort>) throws -> [MethodRacer<Q2QStream>.Attempt] {
         let (identity, to, service, authority, connection) = (introduction.identity, introduction.to, introduction.service,
                                                               introduction.authority, introduction.connection)
         var attempts: [MethodRacer<Q2QStream>.Attempt] = []
@@ -514,7 +548,7 @@ public final class Q2QNode: Sendable {
             for method in offer.methods where introduction.methods.allows(method) {
                 switch method {
                 case .tcp(let address):
-                    guard address != skipping else { continue }
+                    guard !skipping.contains(address) else { continue }
                     attempts.append(.init(label: method.description, wave: 0) { [group, logger] in
                         try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: { id },
                                                    service: service, group: group, logger: logger)

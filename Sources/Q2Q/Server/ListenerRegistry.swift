@@ -16,6 +16,8 @@ final class ListenerRegistry: Sendable {
         let certificate: Q2QCertificate
         var description: String
         var expires: Date
+        /// The `tcp@` paths it registered (`direct-paths`).
+        var direct: [HostPort] = []
     }
 
     let lifetime: TimeInterval
@@ -28,14 +30,14 @@ final class ListenerRegistry: Sendable {
     /// Registers or renews; `true` when this connection had no registration before.
     @discardableResult
     func register(_ address: Q2QAddress, services: [String], connection: AMPConnection,
-                  certificate: Q2QCertificate, description: String, now: Date) -> Bool {
+                  certificate: Q2QCertificate, description: String, direct: [HostPort] = [], now: Date) -> Bool {
         let id = ObjectIdentifier(connection)
         return entries.withLock { entries in
             let isNew = !entries.values.contains { $0[id] != nil }
             for service in services {
                 entries[Key(address: address, service: service), default: [:]][id] =
                     Registration(connection: connection, certificate: certificate, description: description,
-                                 expires: now + lifetime)
+                                 expires: now + lifetime, direct: direct)
             }
             return isNew
         }

@@ -26,6 +26,9 @@ extension PresenceServer {
         responders.register(Inbound.self) { [self] arguments, context in
             try await inbound(arguments, session: session, context: context)
         }
+        responders.register(DirectPathsQuery.self) { [self] arguments, _ in
+            try directPaths(arguments, session: session)
+        }
         responders.register(BindUDP.self) { [self] arguments, context in
             try await bindUDP(arguments, session: session)
         }
@@ -180,8 +183,12 @@ extension PresenceServer {
         }
         let certificate = try Q2QCertificate(tls)
         let connection = context.connection
+        // At most a few direct paths, and only `tcp@` ones: they are handed to callers as they are.
+        let direct = (arguments.direct ?? []).prefix(Self.maximumDirectPaths).compactMap { method -> HostPort? in
+            if case .tcp(let address) = method { address } else { nil }
+        }
         if listeners.register(caller, services: services, connection: connection, certificate: certificate,
-                              description: arguments.description, now: Date()) {
+                              description: arguments.description, direct: direct, now: Date()) {
             let registry = listeners
             Task { [logger] in
                 await connection.waitUntilClosed()
@@ -191,6 +198,18 @@ extension PresenceServer {
         }
         logger.debug("listen", metadata: ["address": "\(caller)", "services": "\(services)"])
         return AMPEmpty()
+    }
+
+    static let maximumDirectPaths = 8
+
+    /// `direct-paths`: what `to`'s listeners registered, at once (an empty list when
+    /// none did, or nobody listens: `inbound` says that clearly).
+    func directPaths(_ arguments: DirectPathsQuery.Arguments, session: PresenceSession) throws -> DirectPathsQuery.Response {
+        guard let caller = session.authenticated, caller == arguments.from else {
+            throw ConnectionError.verifyError("direct-paths from \(arguments.from) needs a connection secured with that address's certificate")
+        }
+        let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
+        return DirectPathsQuery.Response(methods: registrations.flatMap { $0.direct.map(Q2QMethod.tcp) })
     }
 
     func inbound(_ arguments: Inbound.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Inbound.Response {
