@@ -638,16 +638,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func startTLS(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>,
                   upgrade: AMPTLSUpgrade, handshake: EventLoopPromise<Void>) {
-        guard case .amp = mode, context != nil else {
-            let error: any Error = {
-                switch mode {
-                case .closed(let reason): return AMPConnectionError.connectionClosed(reason: reason)
-                case .switched: return AMPConnectionError.protocolSwitched
-                default: return AMPConnectionError.busySwitching
-                }
-            }()
-            reply.fail(error)
-            handshake.fail(error)
+        if let refusal = refusalToChangeProtocol {
+            reply.fail(refusal)
+            handshake.fail(refusal)
             return
         }
         guard !tlsStarted else {
@@ -712,19 +705,24 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         pendingSwitch = install
     }
 
-    /// Sends a protocol-switching request and leaves at once, without waiting for the
-    /// answer: an ``AMPSwitchAnswerReader`` takes our place to read it ahead of the new
-    /// protocol. `switched` completes once `install` has run.
-    func switchProtocolPipelined(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>,
-                                 switched: EventLoopPromise<Void>, install: @escaping AMPProtocolSwitch) {
-        let refusal: AMPConnectionError? = switch mode {
+    /// Why StartTLS or a protocol switch cannot begin now; nil when it can (plain AMP on
+    /// a live channel).
+    private var refusalToChangeProtocol: AMPConnectionError? {
+        switch mode {
         case .amp: context == nil ? .connectionClosed(reason: closedReason) : nil
         case .closed(let reason): .connectionClosed(reason: reason)
         case .switched: .protocolSwitched
         case .awaitingTLSAnswer, .awaitingSwitchAnswer, .answeringSwitch: .busySwitching
         }
-        guard let context, refusal == nil else {
-            let error = refusal ?? .connectionClosed(reason: closedReason)
+    }
+
+    /// Sends a protocol-switching request and leaves at once, without waiting for the
+    /// answer: an ``AMPSwitchAnswerReader`` takes our place to read it ahead of the new
+    /// protocol. `switched` completes once `install` has run.
+    func switchProtocolPipelined(request: ByteBuffer, tag: Int, reply: EventLoopPromise<AMPReply>,
+                                 switched: EventLoopPromise<Void>, install: @escaping AMPProtocolSwitch) {
+        guard let context, refusalToChangeProtocol == nil else {
+            let error = refusalToChangeProtocol ?? .connectionClosed(reason: closedReason)
             reply.fail(error)
             switched.fail(error)
             return

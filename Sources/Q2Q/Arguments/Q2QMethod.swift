@@ -41,6 +41,11 @@ public enum Q2QMethod: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The address of a `tcp@` method; nil for the others.
+    public var tcpAddress: HostPort? {
+        if case .tcp(let address) = self { address } else { nil }
+    }
+
     /// The method's name: `tcp`, `ptcp`, `rptcp`, `virtual`, or the unknown text's.
     public var name: String {
         switch self {

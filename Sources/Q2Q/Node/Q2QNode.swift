@@ -409,6 +409,7 @@ public final class Q2QNode: Sendable {
         let identity = try await identity(from)
         let key = RememberedPathKey(from: from, to: to, service: service)
         let remembered = configuration.remembersPaths && methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
+        // A late success is closed without waiting for TLS's close_notify.
         let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
         let stream: Q2QStream
         do {
@@ -421,7 +422,7 @@ public final class Q2QNode: Sendable {
                     { [self] in try await directPaths(as: identity, to: to, service: service) }
                 }
                 stream = try await connect(as: identity, to: to, service: service, methods: methods, early: early,
-                                           authority: authority, racer: racer)
+                                           authority: authority, remembering: key, racer: racer)
             } else {
                 let introduction = try await introduce(identity, to: to, service: service, methods: methods)
                 stream = try await racer.race(attempts(for: introduction, skipping: [])).0
@@ -429,7 +430,7 @@ public final class Q2QNode: Sendable {
         } catch let failure as MethodRacer<Q2QStream>.AllFailed {
             throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
         }
-        if case .tcp(let address) = stream.method { rememberedPaths.withLock { $0[key] = address } }
+        if let address = stream.method.tcpAddress { rememberedPaths.withLock { $0[key] = address } }
         logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])
         return stream
     }
@@ -440,14 +441,13 @@ public final class Q2QNode: Sendable {
     /// of the offer that names it.
     private func connect(as identity: Q2QIdentity, to: Q2QAddress, service: String, methods: Q2QMethodPolicy,
                          early: @escaping @Sendable () async throws -> [HostPort], authority: Q2QCertificate,
-                         racer: MethodRacer<Q2QStream>) async throws -> Q2QStream {
+                         remembering key: RememberedPathKey, racer: MethodRacer<Q2QStream>) async throws -> Q2QStream {
         let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods) }
         let earlyPaths = Task { (try? await early()) ?? [] }
         defer {
             introduction.cancel()
             earlyPaths.cancel()
         }
-        let key = RememberedPathKey(from: identity.address, to: to, service: service)
         let direct = MethodRacer<Q2QStream>.Attempt(label: "early tcp") { [self] in
             let addresses = await earlyPaths.value
             guard !addresses.isEmpty else { throw Q2QNodeError("no tcp path known before inbound") }
@@ -496,7 +496,7 @@ public final class Q2QNode: Sendable {
     private func directPaths(as identity: Q2QIdentity, to: Q2QAddress, service: String) async throws -> [HostPort] {
         let connection = try await link(as: identity, to: to.domain)
         let answer = try await connection.call(DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
-        return answer.methods.compactMap { if case .tcp(let address) = $0 { address } else { nil } }
+        return answer.methods.compactMap(\.tcpAddress)
     }
 
     /// What the presence server told us about `to`'s listeners, and what we need to try them.

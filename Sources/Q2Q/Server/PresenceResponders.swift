@@ -184,9 +184,7 @@ extension PresenceServer {
         let certificate = try Q2QCertificate(tls)
         let connection = context.connection
         // At most a few direct paths, and only `tcp@` ones: they are handed to callers as they are.
-        let direct = (arguments.direct ?? []).prefix(Self.maximumDirectPaths).compactMap { method -> HostPort? in
-            if case .tcp(let address) = method { address } else { nil }
-        }
+        let direct = (arguments.direct ?? []).prefix(Self.maximumDirectPaths).compactMap(\.tcpAddress)
         if listeners.register(caller, services: services, connection: connection, certificate: certificate,
                               description: arguments.description, direct: direct, now: Date()) {
             let registry = listeners
