@@ -111,6 +111,17 @@ struct CoreTests {
         #expect(outcome.wakeups <= 2 * packets + 200, "seed \(seed): \(outcome.wakeups) wakeups for \(packets) packets")
     }
 
+    @Test("a fast link: pacing sends in bursts of about a millisecond, not a timer per datagram")
+    func pacingInBursts() async {
+        let link = SimulatedLink(delay: .milliseconds(2), megabitsPerSecond: 1000)
+        let outcome = await simulate(PTCPSimulation(forward: link), bytes: 50_000_000, seed: 6)
+        #expect(outcome.bytesDelivered == 50_000_000 && outcome.corruptBytes == 0 && outcome.bothClosed)
+        #expect(outcome.megabitsPerSecond > 800, "\(outcome.megabitsPerSecond) Mbit/s")
+        // A millisecond at 1 Gbit/s is about 85 datagrams (64 KB at most: 45): one
+        // wakeup per burst, where pacing datagram by datagram took about one per datagram.
+        #expect(outcome.wakeups * 10 < outcome.client.packetsSent, "\(outcome.wakeups) wakeups for \(outcome.client.packetsSent) packets")
+    }
+
     @Test("a reader slower than the link holds the sender to the receive window")
     func flowControl() async {
         var configuration = PTCPConfiguration()

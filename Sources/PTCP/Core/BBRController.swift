@@ -71,8 +71,14 @@ struct BBRController: CongestionController {
 
     private func targetWindow(gain: Double) -> Int {
         guard let bdp = bandwidthDelayProduct else { return 10 * segmentSize }
-        // Three extra segments absorb delayed and aggregated acknowledgements.
-        return max(Int(gain * Double(bdp)) + 3 * segmentSize, 4 * segmentSize)
+        return max(Int(gain * Double(bdp)) + quantizationBudget, 4 * segmentSize)
+    }
+
+    /// Linux BBR's quantization budget: three send bursts (see ``Pacer``) beyond the
+    /// model's window, so that a sender that sends in bursts, and acknowledgements that
+    /// come back in bursts, do not stall it.
+    private var quantizationBudget: Int {
+        3 * min(max(Int(pacingGain * bandwidth * Pacer.burstTime.seconds), 2 * segmentSize), Pacer.maximumBurst)
     }
 
     mutating func onAcknowledged(bytes: Int, sample: DeliveryRateSample?, delivered: Int, bytesInFlight: Int,

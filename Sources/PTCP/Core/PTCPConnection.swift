@@ -92,7 +92,7 @@ public struct PTCPConnection: Sendable {
     private var lastSentAt: PTCPInstant
     private var timeouts = 0
     private var lossTime: PTCPInstant?
-    private var nextSendAt: PTCPInstant
+    private var pacer: Pacer
     private var peerMaxData: UInt64
     private var handshakeNeeded: Bool
     private var pingNeeded = false
@@ -184,7 +184,7 @@ public struct PTCPConnection: Sendable {
         self.lastSentAt = now
         self.lastReceivedAt = now
         self.startedAt = now
-        self.nextSendAt = now
+        self.pacer = Pacer(now: now)
         self.deliveredAt = now
         self.firstSentAt = now
         self.advertisedMaxData = UInt64(configuration.receiveWindow)
@@ -525,7 +525,7 @@ public struct PTCPConnection: Sendable {
         // wakes us. So does the client's next packet while the anti-amplification limit
         // holds an acceptor back: a pacing deadline then would fire at once, again and
         // again, until the handshake timed out (seen when a caller abandoned its SYN).
-        let pacing = wantsToSend && windowAllowsSending && !amplificationLimited ? nextSendAt : nil
+        let pacing = wantsToSend && windowAllowsSending && !amplificationLimited ? pacer.deadline : nil
         return earliest(idle, keepalive, lingerEnd, pacing, ackDeadline, lossTime, retransmissionDeadline)
     }
 
@@ -738,7 +738,7 @@ public struct PTCPConnection: Sendable {
     }
 
     private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {
-        guard now >= nextSendAt, windowAllowsSending else { return nil }
+        guard pacer.allows(now: now), windowAllowsSending else { return nil }
         let ackRanges = ackPending ? min(receivedPackets.count, 4) : 0
         let capacity = PTCPConfiguration.payloadCapacity(datagramSize: datagramSize, ackRanges: ackRanges)
         var range: Range<UInt64>?
@@ -776,10 +776,8 @@ public struct PTCPConnection: Sendable {
         let data = PTCPPacket.StreamData(offset: dataRange.lowerBound, bytes: sendStream.bytes(in: dataRange))
         let packet = PTCPPacket(flags: flags, destinationID: peerID, packetNumber: 0, data: data)
         let datagram = finishPacket(packet, now: now, stream: dataRange.isEmpty ? nil : dataRange, ackRanges: ackRanges)
-        if let rate = congestion.pacingRate, rate > 0 {
-            // Pace, allowing bursts of about a millisecond (timers are not finer).
-            let interval = Duration.nanoseconds(Int64(Double(datagram.count) / rate * 1e9))
-            nextSendAt = max(nextSendAt, now - .milliseconds(1)) + interval
+        if let rate = congestion.pacingRate {
+            pacer.sent(bytes: datagram.count, rate: rate, datagramSize: datagramSize, now: now)
         }
         if flags.contains(.fin) { checkClosed() }
         return datagram
