@@ -83,7 +83,7 @@ struct ConnectionTests {
         let before = server.statistics.droppedPackets
         server.receive([UInt8](), now: pair.now)                                   // empty
         server.receive([2, 0, 0, 0], now: pair.now)                                // short
-        server.receive(PTCPPacket(destinationID: 0x5E, packetNumber: 500).encoded().map { $0 == 2 ? 3 : $0 }, now: pair.now) // version
+        server.receive([2] + PTCPPacket(destinationID: 0x5E, packetNumber: 500).encoded().dropFirst(), now: pair.now) // version 2's
         server.receive(PTCPPacket(flags: .ping, destinationID: 0x77, packetNumber: 501).encoded(), now: pair.now)  // unknown id
         server.receive(PTCPPacket(destinationID: 0x5E, packetNumber: 502,                                          // forged ack
                                   acknowledgement: .init(maxData: 1 << 40, delayMicroseconds: 0, ranges: [0...1_000_000])).encoded(), now: pair.now)
@@ -261,12 +261,18 @@ struct EarlyDataTests {
         #expect(try PTCPPacket(decoding: syn).padding == 50)
         syn[syn.count - 1] = 1
         #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: syn) }
+        // Any other packet's stream data runs to the end of the datagram: what follows is data, not padding.
         var data = PTCPPacket(destinationID: 1, packetNumber: 1, data: .init(offset: 0, bytes: [1])).encoded()
         data += [0, 0]
-        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: data) }
+        #expect(try PTCPPacket(decoding: data).data?.bytes == [1, 0, 0])
+        var synData = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: 1, initialMaxData: 100),
+                                 data: .init(offset: 0, bytes: [1]), padding: 20).encoded()
+        #expect(try PTCPPacket(decoding: synData).data?.bytes == [1], "a SYN's data says its length")
+        synData[synData.count - 1] = 1
+        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: synData) }
         #expect(PTCPPacket(destinationID: 1, packetNumber: 1, padding: 9).padding == 0, "no padding without a handshake or a ping")
         var probe = PTCPPacket(flags: .ping, destinationID: 1, packetNumber: 2, padding: 1400).encoded()
-        #expect(probe.count == PTCPPacket.headerSize + 1400)
+        #expect(probe.count == PTCPPacket.fixedHeaderSize + 1 + 1400)   // a one-byte packet number
         #expect(try PTCPPacket(decoding: probe).padding == 1400)
         probe[probe.count - 1] = 7
         #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: probe) }

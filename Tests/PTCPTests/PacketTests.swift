@@ -22,29 +22,44 @@ struct PacketTests {
             #expect(bytes.count <= 1232)
             #expect(try PTCPPacket(decoding: bytes) == packet)
             #expect(PTCPPacket.destinationID(of: bytes) == packet.destinationID)
-            // Every proper prefix is refused, never misread.
+            // Every proper prefix is refused, never misread — except that stream data
+            // which runs to the end of the datagram ends where the datagram does (UDP
+            // keeps datagrams whole, so a shorter one is a shorter packet).
+            let dataStart = bytes.count - (packet.data.map { packet.flags.contains(.syn) ? 0 : $0.bytes.count } ?? 0)
             for cut in 0..<bytes.count {
-                #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: bytes[0..<cut]) }
+                if cut >= dataStart, var shorter = packet.data {
+                    shorter.bytes.removeLast(bytes.count - cut)
+                    var expected = packet
+                    expected.data = shorter
+                    #expect(try PTCPPacket(decoding: bytes[0..<cut]) == expected)
+                } else {
+                    #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: bytes[0..<cut]) }
+                }
             }
         }
     }
 
     @Test("malformed datagrams give typed errors")
     func malformed() {
-        var good = PTCPPacket(destinationID: 1, packetNumber: 1, data: .init(offset: 0, bytes: [1, 2, 3])).encoded()
-        #expect(throws: PTCPPacketError.truncated) { try PTCPPacket(decoding: [2, 0, 0]) }
+        var good = PTCPPacket(destinationID: 1, packetNumber: 1, acknowledgement: .init(maxData: 5, delayMicroseconds: 0, ranges: [0...3])).encoded()
+        #expect(throws: PTCPPacketError.truncated) { try PTCPPacket(decoding: [3, 0, 0]) }
         var wrongVersion = good
-        wrongVersion[0] = 1
-        #expect(throws: PTCPPacketError.unknownVersion(1)) { try PTCPPacket(decoding: wrongVersion) }
+        wrongVersion[0] = 2
+        #expect(throws: PTCPPacketError.unknownVersion(2)) { try PTCPPacket(decoding: wrongVersion) }
         var unknownFlags = good
         unknownFlags[1] |= 0x80
         #expect(throws: PTCPPacketError.unknownFlags(unknownFlags[1])) { try PTCPPacket(decoding: unknownFlags) }
         good.append(0)
         #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: good) }   // trailing byte
-        let backwards = PTCPPacket(destinationID: 1, packetNumber: 1,
-                                   acknowledgement: .init(maxData: 0, delayMicroseconds: 0, ranges: [0...5, 3...9])).encoded()
-        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: backwards) }
-        #expect(throws: PTCPPacketError.tooLarge) { try PTCPPacket(decoding: [UInt8](repeating: 2, count: 70_000)) }
+        #expect(throws: PTCPPacketError.tooLarge) { try PTCPPacket(decoding: [UInt8](repeating: 3, count: 70_000)) }
+        // Variable-length integers only in their shortest form: packet number 1 in two bytes.
+        var longForm = PTCPPacket(flags: .ping, destinationID: 1, packetNumber: 1).encoded()
+        longForm.replaceSubrange(10...10, with: [0x40, 0x01])
+        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: longForm) }
+        // An acknowledged range reaching below packet 0.
+        var below = PTCPPacket(destinationID: 1, packetNumber: 1, acknowledgement: .init(maxData: 0, delayMicroseconds: 0, ranges: [0...3])).encoded()
+        below[below.count - 1] = 4   // the first range's length: 4 below packet 3
+        #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: below) }
     }
 
     @Test("random bytes never crash the decoder (fuzz, seeded)")
@@ -60,7 +75,7 @@ struct PacketTests {
             var bytes: [UInt8]
             if Bool.random(using: &random) {
                 bytes = (0..<Int.random(in: 0...200, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
-                if !bytes.isEmpty, Bool.random(using: &random) { bytes[0] = 2 }
+                if !bytes.isEmpty, Bool.random(using: &random) { bytes[0] = PTCPPacket.version }
             } else {
                 bytes = seeds.randomElement(using: &random)!
                 for _ in 0..<Int.random(in: 1...4, using: &random) {

@@ -192,7 +192,7 @@ final class PTCPDispatcher: ChannelInboundHandler {
                  on eventLoop: any EventLoop) throws -> (any Channel, EventLoopFuture<any Channel>) {
         guard let context else { throw ChannelError.ioOnClosedChannel }
         let id = newID()
-        let core = PTCPConnection(connectingWith: id, configuration: configuration, now: PTCPChannel.now())
+        let core = PTCPConnection(connectingWith: id, configuration: configuration.forPath(to: address), now: PTCPChannel.now())
         let channel = PTCPChannel(core: core, remote: address, dispatcher: self, parent: context.channel)
         connections[id] = channel
         let established = initializer(channel).flatMap {
@@ -238,7 +238,8 @@ final class PTCPDispatcher: ChannelInboundHandler {
             return
         }
         let localID = newID()
-        guard let core = try? PTCPConnection(accepting: packet, localID: localID, configuration: configuration, now: PTCPChannel.now()) else {
+        guard let core = try? PTCPConnection(accepting: packet, localID: localID, configuration: configuration.forPath(to: envelope.remoteAddress),
+                                             now: PTCPChannel.now()) else {
             droppedDatagrams += 1
             return
         }
@@ -303,5 +304,16 @@ final class PTCPDispatcher: ChannelInboundHandler {
         // An accepted connection was keyed by its peer's address and id (the SYN's).
         let key = SYNKey(address: channel.remote, sourceID: channel.peerConnectionID)
         if bySYN[key] == id { bySYN[key] = nil }
+    }
+}
+
+extension PTCPConfiguration {
+    /// The configuration for a path to `address`: over IPv4, path MTU probing tries 20
+    /// bytes more (IPv4's header is 20 bytes, IPv6's 40), so a 1,500-byte MTU is filled.
+    func forPath(to address: SocketAddress) -> PTCPConfiguration {
+        guard case .v4 = address, let probed = probedDatagramSize else { return self }
+        var configuration = self
+        configuration.probedDatagramSize = probed + 20
+        return configuration
     }
 }

@@ -7,8 +7,8 @@ public struct PTCPConfiguration: Sendable {
     public var maximumDatagramSize = 1232
     /// A larger datagram size to try once connected (path MTU probing): a padded PING of
     /// this size, and when it is acknowledged the connection sends datagrams this large.
-    /// 1,452 bytes fills a 1,500-byte MTU under IPv6 (and nearly under IPv4). `nil`
-    /// keeps `maximumDatagramSize`.
+    /// 1,452 bytes fills a 1,500-byte MTU under IPv6; an endpoint probes 20 bytes more
+    /// on IPv4 paths, whose header is that much smaller. `nil` keeps `maximumDatagramSize`.
     public var probedDatagramSize: Int? = 1452
     /// How far beyond what the application has read the peer may send.
     public var receiveWindow = 4 * 1024 * 1024
@@ -34,11 +34,4 @@ public struct PTCPConfiguration: Sendable {
     public var linger: Duration = .seconds(10)
 
     public init() {}
-
-    /// Stream bytes in a datagram of `datagramSize` that carries an acknowledgement of
-    /// `ackRanges` ranges.
-    static func payloadCapacity(datagramSize: Int, ackRanges: Int) -> Int {
-        datagramSize - PTCPPacket.headerSize - PTCPPacket.StreamData.overhead
-            - (ackRanges > 0 ? 8 + 4 + 1 + 16 * ackRanges : 0)
-    }
 }

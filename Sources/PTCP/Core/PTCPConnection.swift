@@ -681,13 +681,12 @@ public struct PTCPConnection: Sendable {
     private mutating func mtuProbeDatagram(now: PTCPInstant) -> [UInt8]? {
         guard !mtuProbe.settled, mtuProbe.outstanding == nil, !lingering, let size = configuration.probedDatagramSize,
               now >= mtuProbe.notBefore ?? now, congestion.congestionWindow - bytesInFlight >= size else { return nil }
-        var packet = PTCPPacket(flags: .ping, destinationID: peerID, packetNumber: 0)
-        packet.padding = size - packet.encodedSize
+        let packet = PTCPPacket(flags: .ping, destinationID: peerID, packetNumber: 0)
         mtuProbe.outstanding = nextPacketNumber
         mtuProbe.attempts += 1
         statistics.pathMTUProbes += 1
         // No acknowledgement rides on it: its size must be exactly the one probed.
-        return finishPacket(packet, now: now, ackRanges: 0)
+        return finishPacket(packet, now: now, ackRanges: 0, padTo: size)
     }
 
     private mutating func acknowledgementDatagram(now: PTCPInstant) -> [UInt8] {
@@ -721,7 +720,9 @@ public struct PTCPConnection: Sendable {
     }
 
     private static func earlyDataRoom(_ configuration: PTCPConfiguration) -> UInt64 {
-        UInt64(configuration.maximumDatagramSize - PTCPPacket.headerSize - PTCPPacket.handshakeSize - PTCPPacket.StreamData.overhead)
+        // What a SYN's parts take at most: packet number and offset below 2^14 (two
+        // bytes each), the handshake at most 16, the data's length 2.
+        UInt64(configuration.maximumDatagramSize - PTCPPacket.fixedHeaderSize - 2 - 16 - 2 - 2)
     }
 
     /// A client SYN with the early data from `offset` (the acceptor takes every SYN of
@@ -732,15 +733,18 @@ public struct PTCPConnection: Sendable {
         let early = offset..<max(offset, end)
         sentOffset = max(sentOffset, early.upperBound)
         let data = early.isEmpty ? nil : PTCPPacket.StreamData(offset: offset, bytes: sendStream.bytes(in: early))
-        var packet = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: handshake, data: data)
-        packet.padding = configuration.maximumDatagramSize - packet.encodedSize
-        return finishPacket(packet, now: now, stream: data == nil ? nil : early)
+        let packet = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: handshake, data: data)
+        return finishPacket(packet, now: now, stream: data == nil ? nil : early, padTo: configuration.maximumDatagramSize)
     }
 
     private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {
         guard pacer.allows(now: now), windowAllowsSending else { return nil }
-        let ackRanges = ackPending ? min(receivedPackets.count, 4) : 0
-        let capacity = PTCPConfiguration.payloadCapacity(datagramSize: datagramSize, ackRanges: ackRanges)
+        // A pending acknowledgement rides along (a few ranges of it); the rest of the
+        // datagram is stream bytes. No offset needs more room than the stream's end.
+        let acknowledgement = pendingAcknowledgement(now: now, ranges: 4)
+        let header = PTCPPacket(destinationID: peerID, packetNumber: nextPacketNumber, acknowledgement: acknowledgement,
+                                data: .init(offset: sendStream.endOffset, bytes: []))
+        let capacity = datagramSize - header.overhead
         var range: Range<UInt64>?
         var isRetransmission = false
         while range == nil, let candidate = retransmissions.first {
@@ -774,8 +778,8 @@ public struct PTCPConnection: Sendable {
         }
         if isRetransmission { statistics.retransmittedBytes += dataRange.count }
         let data = PTCPPacket.StreamData(offset: dataRange.lowerBound, bytes: sendStream.bytes(in: dataRange))
-        let packet = PTCPPacket(flags: flags, destinationID: peerID, packetNumber: 0, data: data)
-        let datagram = finishPacket(packet, now: now, stream: dataRange.isEmpty ? nil : dataRange, ackRanges: ackRanges)
+        let packet = PTCPPacket(flags: flags, destinationID: peerID, packetNumber: 0, acknowledgement: acknowledgement, data: data)
+        let datagram = finishPacket(packet, now: now, stream: dataRange.isEmpty ? nil : dataRange)
         if let rate = congestion.pacingRate {
             pacer.sent(bytes: datagram.count, rate: rate, datagramSize: datagramSize, now: now)
         }
@@ -783,19 +787,30 @@ public struct PTCPConnection: Sendable {
         return datagram
     }
 
-    /// Numbers the packet, adds a pending acknowledgement, encodes, and records it.
+    /// The acknowledgement due, with at most `ranges` ranges (the highest), or nil.
+    private mutating func pendingAcknowledgement(now: PTCPInstant, ranges: Int) -> PTCPPacket.Acknowledgement? {
+        guard ackPending, !receivedPackets.isEmpty, ranges > 0 else { return nil }
+        advertisedMaxData = max(advertisedMaxData, receiveStream.readOffset + UInt64(configuration.receiveWindow))
+        let acknowledged = receivedPackets.ranges.reversed().prefix(ranges).map { $0.lowerBound...($0.upperBound - 1) }
+        let delay = largestReceivedAt.map { now - $0 } ?? .zero
+        let micros = UInt32(clamping: max(0, delay.nanoseconds / 1000))
+        return .init(maxData: advertisedMaxData, delayMicroseconds: micros, ranges: Array(acknowledged))
+    }
+
+    /// Numbers the packet, adds a pending acknowledgement (unless it has one, or it is a
+    /// client's SYN), pads it to `padTo` bytes, encodes, and records it.
     private mutating func finishPacket(_ packet: PTCPPacket, now: PTCPInstant, stream: Range<UInt64>? = nil,
-                                       ackRanges: Int = PTCPPacket.maximumAckRanges) -> [UInt8] {
+                                       ackRanges: Int = PTCPPacket.maximumAckRanges, padTo: Int? = nil) -> [UInt8] {
         var packet = packet
         packet.packetNumber = nextPacketNumber
         nextPacketNumber += 1
-        if ackPending, state != .connecting || packet.handshake == nil, !receivedPackets.isEmpty, ackRanges > 0 {
-            advertisedMaxData = max(advertisedMaxData, receiveStream.readOffset + UInt64(configuration.receiveWindow))
-            let ranges = receivedPackets.ranges.reversed().prefix(ackRanges).map { $0.lowerBound...($0.upperBound - 1) }
-            let delay = largestReceivedAt.map { now - $0 } ?? .zero
-            let micros = UInt32(clamping: max(0, delay.nanoseconds / 1000))
-            packet.acknowledgement = .init(maxData: advertisedMaxData, delayMicroseconds: micros, ranges: Array(ranges))
+        if packet.acknowledgement == nil, state != .connecting || packet.handshake == nil,
+           let acknowledgement = pendingAcknowledgement(now: now, ranges: ackRanges) {
+            packet.acknowledgement = acknowledgement
             packet.flags.insert(.ack)
+        }
+        if let padTo { packet.padding = max(0, padTo - packet.encodedSize) }
+        if packet.acknowledgement != nil {
             ackPending = false
             ackNow = false
             ackDeadline = nil

@@ -6,14 +6,17 @@
 /// sample unambiguous (no Karn's rule needed) and loss detection a matter of packet
 /// numbers, as in QUIC.
 public struct PTCPPacket: Equatable, Sendable {
-    public static let version: UInt8 = 2
-    /// version, flags, destination id, packet number.
-    public static let headerSize = 1 + 1 + 8 + 8
-    public static let handshakeSize = 8 + 8
+    public static let version: UInt8 = 3
+    /// version, flags, destination id: what every packet starts with (the packet
+    /// number follows, 1 to 8 bytes).
+    public static let fixedHeaderSize = 1 + 1 + 8
     /// A datagram never exceeds this (what the dispatcher reads at most).
     public static let maximumDatagramSize = 65_507
     /// At most this many acknowledged ranges in one packet.
     public static let maximumAckRanges = 32
+    /// Packet numbers, stream offsets and window limits stay below this (the largest
+    /// value a variable-length integer holds).
+    public static let maximumValue: UInt64 = (1 << 62) - 1
 
     public struct Flags: OptionSet, Sendable, Hashable {
         public let rawValue: UInt8
@@ -42,6 +45,7 @@ public struct PTCPPacket: Equatable, Sendable {
             self.sourceID = sourceID
             self.initialMaxData = initialMaxData
         }
+        var encodedSize: Int { 8 + VarInt.size(of: initialMaxData) }
     }
 
     /// Packet numbers received, as disjoint ranges from the highest down, plus the
@@ -51,7 +55,8 @@ public struct PTCPPacket: Equatable, Sendable {
         public var maxData: UInt64
         /// Microseconds the receiver held the largest packet before acknowledging it.
         public var delayMicroseconds: UInt32
-        /// Inclusive ranges, descending and disjoint; the first holds the largest.
+        /// Inclusive ranges, descending, disjoint and not adjacent (at least one packet
+        /// missing between two); the first holds the largest.
         public var ranges: [ClosedRange<UInt64>]
         public init(maxData: UInt64, delayMicroseconds: UInt32, ranges: [ClosedRange<UInt64>]) {
             self.maxData = maxData
@@ -59,7 +64,20 @@ public struct PTCPPacket: Equatable, Sendable {
             self.ranges = ranges
         }
         public var largest: UInt64 { ranges.first?.upperBound ?? 0 }
-        var encodedSize: Int { 8 + 4 + 1 + 16 * ranges.count }
+        var encodedSize: Int {
+            var size = VarInt.size(of: maxData) + VarInt.size(of: UInt64(delayMicroseconds)) + 1
+            var previousLow: UInt64?
+            for range in ranges {
+                if let previousLow {
+                    size += VarInt.size(of: previousLow &- range.upperBound &- 2)
+                } else {
+                    size += VarInt.size(of: range.upperBound)
+                }
+                size += VarInt.size(of: range.upperBound &- range.lowerBound)
+                previousLow = range.lowerBound
+            }
+            return size
+        }
     }
 
     public struct StreamData: Equatable, Sendable {
@@ -69,7 +87,6 @@ public struct PTCPPacket: Equatable, Sendable {
             self.offset = offset
             self.bytes = bytes
         }
-        static let overhead = 8 + 2
     }
 
     public var flags: Flags
@@ -97,7 +114,13 @@ public struct PTCPPacket: Equatable, Sendable {
         self.handshake = handshake
         self.acknowledgement = acknowledgement
         self.data = data
-        self.padding = handshake == nil && !flags.contains(.ping) ? 0 : max(0, padding)
+        self.padding = Self.mayBePadded(flags) ? max(0, padding) : 0
+    }
+
+    /// Only a SYN or a PING may be padded; their stream data says its length, where
+    /// any other packet's runs to the end of the datagram.
+    static func mayBePadded(_ flags: Flags) -> Bool {
+        !flags.isDisjoint(with: [.syn, .ping])
     }
 
     /// Whether the receiver must acknowledge this packet (pure acknowledgements are not
@@ -106,9 +129,19 @@ public struct PTCPPacket: Equatable, Sendable {
         !flags.isDisjoint(with: [.syn, .data, .fin, .ping])
     }
 
+    /// The size of everything but the stream bytes and the padding.
+    public var overhead: Int {
+        var size = Self.fixedHeaderSize + VarInt.size(of: packetNumber)
+        size += handshake?.encodedSize ?? 0
+        size += acknowledgement?.encodedSize ?? 0
+        if let data {
+            size += VarInt.size(of: data.offset) + (Self.mayBePadded(flags) ? 2 : 0)
+        }
+        return size
+    }
+
     public var encodedSize: Int {
-        Self.headerSize + (handshake == nil ? 0 : Self.handshakeSize) + (acknowledgement?.encodedSize ?? 0)
-            + (data.map { StreamData.overhead + $0.bytes.count } ?? 0) + padding
+        overhead + (data?.bytes.count ?? 0) + padding
     }
 
     public func encode(into out: inout [UInt8]) {
@@ -116,23 +149,30 @@ public struct PTCPPacket: Equatable, Sendable {
         out.append(Self.version)
         out.append(flags.rawValue)
         out.appendBigEndian(destinationID)
-        out.appendBigEndian(packetNumber)
+        VarInt.append(packetNumber, to: &out)
         if let handshake {
             out.appendBigEndian(handshake.sourceID)
-            out.appendBigEndian(handshake.initialMaxData)
+            VarInt.append(handshake.initialMaxData, to: &out)
         }
         if let acknowledgement {
-            out.appendBigEndian(acknowledgement.maxData)
-            out.appendBigEndian(acknowledgement.delayMicroseconds)
+            VarInt.append(acknowledgement.maxData, to: &out)
+            VarInt.append(UInt64(acknowledgement.delayMicroseconds), to: &out)
             out.append(UInt8(acknowledgement.ranges.count))
+            var previousLow: UInt64?
             for range in acknowledgement.ranges {
-                out.appendBigEndian(range.lowerBound)
-                out.appendBigEndian(range.upperBound)
+                if let previousLow {
+                    precondition(range.upperBound + 2 <= previousLow, "acknowledged ranges must be descending and not adjacent")
+                    VarInt.append(previousLow - range.upperBound - 2, to: &out)
+                } else {
+                    VarInt.append(range.upperBound, to: &out)
+                }
+                VarInt.append(range.upperBound - range.lowerBound, to: &out)
+                previousLow = range.lowerBound
             }
         }
         if let data {
-            out.appendBigEndian(data.offset)
-            out.appendBigEndian(UInt16(data.bytes.count))
+            VarInt.append(data.offset, to: &out)
+            if Self.mayBePadded(flags) { out.appendBigEndian(UInt16(data.bytes.count)) }
             out.append(contentsOf: data.bytes)
         }
         if padding > 0 { out.append(contentsOf: repeatElement(0, count: padding)) }
@@ -145,16 +185,16 @@ public struct PTCPPacket: Equatable, Sendable {
     }
 
     /// The destination id of a datagram, read without decoding the rest (the
-    /// dispatcher routes on it); nil when it is not a PTCP v2 datagram.
+    /// dispatcher routes on it); nil when it is not a PTCP datagram of this version.
     public static func destinationID<Bytes: Collection<UInt8>>(of datagram: Bytes) -> UInt64? {
-        guard datagram.count >= headerSize, datagram.first == version else { return nil }
+        guard datagram.count > fixedHeaderSize, datagram.first == version else { return nil }
         var reader = PacketReader(datagram.dropFirst(2))
         return try? reader.uint64()
     }
 
     /// Decodes one datagram, checking every length against what arrived.
     public init<Bytes: Collection<UInt8>>(decoding datagram: Bytes) throws(PTCPPacketError) {
-        guard datagram.count >= Self.headerSize else { throw .truncated }
+        guard datagram.count > Self.fixedHeaderSize else { throw .truncated }
         guard datagram.count <= Self.maximumDatagramSize else { throw .tooLarge }
         var reader = PacketReader(datagram)
         let version = try reader.uint8()
@@ -162,42 +202,72 @@ public struct PTCPPacket: Equatable, Sendable {
         flags = Flags(rawValue: try reader.uint8())
         guard flags.isSubset(of: Flags.known) else { throw .unknownFlags(flags.rawValue) }
         destinationID = try reader.uint64()
-        packetNumber = try reader.uint64()
-        guard packetNumber < 1 << 62 else { throw .malformed("packet number out of range") }
+        packetNumber = try reader.varInt()
         if flags.contains(.syn) {
-            handshake = Handshake(sourceID: try reader.uint64(), initialMaxData: try reader.uint64())
+            handshake = Handshake(sourceID: try reader.uint64(), initialMaxData: try reader.varInt())
         }
         if flags.contains(.ack) {
-            let maxData = try reader.uint64()
-            let delay = try reader.uint32()
+            let maxData = try reader.varInt()
+            let delay = try reader.varInt()
+            guard delay <= UInt32.max else { throw .malformed("an acknowledgement delay of \(delay) µs") }
             let count = Int(try reader.uint8())
             guard count >= 1, count <= Self.maximumAckRanges else { throw .malformed("\(count) acknowledged ranges") }
             var ranges: [ClosedRange<UInt64>] = []
             ranges.reserveCapacity(count)
-            for _ in 0..<count {
-                let low = try reader.uint64()
-                let high = try reader.uint64()
-                guard low <= high, high < 1 << 62 else { throw .malformed("an acknowledged range runs backwards") }
-                if let previous = ranges.last, high + 1 >= previous.lowerBound {
-                    throw .malformed("acknowledged ranges overlap or are not descending")
+            var high = try reader.varInt()
+            for index in 0..<count {
+                if index > 0 {
+                    let gap = try reader.varInt()
+                    let previousLow = ranges[index - 1].lowerBound
+                    guard previousLow >= 2, gap <= previousLow - 2 else { throw .malformed("an acknowledged range below packet 0") }
+                    high = previousLow - 2 - gap
                 }
-                ranges.append(low...high)
+                let length = try reader.varInt()
+                guard length <= high else { throw .malformed("an acknowledged range below packet 0") }
+                ranges.append((high - length)...high)
             }
-            acknowledgement = Acknowledgement(maxData: maxData, delayMicroseconds: delay, ranges: ranges)
+            acknowledgement = Acknowledgement(maxData: maxData, delayMicroseconds: UInt32(delay), ranges: ranges)
         }
         if flags.contains(.data) {
-            let offset = try reader.uint64()
-            let length = Int(try reader.uint16())
-            guard offset < 1 << 62 else { throw .malformed("stream offset out of range") }
-            data = StreamData(offset: offset, bytes: try reader.bytes(length))
+            let offset = try reader.varInt()
+            let length = Self.mayBePadded(flags) ? Int(try reader.uint16()) : reader.remaining
+            let bytes = try reader.bytes(length)
+            guard offset + UInt64(bytes.count) <= Self.maximumValue else { throw .malformed("stream offset out of range") }
+            data = StreamData(offset: offset, bytes: bytes)
+        } else {
+            data = nil
         }
         padding = 0
-        if handshake != nil || flags.contains(.ping), !reader.isAtEnd {
+        if Self.mayBePadded(flags), !reader.isAtEnd {
             let rest = try reader.bytes(reader.remaining)
             guard rest.allSatisfy({ $0 == 0 }) else { throw .malformed("\(rest.count) bytes after the packet") }
             padding = rest.count
         }
         guard reader.isAtEnd else { throw .malformed("\(reader.remaining) bytes after the packet") }
+    }
+}
+
+/// QUIC's variable-length integers (RFC 9000, 16): the top two bits of the first byte
+/// say the length (1, 2, 4 or 8 bytes), the rest is the value, big-endian. We accept
+/// only the shortest encoding, so that every packet has exactly one.
+enum VarInt {
+    static func size(of value: UInt64) -> Int {
+        switch value {
+        case ..<(1 << 6): 1
+        case ..<(1 << 14): 2
+        case ..<(1 << 30): 4
+        default: 8
+        }
+    }
+
+    static func append(_ value: UInt64, to out: inout [UInt8]) {
+        precondition(value <= PTCPPacket.maximumValue, "\(value) does not fit a variable-length integer")
+        switch size(of: value) {
+        case 1: out.append(UInt8(value))
+        case 2: out.appendBigEndian(UInt16(value) | 0x4000)
+        case 4: out.appendBigEndian(UInt32(value) | 0x8000_0000)
+        default: out.appendBigEndian(value | 0xC000_0000_0000_0000)
+        }
     }
 }
 
@@ -212,7 +282,7 @@ public enum PTCPPacketError: Error, Equatable, Sendable, CustomStringConvertible
         switch self {
         case .truncated: "a PTCP datagram shorter than its contents"
         case .tooLarge: "a PTCP datagram larger than any UDP datagram"
-        case .unknownVersion(let version): "PTCP version \(version), not 2"
+        case .unknownVersion(let version): "PTCP version \(version), not \(PTCPPacket.version)"
         case .unknownFlags(let flags): "unknown PTCP flags 0x\(String(flags, radix: 16))"
         case .malformed(let what): "a malformed PTCP datagram: \(what)"
         }
@@ -248,6 +318,15 @@ struct PacketReader<Bytes: Collection<UInt8>> {
 
     mutating func uint64() throws(PTCPPacketError) -> UInt64 {
         UInt64(try uint32()) << 32 | UInt64(try uint32())
+    }
+
+    mutating func varInt() throws(PTCPPacketError) -> UInt64 {
+        let first = try uint8()
+        let length = 1 << Int(first >> 6)
+        var value = UInt64(first & 0x3F)
+        for _ in 1..<length { value = value << 8 | UInt64(try uint8()) }
+        guard VarInt.size(of: value) == length else { throw .malformed("a variable-length integer not in its shortest form") }
+        return value
     }
 
     mutating func bytes(_ count: Int) throws(PTCPPacketError) -> [UInt8] {

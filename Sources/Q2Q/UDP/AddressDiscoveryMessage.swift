@@ -3,7 +3,7 @@ import NIOCore
 /// Address discovery over UDP (docs/nat-traversal.md): a node asks its presence
 /// server, from the very socket its PTCP connections use, which address and port the
 /// server sees — the node's NAT mapping. Our own exchange, simpler than STUN and
-/// distinguishable from PTCP by its first byte (PTCP's is its version, 2):
+/// distinguishable from PTCP by its first byte (PTCP's is its wire version, 3):
 ///
 ///     request  44 bytes: "Q2Q?" | transaction id (12) | zeros (28)
 ///     answer   23 or 35: "Q2Q=" | transaction id (12) | family 4 or 6 (1) | port (2) | address (4 or 16)
