@@ -66,7 +66,7 @@ final class Sink: ChannelInboundHandler, @unchecked Sendable {
             reported = true
             let elapsed = (ContinuousClock.now - start).seconds
             let pattern = !check ? "not checked" : patternBroken == 0 ? "pattern ok" : "pattern differs in \(patternBroken) bytes"
-            say(String(format: "received %d bytes in %.2f s: %.1f Mbit/s; ", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6) + pattern)
+            say(String(format: "received %ld bytes in %.2f s: %.1f Mbit/s; ", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6) + pattern)
             onReport?(patternBroken == 0)
             context.close(promise: nil)
         }
@@ -250,7 +250,7 @@ case "send":
     // Wait until the receiver has everything (the connection closes both ways).
     try? await channel.closeFuture.get()
     let elapsed = (ContinuousClock.now - start).seconds
-    print(String(format: "sent %d bytes in %.2f s; goodput_mbit=%.1f", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6))
+    print(String(format: "sent %ld bytes in %.2f s; goodput_mbit=%.1f", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6))
     if let statistics = try? await channel.getOption(PTCPChannelOptions.statistics).get() {
         print("packets sent \(statistics.packetsSent), lost \(statistics.lostPackets), retransmitted bytes "
               + "\(statistics.retransmittedBytes), retransmission timeouts \(statistics.retransmissionTimeouts), "

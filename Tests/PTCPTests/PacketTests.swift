@@ -39,6 +39,21 @@ struct PacketTests {
         }
     }
 
+    @Test("a stream offset travels as 32 bits and comes back as the value nearest the receiver's next byte (seeded property)")
+    func truncatedOffsets() throws {
+        var random = SimulationRandom(seed: 32)
+        let edges: [UInt64] = [0, 1, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, 5 << 32, PTCPPacket.maximumValue - (1 << 31)]
+        for round in 0..<5_000 {
+            let expected = round < edges.count ? edges[round] : UInt64.random(in: 0...(PTCPPacket.maximumValue - (1 << 31)), using: &random)
+            // Anything within 2 GiB either side (the receive window is at most 1 GiB).
+            let low = expected >= (1 << 31) - 1 ? expected - ((1 << 31) - 1) : 0
+            let offset = UInt64.random(in: low...(expected + (1 << 31) - 1), using: &random)
+            let packet = PTCPPacket(destinationID: 9, packetNumber: 1, data: .init(offset: offset, bytes: [1, 2]))
+            let decoded = try PTCPPacket(decoding: packet.encoded(), expectedOffset: expected)
+            #expect(decoded.data?.offset == offset, "offset \(offset) near \(expected)")
+        }
+    }
+
     @Test("malformed datagrams give typed errors")
     func malformed() {
         var good = PTCPPacket(destinationID: 1, packetNumber: 1, acknowledgement: .init(maxData: 5, delayMicroseconds: 0, ranges: [0...3])).encoded()

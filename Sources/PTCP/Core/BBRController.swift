@@ -142,7 +142,20 @@ struct BBRController: CongestionController {
         bandwidth = bandwidthSamples.map(\.rate).max() ?? 0
     }
 
+    /// How far above the minimum an RTT sample may be and still confirm it: a quarter
+    /// of it, and at least a millisecond, since a user-space stack's samples carry its
+    /// own scheduling (an event-loop wakeup, a batch of datagrams read at once) even
+    /// when nothing is queued on the path.
+    private static func confirmationSlack(_ minRTT: Duration) -> Duration {
+        max(minRTT / 4, .milliseconds(1))
+    }
+
     private mutating func updateMinRTT(_ rtt: Duration, now: PTCPInstant) {
+        if let minRTT, rtt > minRTT, rtt <= minRTT + Self.confirmationSlack(minRTT), mode != .probeRTT {
+            // The path's delay stands and no queue of ours hides it: nothing for
+            // ProbeRTT to drain, which would cost 200 ms at four packets in flight.
+            minRTTStamp = now
+        }
         let expired = now - minRTTStamp > Self.minRTTWindow
         if minRTT == nil || rtt <= minRTT! || (expired && mode != .probeRTT) {
             if let minRTT, expired, rtt > minRTT, mode != .probeRTT, filledPipe {

@@ -10,8 +10,12 @@ public struct PTCPConfiguration: Sendable {
     /// 1,452 bytes fills a 1,500-byte MTU under IPv6; an endpoint probes 20 bytes more
     /// on IPv4 paths, whose header is that much smaller. `nil` keeps `maximumDatagramSize`.
     public var probedDatagramSize: Int? = 1452
-    /// How far beyond what the application has read the peer may send.
+    /// How far beyond what the application has read the peer may send; at most
+    /// ``maximumReceiveWindow`` (a larger value is taken as that).
     public var receiveWindow = 4 * 1024 * 1024
+    /// 1 GiB: stream offsets travel as their low 32 bits, so what is in flight must
+    /// stay within 2 GiB of the receiver's next byte.
+    public static let maximumReceiveWindow = 1 << 30
     public var congestionControl = PTCPCongestionControl.bbr
     /// Longest the receiver holds an acknowledgement (it says how long, so RTT samples
     /// stay exact).

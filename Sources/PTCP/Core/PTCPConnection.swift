@@ -176,6 +176,10 @@ public struct PTCPConnection: Sendable {
         self.localID = localID
         self.peerID = peerID
         self.peerMaxData = peerMaxData
+        var configuration = configuration
+        // Stream offsets travel as their low 32 bits: what is in flight must stay well
+        // within 2 GiB of the receiver's next byte.
+        configuration.receiveWindow = min(max(configuration.receiveWindow, 1), PTCPConfiguration.maximumReceiveWindow)
         self.configuration = configuration
         self.congestion = makeCongestionController(configuration.congestionControl, segmentSize: configuration.maximumDatagramSize)
         self.rtt = RTTEstimator(initialRTO: configuration.initialRetransmissionTimeout)
@@ -267,7 +271,7 @@ public struct PTCPConnection: Sendable {
         guard state != .closed else { return }
         let packet: PTCPPacket
         do {
-            packet = try PTCPPacket(decoding: datagram)
+            packet = try PTCPPacket(decoding: datagram, expectedOffset: receiveStream.contiguousOffset)
         } catch {
             statistics.droppedPackets += 1
             return
@@ -720,9 +724,9 @@ public struct PTCPConnection: Sendable {
     }
 
     private static func earlyDataRoom(_ configuration: PTCPConfiguration) -> UInt64 {
-        // What a SYN's parts take at most: packet number and offset below 2^14 (two
-        // bytes each), the handshake at most 16, the data's length 2.
-        UInt64(configuration.maximumDatagramSize - PTCPPacket.fixedHeaderSize - 2 - 16 - 2 - 2)
+        // What a SYN's parts take at most: a packet number below 2^14 (two bytes),
+        // the handshake 16, the data's offset 4 and length 2.
+        UInt64(configuration.maximumDatagramSize - PTCPPacket.fixedHeaderSize - 2 - 16 - 4 - 2)
     }
 
     /// A client SYN with the early data from `offset` (the acceptor takes every SYN of
@@ -740,10 +744,10 @@ public struct PTCPConnection: Sendable {
     private mutating func dataDatagram(now: PTCPInstant) -> [UInt8]? {
         guard pacer.allows(now: now), windowAllowsSending else { return nil }
         // A pending acknowledgement rides along (a few ranges of it); the rest of the
-        // datagram is stream bytes. No offset needs more room than the stream's end.
+        // datagram is stream bytes.
         let acknowledgement = pendingAcknowledgement(now: now, ranges: 4)
         let header = PTCPPacket(destinationID: peerID, packetNumber: nextPacketNumber, acknowledgement: acknowledgement,
-                                data: .init(offset: sendStream.endOffset, bytes: []))
+                                data: .init(offset: 0, bytes: []))
         let capacity = datagramSize - header.overhead
         var range: Range<UInt64>?
         var isRetransmission = false

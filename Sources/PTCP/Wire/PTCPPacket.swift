@@ -134,8 +134,8 @@ public struct PTCPPacket: Equatable, Sendable {
         var size = Self.fixedHeaderSize + VarInt.size(of: packetNumber)
         size += handshake?.encodedSize ?? 0
         size += acknowledgement?.encodedSize ?? 0
-        if let data {
-            size += VarInt.size(of: data.offset) + (Self.mayBePadded(flags) ? 2 : 0)
+        if data != nil {
+            size += 4 + (Self.mayBePadded(flags) ? 2 : 0)
         }
         return size
     }
@@ -171,7 +171,7 @@ public struct PTCPPacket: Equatable, Sendable {
             }
         }
         if let data {
-            VarInt.append(data.offset, to: &out)
+            out.appendBigEndian(UInt32(truncatingIfNeeded: data.offset))
             if Self.mayBePadded(flags) { out.appendBigEndian(UInt16(data.bytes.count)) }
             out.append(contentsOf: data.bytes)
         }
@@ -192,8 +192,10 @@ public struct PTCPPacket: Equatable, Sendable {
         return try? reader.uint64()
     }
 
-    /// Decodes one datagram, checking every length against what arrived.
-    public init<Bytes: Collection<UInt8>>(decoding datagram: Bytes) throws(PTCPPacketError) {
+    /// Decodes one datagram, checking every length against what arrived. A stream
+    /// offset travels as its low 32 bits and is taken as the value nearest
+    /// `expectedOffset` (the receiver's next in-order byte), as TCP's sequence numbers are.
+    public init<Bytes: Collection<UInt8>>(decoding datagram: Bytes, expectedOffset: UInt64 = 0) throws(PTCPPacketError) {
         guard datagram.count > Self.fixedHeaderSize else { throw .truncated }
         guard datagram.count <= Self.maximumDatagramSize else { throw .tooLarge }
         var reader = PacketReader(datagram)
@@ -229,7 +231,7 @@ public struct PTCPPacket: Equatable, Sendable {
             acknowledgement = Acknowledgement(maxData: maxData, delayMicroseconds: UInt32(delay), ranges: ranges)
         }
         if flags.contains(.data) {
-            let offset = try reader.varInt()
+            let offset = Self.offset(nearest: expectedOffset, withLow32Bits: try reader.uint32())
             let length = Self.mayBePadded(flags) ? Int(try reader.uint16()) : reader.remaining
             let bytes = try reader.bytes(length)
             guard offset + UInt64(bytes.count) <= Self.maximumValue else { throw .malformed("stream offset out of range") }
@@ -244,6 +246,21 @@ public struct PTCPPacket: Equatable, Sendable {
             padding = rest.count
         }
         guard reader.isAtEnd else { throw .malformed("\(reader.remaining) bytes after the packet") }
+    }
+}
+
+extension PTCPPacket {
+    /// The offset whose low 32 bits are `low` nearest to `expected` (never below 0).
+    /// Unambiguous while every offset in flight lies within 2 GiB of the receiver's
+    /// next in-order byte: the receive window is far smaller (at most 1 GiB), so only a
+    /// datagram that the network held while gigabytes passed could be misplaced — and
+    /// then it falls outside the window and is dropped.
+    static func offset(nearest expected: UInt64, withLow32Bits low: UInt32) -> UInt64 {
+        let span: UInt64 = 1 << 32
+        let candidate = (expected & ~(span - 1)) | UInt64(low)
+        if candidate > expected, candidate - expected > span / 2, candidate >= span { return candidate - span }
+        if candidate < expected, expected - candidate > span / 2, candidate <= PTCPPacket.maximumValue - span { return candidate + span }
+        return candidate
     }
 }
 
