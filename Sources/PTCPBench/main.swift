@@ -254,7 +254,7 @@ case "send":
     if let statistics = try? await channel.getOption(PTCPChannelOptions.statistics).get() {
         print("packets sent \(statistics.packetsSent), lost \(statistics.lostPackets), retransmitted bytes "
               + "\(statistics.retransmittedBytes), retransmission timeouts \(statistics.retransmissionTimeouts), "
-              + "path MTU probes \(statistics.pathMTUProbes)")
+              + "path MTU probes \(statistics.pathMTUProbes), ProbeRTTs \(statistics.pathDelayProbes)")
     }
     await endpoint.close()
 default:

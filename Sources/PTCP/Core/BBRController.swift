@@ -167,7 +167,10 @@ struct BBRController: CongestionController {
         }
     }
 
+    private(set) var pathDelayProbes = 0
+
     private mutating func enterProbeRTT(now: PTCPInstant) {
+        pathDelayProbes += 1
         mode = .probeRTT
         pacingGain = 1
         windowGain = 1

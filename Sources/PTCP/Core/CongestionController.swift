@@ -29,6 +29,12 @@ protocol CongestionController: Sendable {
     /// Packets were declared lost; `sentAt` is when the newest of them was sent.
     mutating func onLost(bytes: Int, sentAt: PTCPInstant, bytesInFlight: Int, now: PTCPInstant)
     mutating func onRetransmissionTimeout()
+    /// Times the window was cut to re-measure the path's delay (BBR's ProbeRTT).
+    var pathDelayProbes: Int { get }
+}
+
+extension CongestionController {
+    var pathDelayProbes: Int { 0 }
 }
 
 func makeCongestionController(_ kind: PTCPCongestionControl, segmentSize: Int) -> any CongestionController {

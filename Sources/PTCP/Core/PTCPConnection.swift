@@ -37,6 +37,9 @@ public struct PTCPConnection: Sendable {
         public var forgedAcknowledgements = 0
         /// Padded PINGs sent to find whether the path carries larger datagrams.
         public var pathMTUProbes = 0
+        /// Times the congestion controller cut its window to re-measure the path's delay
+        /// (BBR's ProbeRTT).
+        public var pathDelayProbes = 0
         public init() {}
     }
 
@@ -445,6 +448,7 @@ public struct PTCPConnection: Sendable {
         detectLoss(now: now)
         congestion.onAcknowledged(bytes: acknowledgedBytes, sample: sample, delivered: delivered,
                                   bytesInFlight: bytesInFlight, rtt: rtt, now: now)
+        statistics.pathDelayProbes = congestion.pathDelayProbes
         checkClosed()
     }
 

@@ -11,7 +11,11 @@ struct Pacer: Sendable {
     static let burstTime: Duration = .milliseconds(1)
     static let maximumBurst = 64 * 1024
     /// How far a late sender may catch up at once (a timer that fired late, a
-    /// descheduled thread): the schedule forgets lateness beyond this.
+    /// descheduled thread): the schedule forgets lateness beyond this. A sender that
+    /// waited for its window gets the same credit, which keeps up to about a
+    /// millisecond queued at the bottleneck: on a busy host that queue is what keeps
+    /// the link busy while sender or receiver is off the CPU (without it, netlab's
+    /// 1 Gbit/s link lost 1-3 % of its goodput).
     static let lateness: Duration = .milliseconds(1)
 
     /// When the next burst may start (the schedule of the bytes sent so far).
