@@ -272,7 +272,7 @@ struct EarlyDataTests {
         #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: synData) }
         #expect(PTCPPacket(destinationID: 1, packetNumber: 1, padding: 9).padding == 0, "no padding without a handshake or a ping")
         var probe = PTCPPacket(flags: .ping, destinationID: 1, packetNumber: 2, padding: 1400).encoded()
-        #expect(probe.count == PTCPPacket.fixedHeaderSize + 1 + 1400)   // a one-byte packet number
+        #expect(probe.count == PTCPPacket.fixedHeaderSize + 4 + 1400)   // a four-byte packet number
         #expect(try PTCPPacket(decoding: probe).padding == 1400)
         probe[probe.count - 1] = 7
         #expect(throws: PTCPPacketError.self) { try PTCPPacket(decoding: probe) }

@@ -274,7 +274,8 @@ public struct PTCPConnection: Sendable {
         guard state != .closed else { return }
         let packet: PTCPPacket
         do {
-            packet = try PTCPPacket(decoding: datagram, expectedOffset: receiveStream.contiguousOffset)
+            packet = try PTCPPacket(decoding: datagram, expectedPacketNumber: receivedPackets.last?.upperBound ?? 0,
+                                    expectedOffset: receiveStream.contiguousOffset)
         } catch {
             statistics.droppedPackets += 1
             return
@@ -750,8 +751,8 @@ public struct PTCPConnection: Sendable {
         // A pending acknowledgement rides along (a few ranges of it); the rest of the
         // datagram is stream bytes.
         let acknowledgement = pendingAcknowledgement(now: now, ranges: 4)
-        let header = PTCPPacket(destinationID: peerID, packetNumber: nextPacketNumber, acknowledgement: acknowledgement,
-                                data: .init(offset: 0, bytes: []))
+        let header = PTCPPacket(destinationID: peerID, packetNumber: nextPacketNumber, packetNumberSize: nextPacketNumberSize,
+                                acknowledgement: acknowledgement, data: .init(offset: 0, bytes: []))
         let capacity = datagramSize - header.overhead
         var range: Range<UInt64>?
         var isRetransmission = false
@@ -795,6 +796,11 @@ public struct PTCPConnection: Sendable {
         return datagram
     }
 
+    /// How many bytes the next packet number takes on the wire.
+    private var nextPacketNumberSize: Int {
+        PTCPPacket.packetNumberSize(for: nextPacketNumber, largestAcknowledged: largestAcknowledged)
+    }
+
     /// The acknowledgement due, with at most `ranges` ranges (the highest), or nil.
     private mutating func pendingAcknowledgement(now: PTCPInstant, ranges: Int) -> PTCPPacket.Acknowledgement? {
         guard ackPending, !receivedPackets.isEmpty, ranges > 0 else { return nil }
@@ -811,6 +817,7 @@ public struct PTCPConnection: Sendable {
                                        ackRanges: Int = PTCPPacket.maximumAckRanges, padTo: Int? = nil) -> [UInt8] {
         var packet = packet
         packet.packetNumber = nextPacketNumber
+        packet.packetNumberSize = nextPacketNumberSize
         nextPacketNumber += 1
         if packet.acknowledgement == nil, state != .connecting || packet.handshake == nil,
            let acknowledgement = pendingAcknowledgement(now: now, ranges: ackRanges) {

@@ -8,7 +8,7 @@
 public struct PTCPPacket: Equatable, Sendable {
     public static let version: UInt8 = 3
     /// version, flags, destination id: what every packet starts with (the packet
-    /// number follows, 1 to 8 bytes).
+    /// number follows, 1 to 4 bytes).
     public static let fixedHeaderSize = 1 + 1 + 8
     /// A datagram never exceeds this (what the dispatcher reads at most).
     public static let maximumDatagramSize = 65_507
@@ -33,7 +33,8 @@ public struct PTCPPacket: Equatable, Sendable {
         public static let rst = Flags(rawValue: 0x10)
         /// Asks for an acknowledgement (keepalive, probes, window queries).
         public static let ping = Flags(rawValue: 0x20)
-        static let known: Flags = [.syn, .ack, .data, .fin, .rst, .ping]
+        /// The flags byte's top two bits: the packet number's size on the wire, less one.
+        static let packetNumberSizeMask: UInt8 = 0xC0
     }
 
     /// The sender's own connection id (where the answer must go) and how many bytes of
@@ -92,6 +93,10 @@ public struct PTCPPacket: Equatable, Sendable {
     public var flags: Flags
     public var destinationID: UInt64
     public var packetNumber: UInt64
+    /// How many low bytes of the packet number travel (1 to 4): enough for the
+    /// receiver to place it among the numbers it may still receive (see
+    /// ``packetNumber(nearest:withLowBytes:size:)``).
+    public var packetNumberSize: Int
     public var handshake: Handshake?
     public var acknowledgement: Acknowledgement?
     public var data: StreamData?
@@ -101,9 +106,10 @@ public struct PTCPPacket: Equatable, Sendable {
     /// padded PING probes whether the path carries larger datagrams.
     public var padding: Int
 
-    public init(flags: Flags = [], destinationID: UInt64, packetNumber: UInt64,
+    public init(flags: Flags = [], destinationID: UInt64, packetNumber: UInt64, packetNumberSize: Int = 4,
                 handshake: Handshake? = nil, acknowledgement: Acknowledgement? = nil, data: StreamData? = nil,
                 padding: Int = 0) {
+        precondition((1...4).contains(packetNumberSize), "a packet number travels in 1 to 4 bytes")
         var flags = flags
         if handshake != nil { flags.insert(.syn) }
         if acknowledgement != nil { flags.insert(.ack) }
@@ -111,6 +117,7 @@ public struct PTCPPacket: Equatable, Sendable {
         self.flags = flags
         self.destinationID = destinationID
         self.packetNumber = packetNumber
+        self.packetNumberSize = packetNumberSize
         self.handshake = handshake
         self.acknowledgement = acknowledgement
         self.data = data
@@ -131,7 +138,7 @@ public struct PTCPPacket: Equatable, Sendable {
 
     /// The size of everything but the stream bytes and the padding.
     public var overhead: Int {
-        var size = Self.fixedHeaderSize + VarInt.size(of: packetNumber)
+        var size = Self.fixedHeaderSize + packetNumberSize
         size += handshake?.encodedSize ?? 0
         size += acknowledgement?.encodedSize ?? 0
         if data != nil {
@@ -147,9 +154,11 @@ public struct PTCPPacket: Equatable, Sendable {
     public func encode(into out: inout [UInt8]) {
         out.reserveCapacity(out.count + encodedSize)
         out.append(Self.version)
-        out.append(flags.rawValue)
+        out.append(flags.rawValue | UInt8(packetNumberSize - 1) << 6)
         out.appendBigEndian(destinationID)
-        VarInt.append(packetNumber, to: &out)
+        for shift in stride(from: 8 * (packetNumberSize - 1), through: 0, by: -8) {
+            out.append(UInt8(truncatingIfNeeded: packetNumber >> UInt64(shift)))
+        }
         if let handshake {
             out.appendBigEndian(handshake.sourceID)
             VarInt.append(handshake.initialMaxData, to: &out)
@@ -194,17 +203,23 @@ public struct PTCPPacket: Equatable, Sendable {
 
     /// Decodes one datagram, checking every length against what arrived. A stream
     /// offset travels as its low 32 bits and is taken as the value nearest
-    /// `expectedOffset` (the receiver's next in-order byte), as TCP's sequence numbers are.
-    public init<Bytes: Collection<UInt8>>(decoding datagram: Bytes, expectedOffset: UInt64 = 0) throws(PTCPPacketError) {
+    /// `expectedOffset` (the receiver's next in-order byte), as TCP's sequence numbers are;
+    /// the packet number likewise nearest `expectedPacketNumber` (one past the largest
+    /// received), as QUIC's are.
+    public init<Bytes: Collection<UInt8>>(decoding datagram: Bytes, expectedPacketNumber: UInt64 = 0,
+                                          expectedOffset: UInt64 = 0) throws(PTCPPacketError) {
         guard datagram.count > Self.fixedHeaderSize else { throw .truncated }
         guard datagram.count <= Self.maximumDatagramSize else { throw .tooLarge }
         var reader = PacketReader(datagram)
         let version = try reader.uint8()
         guard version == Self.version else { throw .unknownVersion(version) }
-        flags = Flags(rawValue: try reader.uint8())
-        guard flags.isSubset(of: Flags.known) else { throw .unknownFlags(flags.rawValue) }
+        let flagsByte = try reader.uint8()
+        flags = Flags(rawValue: flagsByte & ~Flags.packetNumberSizeMask)
+        packetNumberSize = Int(flagsByte >> 6) + 1
         destinationID = try reader.uint64()
-        packetNumber = try reader.varInt()
+        var low: UInt64 = 0
+        for _ in 0..<packetNumberSize { low = low << 8 | UInt64(try reader.uint8()) }
+        packetNumber = Self.packetNumber(nearest: expectedPacketNumber, withLowBytes: low, size: packetNumberSize)
         if flags.contains(.syn) {
             handshake = Handshake(sourceID: try reader.uint64(), initialMaxData: try reader.varInt())
         }
@@ -250,6 +265,27 @@ public struct PTCPPacket: Equatable, Sendable {
 }
 
 extension PTCPPacket {
+    /// The packet number whose low `size` bytes are `low` nearest to `expected` (RFC 9000,
+    /// appendix A.3).
+    static func packetNumber(nearest expected: UInt64, withLowBytes low: UInt64, size: Int) -> UInt64 {
+        let window: UInt64 = 1 << UInt64(8 * size)
+        let half = window / 2
+        let candidate = (expected & ~(window - 1)) | low
+        if candidate + half <= expected, candidate < PTCPPacket.maximumValue - window { return candidate + window }
+        if candidate > expected + half, candidate >= window { return candidate - window }
+        return candidate
+    }
+
+    /// The fewest bytes that let the receiver place `number` when the peer has
+    /// acknowledged up to `largestAcknowledged`: twice the numbers in between (RFC 9000,
+    /// appendix A.2), at most 4 bytes.
+    public static func packetNumberSize(for number: UInt64, largestAcknowledged: UInt64?) -> Int {
+        let unacknowledged = largestAcknowledged.map { number > $0 ? number - $0 : 1 } ?? number + 1
+        let range = 2 * unacknowledged
+        for size in 1...3 where range < 1 << UInt64(8 * size) { return size }
+        return 4
+    }
+
     /// The offset whose low 32 bits are `low` nearest to `expected` (never below 0).
     /// Unambiguous while every offset in flight lies within 2 GiB of the receiver's
     /// next in-order byte: the receive window is far smaller (at most 1 GiB), so only a
@@ -292,7 +328,6 @@ public enum PTCPPacketError: Error, Equatable, Sendable, CustomStringConvertible
     case truncated
     case tooLarge
     case unknownVersion(UInt8)
-    case unknownFlags(UInt8)
     case malformed(String)
 
     public var description: String {
@@ -300,7 +335,6 @@ public enum PTCPPacketError: Error, Equatable, Sendable, CustomStringConvertible
         case .truncated: "a PTCP datagram shorter than its contents"
         case .tooLarge: "a PTCP datagram larger than any UDP datagram"
         case .unknownVersion(let version): "PTCP version \(version), not \(PTCPPacket.version)"
-        case .unknownFlags(let flags): "unknown PTCP flags 0x\(String(flags, radix: 16))"
         case .malformed(let what): "a malformed PTCP datagram: \(what)"
         }
     }
