@@ -102,11 +102,16 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
         if let patternBytes { return sent >= patternBytes }
         return ContinuousClock.now >= until
     }
+    /// Set while pump runs: a write or flush can re-enter it through a writability
+    /// change, and a nested pump that flushed or closed inside the TLS handler's own
+    /// flush could reorder what that handler sends. The loop itself re-checks.
+    private var pumping = false
+
     private func pump(_ context: ChannelHandlerContext) {
-        guard started, !stopped else { return }
+        guard started, !stopped, !pumping else { return }
+        pumping = true
+        defer { pumping = false }
         while context.channel.isWritable, !finished {
-            // `sent` moves before the write: a write can re-enter pump (through a
-            // writability change), and the nested call must start after this chunk.
             if let patternBytes {
                 let base = UInt64(sent)
                 let count = min(64 * 1024, patternBytes - sent)

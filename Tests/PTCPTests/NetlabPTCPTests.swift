@@ -39,8 +39,9 @@ struct NetlabPTCPTests {
             let bytes = 3_000_000
             let sent = try await ChildProcess.run(Self.netlab, ["--name", lab, "exec", "a", "--", Self.bench.path, "send",
                                                                 "--to", "198.51.100.10:9000", "--bytes", String(bytes),
-                                                                "--tls-trust", directory.appendingPathComponent("cert.pem").path])
-            #expect(sent.status == 0, "\(sent.stderr)")
+                                                                "--tls-trust", directory.appendingPathComponent("cert.pem").path],
+                                                         timeout: .seconds(120))
+            #expect(sent.status == 0, "status \(sent.status) (killed if it ran 120 s): \(sent.stdout) \(sent.stderr)")
             let report = await sink.nextLine(timeout: .seconds(30)) ?? ""
             #expect(report.hasPrefix("received \(bytes) bytes") && report.hasSuffix("pattern ok"), "\(report)")
             await sink.stop()

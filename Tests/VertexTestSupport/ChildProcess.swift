@@ -91,9 +91,11 @@ public final class ChildProcess: @unchecked Sendable {
         public var stderr: String
     }
 
-    /// Runs to completion and returns its status and output.
+    /// Runs to completion and returns its status and output. With a `timeout`, a child
+    /// still running then is killed (SIGKILL), so that a hang fails the test instead of
+    /// stalling the run.
     public static func run(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
-                           input: String? = nil) async throws -> Run {
+                           input: String? = nil, timeout: Duration? = nil) async throws -> Run {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -116,10 +118,19 @@ public final class ChildProcess: @unchecked Sendable {
                 try? writer.close()
             }
         }
+        let pid = process.processIdentifier
+        let watchdog = timeout.map { timeout in
+            Task {
+                try? await Task.sleep(for: timeout)   // cancelled once the child has exited
+                if !Task.isCancelled { kill(pid, SIGKILL) }
+            }
+        }
         async let out = onOwnThread { output.fileHandleForReading.readDataToEndOfFile() }
         async let err = onOwnThread { errors.fileHandleForReading.readDataToEndOfFile() }
         let (stdout, stderr) = await (out, err)
-        return Run(status: await exited.value, stdout: String(decoding: stdout, as: UTF8.self),
+        let status = await exited.value
+        watchdog?.cancel()
+        return Run(status: status, stdout: String(decoding: stdout, as: UTF8.self),
                    stderr: String(decoding: stderr, as: UTF8.self))
     }
 
