@@ -78,7 +78,7 @@ struct BBRController: CongestionController {
     /// model's window, so that a sender that sends in bursts, and acknowledgements that
     /// come back in bursts, do not stall it.
     private var quantizationBudget: Int {
-        3 * min(max(Int(pacingGain * bandwidth * Pacer.burstTime.seconds), 2 * segmentSize), Pacer.maximumBurst)
+        3 * Pacer.burstSize(rate: pacingGain * bandwidth, datagramSize: segmentSize)
     }
 
     mutating func onAcknowledged(bytes: Int, sample: DeliveryRateSample?, delivered: Int, bytesInFlight: Int,

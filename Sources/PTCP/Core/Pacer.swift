@@ -37,12 +37,17 @@ struct Pacer: Sendable {
         burstCredit > 0 ? nil : nextBurstAt
     }
 
+    /// The send quantum at `rate` bytes per second: a millisecond's worth, at least two
+    /// datagrams, at most 64 KB.
+    static func burstSize(rate: Double, datagramSize: Int) -> Int {
+        min(max(Int(rate * burstTime.seconds), 2 * datagramSize), maximumBurst)
+    }
+
     /// Books a packet of `bytes` sent at `rate` bytes per second.
     mutating func sent(bytes: Int, rate: Double, datagramSize: Int, now: PTCPInstant) {
         guard rate > 0 else { return }
         if burstCredit <= 0 || now >= nextBurstAt {
-            let quantum = Int(rate * Self.burstTime.seconds)
-            burstCredit = min(max(quantum, 2 * datagramSize), Self.maximumBurst)
+            burstCredit = Self.burstSize(rate: rate, datagramSize: datagramSize)
             nextBurstAt = max(nextBurstAt, now - Self.lateness)
         }
         burstCredit -= bytes

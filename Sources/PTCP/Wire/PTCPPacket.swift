@@ -95,7 +95,7 @@ public struct PTCPPacket: Equatable, Sendable {
     public var packetNumber: UInt64
     /// How many low bytes of the packet number travel (1 to 4): enough for the
     /// receiver to place it among the numbers it may still receive (see
-    /// ``packetNumber(nearest:withLowBytes:size:)``).
+    /// ``value(nearest:withLowBits:bits:)``).
     public var packetNumberSize: Int
     public var handshake: Handshake?
     public var acknowledgement: Acknowledgement?
@@ -219,7 +219,7 @@ public struct PTCPPacket: Equatable, Sendable {
         destinationID = try reader.uint64()
         var low: UInt64 = 0
         for _ in 0..<packetNumberSize { low = low << 8 | UInt64(try reader.uint8()) }
-        packetNumber = Self.packetNumber(nearest: expectedPacketNumber, withLowBytes: low, size: packetNumberSize)
+        packetNumber = Self.value(nearest: expectedPacketNumber, withLowBits: low, bits: 8 * packetNumberSize)
         if flags.contains(.syn) {
             handshake = Handshake(sourceID: try reader.uint64(), initialMaxData: try reader.varInt())
         }
@@ -246,7 +246,11 @@ public struct PTCPPacket: Equatable, Sendable {
             acknowledgement = Acknowledgement(maxData: maxData, delayMicroseconds: UInt32(delay), ranges: ranges)
         }
         if flags.contains(.data) {
-            let offset = Self.offset(nearest: expectedOffset, withLow32Bits: try reader.uint32())
+            // Unambiguous while every offset in flight lies within 2 GiB of the receiver's
+            // next in-order byte: the receive window is at most 1 GiB, so only a datagram
+            // the network held while gigabytes passed could be misplaced, and it then
+            // falls outside the window and is dropped.
+            let offset = Self.value(nearest: expectedOffset, withLowBits: UInt64(try reader.uint32()), bits: 32)
             let length = Self.mayBePadded(flags) ? Int(try reader.uint16()) : reader.remaining
             let bytes = try reader.bytes(length)
             guard offset + UInt64(bytes.count) <= Self.maximumValue else { throw .malformed("stream offset out of range") }
@@ -265,10 +269,11 @@ public struct PTCPPacket: Equatable, Sendable {
 }
 
 extension PTCPPacket {
-    /// The packet number whose low `size` bytes are `low` nearest to `expected` (RFC 9000,
-    /// appendix A.3).
-    static func packetNumber(nearest expected: UInt64, withLowBytes low: UInt64, size: Int) -> UInt64 {
-        let window: UInt64 = 1 << UInt64(8 * size)
+    /// The value whose low `bits` bits are `low` nearest to `expected`, never below 0 nor
+    /// above ``maximumValue`` (RFC 9000, appendix A.3). Packet numbers travel as their low
+    /// bytes, stream offsets as their low 32 bits.
+    static func value(nearest expected: UInt64, withLowBits low: UInt64, bits: Int) -> UInt64 {
+        let window: UInt64 = 1 << UInt64(bits)
         let half = window / 2
         let candidate = (expected & ~(window - 1)) | low
         if candidate + half <= expected, candidate < PTCPPacket.maximumValue - window { return candidate + window }
@@ -284,19 +289,6 @@ extension PTCPPacket {
         let range = 2 * unacknowledged
         for size in 1...3 where range < 1 << UInt64(8 * size) { return size }
         return 4
-    }
-
-    /// The offset whose low 32 bits are `low` nearest to `expected` (never below 0).
-    /// Unambiguous while every offset in flight lies within 2 GiB of the receiver's
-    /// next in-order byte: the receive window is far smaller (at most 1 GiB), so only a
-    /// datagram that the network held while gigabytes passed could be misplaced — and
-    /// then it falls outside the window and is dropped.
-    static func offset(nearest expected: UInt64, withLow32Bits low: UInt32) -> UInt64 {
-        let span: UInt64 = 1 << 32
-        let candidate = (expected & ~(span - 1)) | UInt64(low)
-        if candidate > expected, candidate - expected > span / 2, candidate >= span { return candidate - span }
-        if candidate < expected, expected - candidate > span / 2, candidate <= PTCPPacket.maximumValue - span { return candidate + span }
-        return candidate
     }
 }
 
