@@ -6,7 +6,7 @@ import NIOTLS
 import PTCP
 import PTCPSimulator
 
-// ptcp-bench core   [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--seed N] [--cc bbr|newreno]
+// ptcp-bench core   [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--reorder PCT] [--seed N] [--cc bbr|newreno]
 //     the sans-I/O core over a simulated link: goodput, and how fast the core itself runs
 // ptcp-bench sink   --port P [--check] [--tls-certificate PEM --tls-key PEM]
 //     accept PTCP connections (TLS 1.3 on top when given), check the pattern, report
@@ -154,7 +154,7 @@ func fail(_ message: String) -> Never {
 }
 
 let usage = """
-    usage: ptcp-bench core [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--seed N] [--cc bbr|newreno]
+    usage: ptcp-bench core [--bytes N] [--rtt MS] [--rate MBIT] [--loss PCT] [--reorder PCT] [--seed N] [--cc bbr|newreno]
            ptcp-bench sink --port P [--host H] [--check] [--tls-certificate PEM --tls-key PEM] [--cc …]
            ptcp-bench send --to HOST:PORT (--seconds S | --bytes N) [--tls-trust PEM] [--cc …]
            ptcp-bench punch --port P --peer HOST:PORT [--bytes N]
@@ -262,7 +262,7 @@ case "send":
     let elapsed = (ContinuousClock.now - start).seconds
     print(String(format: "sent %ld bytes in %.2f s; goodput_mbit=%.1f", bytes, elapsed, Double(bytes) * 8 / elapsed / 1e6))
     if let statistics = try? await channel.getOption(PTCPChannelOptions.statistics).get() {
-        print("packets sent \(statistics.packetsSent), lost \(statistics.lostPackets), retransmitted bytes "
+        print("packets sent \(statistics.packetsSent), lost \(statistics.lostPackets) (\(statistics.spuriousLosses) of them late, not lost), retransmitted bytes "
               + "\(statistics.retransmittedBytes), retransmission timeouts \(statistics.retransmissionTimeouts), "
               + "path MTU probes \(statistics.pathMTUProbes), ProbeRTTs \(statistics.pathDelayProbes)")
     }
@@ -272,7 +272,8 @@ default:
     let rtt = number("--rtt", 50)
     let rate = number("--rate", 100)
     let loss = number("--loss", 0) / 100
-    let link = SimulatedLink(delay: .microseconds(Int64(rtt * 500)), megabitsPerSecond: rate, loss: loss)
+    let link = SimulatedLink(delay: .microseconds(Int64(rtt * 500)), megabitsPerSecond: rate, loss: loss,
+                             reorder: number("--reorder", 0) / 100)
     var simulation = PTCPSimulation(forward: link, configuration: configuration)
     let start = ContinuousClock.now
     let outcome = simulation.run(bytes: bytes, seed: UInt64(number("--seed", 1)))

@@ -94,7 +94,7 @@ struct BBRController: CongestionController {
                 roundStart = true
             }
             updateBandwidth(sample)
-            updateMinRTT(sample.rtt, now: now)
+            if !sample.overtook { updateMinRTT(sample.rtt, now: now) }
         }
         checkFullPipe(appLimited: sample?.isAppLimited ?? true)
         advanceMode(bytesInFlight: bytesInFlight, now: now)

@@ -7,6 +7,12 @@ struct DeliveryRateSample: Sendable {
     var isAppLimited: Bool
     /// Bytes delivered on the connection when the acknowledged packet was sent.
     var priorDelivered: Int
+    /// The packet overtook older ones still outstanding, or its acknowledgement overtook
+    /// the peer's earlier packets: the RTT is real but shorter than the path's usual
+    /// one, and must not become the minimum. (A path that sends some packets ahead of
+    /// the queue otherwise gives BBR a minimum RTT of a millisecond on a 200 ms path,
+    /// and a window of four packets.)
+    var overtook = false
 }
 
 /// The congestion controllers PTCP offers.

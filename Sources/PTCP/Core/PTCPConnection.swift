@@ -28,6 +28,8 @@ public struct PTCPConnection: Sendable {
         public var bytesSent = 0
         public var bytesReceived = 0
         public var lostPackets = 0
+        /// Packets declared lost and acknowledged after all: the path reordered them.
+        public var spuriousLosses = 0
         public var retransmittedBytes = 0
         public var retransmissionTimeouts = 0
         public var duplicatePackets = 0
@@ -95,6 +97,7 @@ public struct PTCPConnection: Sendable {
     private var lastSentAt: PTCPInstant
     private var timeouts = 0
     private var lossTime: PTCPInstant?
+    private var reordering = ReorderingTolerance()
     private var pacer: Pacer
     private var peerMaxData: UInt64
     private var handshakeNeeded: Bool
@@ -345,9 +348,11 @@ public struct PTCPConnection: Sendable {
             }
         }
 
+        // A packet after a gap in the peer's numbers may have overtaken the missing ones.
+        let arrivedAhead = receivedPackets.last.map { packet.packetNumber > $0.upperBound } ?? false
         recordReceived(packet, now: now)
         if let acknowledgement = packet.acknowledgement {
-            process(acknowledgement, now: now)
+            process(acknowledgement, arrivedAhead: arrivedAhead, now: now)
         }
         if let data = packet.data, !isOver {
             if receiveStream.insert(offset: data.offset, bytes: data.bytes), receiveStream.readableBytes > 0 {
@@ -402,7 +407,7 @@ public struct PTCPConnection: Sendable {
         return low
     }
 
-    private mutating func process(_ acknowledgement: PTCPPacket.Acknowledgement, now: PTCPInstant) {
+    private mutating func process(_ acknowledgement: PTCPPacket.Acknowledgement, arrivedAhead: Bool, now: PTCPInstant) {
         peerMaxData = max(peerMaxData, acknowledgement.maxData)
         var newest: SentPacket?
         var acknowledgedBytes = 0
@@ -428,15 +433,30 @@ public struct PTCPConnection: Sendable {
                 }
                 index += 1
             }
+            // Packets declared lost that arrived after all: their bytes are delivered
+            // (their retransmissions are skipped if not yet sent), and the path reorders.
+            for late in reordering.spuriouslyLost(in: range, now: now, rtt: rtt) {
+                statistics.spuriousLosses += 1
+                acknowledgedBytes += late.size
+                delivered += late.size
+                deliveredAt = now
+                if let stream = late.stream { acknowledgeStream(stream) }
+                if late.fin { finAcknowledged = true }
+            }
         }
         compactSent()
-        guard let newest else { return }
+        guard let newest else {
+            checkClosed()   // a late acknowledgement may have been our FIN's
+            return
+        }
         timeouts = 0
         largestAcknowledged = max(largestAcknowledged ?? 0, newest.number)
         var sample: DeliveryRateSample?
+        var rttSample: Duration?
         if newest.number == acknowledgement.largest {
             let delay = Duration.microseconds(Int64(acknowledgement.delayMicroseconds))
-            rtt.add(sample: now - newest.sentAt, ackDelay: min(delay, configuration.maximumAckDelay * 2))
+            rttSample = now - newest.sentAt
+            rtt.add(sample: now - newest.sentAt, ackDelay: min(delay, configuration.maximumAckDelay * 2), updatingMinimum: false)
         }
         // Delivery rate over the newest packet's flight (BBR's rate sample).
         firstSentAt = newest.sentAt
@@ -447,6 +467,11 @@ public struct PTCPConnection: Sendable {
                                         priorDelivered: newest.delivered)
         }
         detectLoss(now: now)
+        // Older packets still outstanding once loss detection is done were overtaken
+        // by this one (or lost beyond what it can tell yet).
+        let overtook = arrivedAhead || (sentHead < sent.count && sent[sentHead].number < newest.number)
+        sample?.overtook = overtook
+        if let rttSample, !overtook { rtt.offerMinimum(rttSample) }
         congestion.onAcknowledged(bytes: acknowledgedBytes, sample: sample, delivered: delivered,
                                   bytesInFlight: bytesInFlight, rtt: rtt, now: now)
         statistics.pathDelayProbes = congestion.pathDelayProbes
@@ -472,12 +497,13 @@ public struct PTCPConnection: Sendable {
     }
 
     /// Declares lost what 3 later packets overtook, or what is 9/8 RTT older than the
-    /// newest acknowledged packet (RFC 9002 §6.1); arms the timer for the rest.
+    /// newest acknowledged packet (RFC 9002 §6.1) — on a path that reorders, only what
+    /// is older by the RTT and a learned reordering window (``ReorderingTolerance``);
+    /// arms the timer for the rest.
     private mutating func detectLoss(now: PTCPInstant) {
         guard let largestAcknowledged else { return }
         lossTime = nil
-        let base = max(rtt.smoothed ?? rtt.latest, rtt.latest)
-        let lossDelay = max(base * 9 / 8, RTTEstimator.granularity)
+        let lossDelay = reordering.lossDelay(rtt)
         var lostBytes = 0
         var newestLost: PTCPInstant?
         var index = sentHead
@@ -485,7 +511,7 @@ public struct PTCPConnection: Sendable {
             defer { index += 1 }
             guard !sent[index].acknowledged else { continue }
             let packet = sent[index]
-            if largestAcknowledged - packet.number >= 3 || packet.sentAt <= now - lossDelay {
+            if reordering.isLostByCount(distance: largestAcknowledged - packet.number) || packet.sentAt <= now - lossDelay {
                 let isProbe = packet.number == mtuProbe.outstanding
                 markLost(at: index, now: now)
                 // A lost probe says the path's MTU is smaller, not that it is congested.
@@ -508,6 +534,10 @@ public struct PTCPConnection: Sendable {
         let packet = sent[index]
         bytesInFlight -= packet.size
         statistics.lostPackets += 1
+        if packet.number != mtuProbe.outstanding {
+            reordering.declaredLost(.init(number: packet.number, declaredAt: now, size: packet.size, stream: packet.stream,
+                                          fin: packet.fin), rtt: rtt)
+        }
         if packet.number == mtuProbe.outstanding {
             mtuProbe.outstanding = nil
             mtuProbe.notBefore = now + Self.mtuProbeRetry

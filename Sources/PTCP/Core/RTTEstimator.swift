@@ -32,10 +32,12 @@ struct RTTEstimator: Sendable {
         return min(max(timeout, Self.minimumRTO), Self.maximumRTO)
     }
 
-    mutating func add(sample: Duration, ackDelay: Duration) {
+    /// Takes a sample into the smoothed RTT; into the minimum too unless the caller
+    /// decides that later (``offerMinimum(_:)``).
+    mutating func add(sample: Duration, ackDelay: Duration, updatingMinimum: Bool = true) {
         guard sample > .zero else { return }
         latest = sample
-        minimum = min(minimum, sample)
+        if updatingMinimum { offerMinimum(sample) }
         // Take off the receiver's delay only when what is left is still plausible.
         let adjusted = sample - ackDelay >= minimum ? sample - ackDelay : sample
         guard let current = smoothed else {
@@ -47,6 +49,10 @@ struct RTTEstimator: Sendable {
         let deviation = current > adjusted ? current - adjusted : adjusted - current
         variation = (variation * 3 + deviation) / 4
         smoothed = (current * 7 + adjusted) / 8
+    }
+
+    mutating func offerMinimum(_ sample: Duration) {
+        if sample > .zero { minimum = min(minimum, sample) }
     }
 
     /// Lets a new minimum be found (BBR's ProbeRTT ages the minimum out).

@@ -281,13 +281,23 @@ extension PTCPPacket {
         return candidate
     }
 
-    /// The fewest bytes that let the receiver place `number` when the peer has
-    /// acknowledged up to `largestAcknowledged`: twice the numbers in between (RFC 9000,
-    /// appendix A.2), at most 4 bytes.
+    /// The bytes that let the receiver place `number` when the peer has acknowledged up
+    /// to `largestAcknowledged`, even after later packets overtook it.
+    ///
+    /// QUIC sends as few bytes as cover twice the unacknowledged span (RFC 9000, A.2) and
+    /// counts on packet protection: a packet whose number the receiver misplaces fails
+    /// to decrypt and is dropped. PTCP packets are not authenticated (TLS runs above
+    /// them), so a misplaced number would be believed: the receiver would acknowledge a
+    /// packet the sender never sent, or one still on its way, and the sender would drop
+    /// every later acknowledgement as forged, or never resend that packet's bytes. Seen
+    /// on a 200 ms path that sent 1 % of packets 100 ms early: 170 later packets had
+    /// overtaken one sent in a single byte. So PTCP uses at least 2 bytes and covers four
+    /// times the unacknowledged span: a packet overtaken by as many as were
+    /// unacknowledged when it left, or by up to 32,766, still comes back right.
     public static func packetNumberSize(for number: UInt64, largestAcknowledged: UInt64?) -> Int {
         let unacknowledged = largestAcknowledged.map { number > $0 ? number - $0 : 1 } ?? number + 1
-        let range = 2 * unacknowledged
-        for size in 1...3 where range < 1 << UInt64(8 * size) { return size }
+        let range = 4 * unacknowledged
+        for size in 2...3 where range < 1 << UInt64(8 * size) { return size }
         return 4
     }
 }
