@@ -111,28 +111,32 @@ final class Source: ChannelInboundHandler, @unchecked Sendable {
         guard started, !stopped, !pumping else { return }
         pumping = true
         defer { pumping = false }
-        while context.channel.isWritable, !finished {
-            if let patternBytes {
-                let base = UInt64(sent)
-                let count = min(64 * 1024, patternBytes - sent)
-                sent += count
-                context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
-            } else {
-                sent += chunk.readableBytes
-                context.write(wrapOutboundOut(chunk), promise: nil)
+        // The flush after the loop can make the channel writable again at once (what it
+        // sends frees room), and the writability event it fires meets the guard above:
+        // so write again until the channel really is full. (A 5 ms retry here instead
+        // held 1 Gbit/s links to about 390 Mbit/s.)
+        repeat {
+            while context.channel.isWritable, !finished {
+                if let patternBytes {
+                    let base = UInt64(sent)
+                    let count = min(64 * 1024, patternBytes - sent)
+                    sent += count
+                    context.write(wrapOutboundOut(ByteBuffer(bytes: (0..<count).map { PTCPSimulation.patternByte(at: base + UInt64($0)) })), promise: nil)
+                } else {
+                    sent += chunk.readableBytes
+                    context.write(wrapOutboundOut(chunk), promise: nil)
+                }
+                // With TLS each chunk goes down at once: the TLS handler holds writes until a
+                // flush, so the channel below would never become unwritable, and this loop
+                // would buffer until its 4 GiB buffer overflowed.
+                if tls { context.flush() }
             }
-            // With TLS each chunk goes down at once: the TLS handler holds writes until a
-            // flush, so the channel below would never become unwritable, and this loop
-            // would buffer until its 4 GiB buffer overflowed.
-            if tls { context.flush() }
-        }
-        context.flush()
+            context.flush()
+        } while context.channel.isWritable && !finished
         if finished, !stopped {
             stopped = true
             let total = sent
             context.close(mode: .output).whenComplete { _ in self.done.succeed(total) }
-        } else if context.channel.isWritable {
-            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(5)) { self.pump(context) }
         }
     }
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
