@@ -85,8 +85,7 @@ public struct AMPBox: Sendable, Equatable {
     }
 
     public mutating func append(key: String, string: String) {
-        fields.append(Field(key: key, value: ByteBuffer(string: string)))
-        knownInWireOrder = false
+        append(key: key, value: ByteBuffer(string: string))
     }
 
     /// Keys with their last values, in wire order (sorted bytewise), as Twisted writes them.
