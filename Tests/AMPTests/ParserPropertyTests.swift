@@ -1,4 +1,4 @@
-import AMP
+@testable import AMP
 import Foundation
 import NIOCore
 import Testing
@@ -77,6 +77,18 @@ struct ParserPropertyTests {
                 #expect(!field.key.isEmpty && field.key.utf8.count <= AMPLimits.maximumKeyLength)
                 #expect(field.value.readableBytes <= AMPLimits.maximumValueLength)
             }
+        }
+    }
+
+    @Test("tags travel as lowercase hex without leading zeros, and come back (seeded property)")
+    func tagsRoundTrip() {
+        var rng = SplitMix64(seed: 16)
+        let edges = [1, 9, 10, 15, 16, 255, 256, (1 << 60) - 1]
+        for round in 0..<5_000 {
+            let tag = round < edges.count ? edges[round] : Int.random(in: 1..<(1 << Int.random(in: 1...60, using: &rng)), using: &rng)
+            let wire = AMPChannelHandler.formatTag(tag, allocator: ByteBufferAllocator())
+            #expect(String(buffer: wire) == String(tag, radix: 16), "tag \(tag)")
+            #expect(AMPChannelHandler.parseTag(wire) == tag, "tag \(tag)")
         }
     }
 

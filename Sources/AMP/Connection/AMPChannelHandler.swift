@@ -325,6 +325,22 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// A tag of ours as it travels: lowercase hex without leading zeros, written
+    /// straight into the buffer (formatting a `String` first was 1.5 % of a busy client).
+    static func formatTag(_ tag: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        precondition(tag > 0, "tags count from 1")
+        let digits = (Int.bitWidth - tag.leadingZeroBitCount + 3) / 4
+        var buffer = allocator.buffer(capacity: digits)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { out in
+            for index in 0..<digits {
+                let nibble = UInt8(truncatingIfNeeded: tag >> (4 * (digits - 1 - index))) & 0xF
+                out[index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+            }
+            return digits
+        }
+        return buffer
+    }
+
     /// Our own tags: lowercase hex without leading zeros, as `AMPConnection` makes them.
     static func parseTag(_ buffer: ByteBuffer) -> Int? {
         let bytes = buffer.readableBytesView

@@ -65,7 +65,7 @@ public final class AMPConnection: Sendable {
     private func requestBox(_ commandName: String, _ arguments: AMPBox, tag: Int?) throws -> AMPBox {
         var box = arguments
         box.append(key: "_command", string: commandName)
-        if let tag { box.append(key: "_ask", string: String(tag, radix: 16)) }
+        if let tag { box.append(key: "_ask", value: AMPChannelHandler.formatTag(tag, allocator: channel.allocator)) }
         // Checked here so that the caller gets the error, before anything is queued.
         try box.validateForSerialization()
         return box
