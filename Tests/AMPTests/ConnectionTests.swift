@@ -56,6 +56,28 @@ struct ConnectionTests {
         await #expect(throws: AMPConnectionError.self) { try await client.call(Sum.self, .init(values: [1])) }
     }
 
+    @Test("cancelling a call fails it at once; its late answer is dropped and the connection goes on")
+    func cancelledCall() async throws {
+        var responders = AMPResponders()
+        responders.register(Sum.self) { arguments, _ in
+            // The first call is answered late; the others at once.
+            if arguments.values.first == 0 { try await Task.sleep(for: .seconds(2)) }
+            return Sum.Response(total: arguments.values.reduce(0, +))
+        }
+        let server = try await Self.server(responders)
+        defer { Task { await server.close() } }
+        let client = try await AMPConnection.connect(host: "127.0.0.1", port: server.port!)
+        let slow = Task { try await client.call(Sum.self, .init(values: [0, 1])) }
+        try await Task.sleep(for: .milliseconds(100))
+        slow.cancel()
+        // (Without cancellation the call would return its answer, 2 s later.)
+        await #expect(throws: CancellationError.self) { try await slow.value }
+        // The late answer arrives while the connection carries on.
+        try await Task.sleep(for: .seconds(2.5))
+        #expect(try await client.call(Sum.self, .init(values: [2, 3])).total == 5)
+        await client.close()
+    }
+
     @Test("StartTLS with both sides verified against a CA")
     func mutualStartTLS() async throws {
         let authority = try TestIdentity.authority("test CA")

@@ -293,26 +293,65 @@ struct ConnectionTests {
         await a.stop()
     }
 
+    @Test("a presence connection that goes silent without closing: the renewal times out, and the node registers again on a new one")
+    func silentPresenceConnection() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-silent-\(UUID().uuidString)")
+        let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
+        let server = try await PresenceServer.start(
+            configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: 0, inboundTimeout: .seconds(1)), store: store)
+        let domain = TestDomain(directory: directory, store: store, server: server)
+        // bob reaches his presence server only through a relay whose connections can die silently.
+        let path = try await RecordingRelay(to: domain.hostPort.port)
+        let bobHome = try SQLiteNodeStore(home: directory.appendingPathComponent("home-bob"))
+        try await bobHome.setServer(HostPort(host: "127.0.0.1", port: path.port), for: "example.test")
+        _ = try await store.addUser(Self.bob, password: try PasswordHash(hashing: Array("pw".utf8), logN: 10), now: Date())
+        _ = try await PresenceClient(store: bobHome).register(Self.bob, password: Array("pw".utf8))
+        let bobNode = Q2QNode(store: bobHome, configuration: .init(listenHost: "127.0.0.1", renewInterval: .milliseconds(500)))
+        let aliceNode = try await makeNode("alice@example.test", in: domain)
+        let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+        let echoing = echo(listener)
+        let before = path.connectionCount
+        path.silenceOpenConnections()
+        // Renewals now go unanswered: after 5 s the node gives that connection up and
+        // registers on a new one.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while path.connectionCount == before, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(path.connectionCount > before, "no new connection to the presence server")
+        try await Task.sleep(for: .seconds(1))
+        // The new registration answers (the silent one is asked too, and left out after 1 s).
+        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo", methods: .tcp)
+        #expect(try await roundTrip(stream, Array("found again".utf8)) == Array("found again".utf8))
+        await listener.close()
+        echoing.cancel()
+        await aliceNode.shutdown()
+        await bobNode.shutdown()
+        await path.close()
+        await domain.stop()
+    }
+
     @Test("registrations lapse unless renewed, and the node renews them")
     func renewal() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-renew-\(UUID().uuidString)")
         let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
         let server = try await PresenceServer.start(
-            configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: 0, listenLifetime: 4), store: store)
+            configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: 0, listenLifetime: 6), store: store)
         let domain = TestDomain(directory: directory, store: store, server: server)
         let renewing = Q2QNodeConfiguration(listenHost: "127.0.0.1", renewInterval: .milliseconds(500))
         let bobNode = try await makeNode("bob@example.test", in: domain, configuration: renewing)
         let aliceNode = try await makeNode("alice@example.test", in: domain)
         let listener = try await bobNode.listen(as: Self.bob, service: "echo")
         let echoing = echo(listener)
-        // Twice the lifetime: only renewals keep it.
-        try await Task.sleep(for: .seconds(8))
+        // Twice the lifetime: only renewals keep it. (With a 4 s lifetime a loaded host
+        // once went 4 s without a renewal getting through; 6 s leaves twelve tries.)
+        try await Task.sleep(for: .seconds(12))
         let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "echo")
         #expect(try await roundTrip(stream, Array("still here".utf8)) == Array("still here".utf8))
         // Without renewal (the listener closed), the registration lapses.
         await listener.close()
         echoing.cancel()
-        try await Task.sleep(for: .seconds(5))
+        try await Task.sleep(for: .seconds(7))
         #expect(server.listenerCount == 0)
         await aliceNode.shutdown()
         await bobNode.shutdown()

@@ -95,6 +95,12 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var mode: Mode = .amp
     /// Our calls waiting for an answer, by `_ask` tag (our tags are hex counters).
     private var outstanding: [Int: AMPReplyWaiter] = [:]
+    /// Tags of calls whose callers gave up (task cancellation): their answers, when they
+    /// come, are dropped instead of being taken for answers to calls never made.
+    private var abandoned = Set<Int>()
+    /// Beyond this many abandoned calls still unanswered, the oldest memory goes: a late
+    /// answer to one of those then closes the connection as an unknown tag.
+    private static let maximumAbandoned = 4096
     private var held: [ByteBuffer] = []
     private var pendingTLS: PendingTLS?
     private var tlsHandshake: EventLoopPromise<Void>?
@@ -356,7 +362,23 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return value
     }
 
+    /// The caller of `tag` stopped waiting: it fails at once with `CancellationError`.
+    /// A StartTLS or protocol switch in progress is not abandoned (the connection's
+    /// state depends on its answer).
+    func abandon(tag: Int) {
+        switch mode {
+        case .awaitingTLSAnswer(let pending) where pending == tag: return
+        case .awaitingSwitchAnswer(let pending) where pending == tag: return
+        default: break
+        }
+        guard let waiter = outstanding.removeValue(forKey: tag) else { return }
+        if abandoned.count >= Self.maximumAbandoned, let any = abandoned.first { abandoned.remove(any) }
+        abandoned.insert(tag)
+        waiter.fail(CancellationError())
+    }
+
     private func deliver(_ reply: AMPReply, tag tagBytes: ByteBuffer) {
+        if let tag = Self.parseTag(tagBytes), abandoned.remove(tag) != nil { return }
         guard let tag = Self.parseTag(tagBytes), let promise = outstanding.removeValue(forKey: tag) else {
             fail(AMPConnectionError.badResponse("answer for unknown tag '\(String(buffer: tagBytes).prefix(32))'"), "answer for unknown tag")
             return

@@ -72,9 +72,17 @@ public final class AMPConnection: Sendable {
     }
 
     /// Sends a request box and waits for the peer's reply.
+    /// Cancelling the calling task fails the call with `CancellationError` at once; the
+    /// answer, if it ever comes, is dropped. (A call that never gave up would hold its
+    /// caller for as long as a silent peer keeps the connection open.)
     private func send(_ box: AMPBox, tag: Int) async throws -> AMPReply {
-        try await withUnsafeThrowingContinuation { continuation in
-            onLoop { $0.sendRequest(box: box, tag: tag, promise: .continuation(continuation)) }
+        try Task.checkCancellation()
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { continuation in
+                onLoop { $0.sendRequest(box: box, tag: tag, promise: .continuation(continuation)) }
+            }
+        } onCancel: {
+            onLoop { $0.abandon(tag: tag) }
         }
     }
 

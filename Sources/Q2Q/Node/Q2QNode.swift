@@ -320,8 +320,15 @@ public final class Q2QNode: Sendable {
         return connection
     }
 
+    /// How long a renewal may wait for its answer before the connection is given up:
+    /// the renewal interval, within 5–30 s.
+    private var renewalTimeout: Duration {
+        max(.seconds(5), min(configuration.renewInterval, .seconds(30)))
+    }
+
     /// Renews the registration, and registers again (with backoff) whenever the
-    /// connection to the presence server is lost, until the listener closes.
+    /// connection to the presence server is lost or stops answering, until the
+    /// listener closes.
     private func keepRegistered(_ listener: Q2QListener, connection first: AMPConnection) async {
         var connection: AMPConnection? = first
         var backoff = Duration.milliseconds(100)
@@ -341,7 +348,22 @@ public final class Q2QNode: Sendable {
                     connection = nil
                     logger.info("lost the presence server; registering again", metadata: ["address": "\(listener.address)"])
                 } else {
-                    _ = try? await current.call(Listen.self, listenArguments(for: listener, on: current))
+                    let arguments = listenArguments(for: listener, on: current)
+                    do {
+                        _ = try await withTimeout(renewalTimeout, "renewing a listen registration") {
+                            try await current.call(Listen.self, arguments)
+                        }
+                    } catch is Q2QTimeoutError {
+                        // No answer at all: the connection may be dead with no close ever
+                        // reaching us (a NAT that forgot its mapping, a server host that
+                        // vanished). Waiting on it would leave the listener unreachable for
+                        // good; a new connection registers again.
+                        logger.notice("the presence server did not answer a renewal; connecting again",
+                                      metadata: ["address": "\(listener.address)"])
+                        await current.close()
+                    } catch {
+                        // Refused, or the connection closed: the next turn sees to it.
+                    }
                     continue
                 }
             }
