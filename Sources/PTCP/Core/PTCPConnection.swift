@@ -455,8 +455,10 @@ public struct PTCPConnection: Sendable {
         var rttSample: Duration?
         if newest.number == acknowledgement.largest {
             let delay = Duration.microseconds(Int64(acknowledgement.delayMicroseconds))
-            rttSample = now - newest.sentAt
-            rtt.add(sample: now - newest.sentAt, ackDelay: min(delay, configuration.maximumAckDelay * 2), updatingMinimum: false)
+            let measured = now - newest.sentAt
+            rttSample = measured
+            // Into the minimum only once loss detection says whether it overtook others.
+            rtt.add(sample: measured, ackDelay: min(delay, configuration.maximumAckDelay * 2), updatingMinimum: false)
         }
         // Delivery rate over the newest packet's flight (BBR's rate sample).
         firstSentAt = newest.sentAt
@@ -537,8 +539,7 @@ public struct PTCPConnection: Sendable {
         if packet.number != mtuProbe.outstanding {
             reordering.declaredLost(.init(number: packet.number, declaredAt: now, size: packet.size, stream: packet.stream,
                                           fin: packet.fin), rtt: rtt)
-        }
-        if packet.number == mtuProbe.outstanding {
+        } else {
             mtuProbe.outstanding = nil
             mtuProbe.notBefore = now + Self.mtuProbeRetry
             if mtuProbe.attempts >= Self.mtuProbeAttempts { mtuProbe.settled = true }
