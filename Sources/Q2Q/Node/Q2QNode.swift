@@ -320,6 +320,35 @@ public final class Q2QNode: Sendable {
         return connection
     }
 
+    /// Sends `listen` again every renewal interval until cancelled; gives the connection
+    /// up (closes it) when a renewal gets no answer in time.
+    private func renew(_ listener: Q2QListener, on connection: AMPConnection) async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: configuration.renewInterval)
+            } catch {
+                return
+            }
+            let arguments = listenArguments(for: listener, on: connection)
+            do {
+                _ = try await withTimeout(renewalTimeout, "renewing a listen registration") {
+                    try await connection.call(Listen.self, arguments)
+                }
+            } catch is Q2QTimeoutError {
+                // No answer at all: the connection may be dead with no close ever reaching
+                // us (a NAT that forgot its mapping, a server host that vanished). Waiting
+                // on it would leave the listener unreachable for good; closing it makes
+                // the caller register again on a new one.
+                logger.notice("the presence server did not answer a renewal; connecting again",
+                              metadata: ["address": "\(listener.address)"])
+                await connection.close()
+                return
+            } catch {
+                // Refused, or the connection closed (the caller sees that): try again later.
+            }
+        }
+    }
+
     /// How long a renewal may wait for its answer before the connection is given up:
     /// the renewal interval, within 5–30 s.
     private var renewalTimeout: Duration {
@@ -334,38 +363,17 @@ public final class Q2QNode: Sendable {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled, !listener.isClosed {
             if let current = connection {
-                let lost = await withTaskGroup(of: Bool.self) { group in
-                    group.addTask { await current.waitUntilClosed(); return true }
-                    group.addTask { [renew = configuration.renewInterval] in
-                        try? await Task.sleep(for: renew)
-                        return false
-                    }
-                    defer { group.cancelAll() }
-                    return await group.next()!
+                // Renew until the connection closes (or is given up): one wait for the
+                // close per connection, not one per renewal.
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await current.waitUntilClosed() }
+                    group.addTask { await self.renew(listener, on: current) }
+                    _ = await group.next()
+                    group.cancelAll()
                 }
                 if Task.isCancelled { return }
-                if lost {
-                    connection = nil
-                    logger.info("lost the presence server; registering again", metadata: ["address": "\(listener.address)"])
-                } else {
-                    let arguments = listenArguments(for: listener, on: current)
-                    do {
-                        _ = try await withTimeout(renewalTimeout, "renewing a listen registration") {
-                            try await current.call(Listen.self, arguments)
-                        }
-                    } catch is Q2QTimeoutError {
-                        // No answer at all: the connection may be dead with no close ever
-                        // reaching us (a NAT that forgot its mapping, a server host that
-                        // vanished). Waiting on it would leave the listener unreachable for
-                        // good; a new connection registers again.
-                        logger.notice("the presence server did not answer a renewal; connecting again",
-                                      metadata: ["address": "\(listener.address)"])
-                        await current.close()
-                    } catch {
-                        // Refused, or the connection closed: the next turn sees to it.
-                    }
-                    continue
-                }
+                connection = nil
+                logger.info("lost the presence server; registering again", metadata: ["address": "\(listener.address)"])
             }
             do {
                 connection = try await register(listener)
