@@ -98,8 +98,8 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Tags of calls whose callers gave up (task cancellation): their answers, when they
     /// come, are dropped instead of being taken for answers to calls never made.
     private var abandoned = Set<Int>()
-    /// Beyond this many abandoned calls still unanswered, the oldest memory goes: a late
-    /// answer to one of those then closes the connection as an unknown tag.
+    /// Beyond this many abandoned calls still unanswered, one of them is forgotten: a
+    /// late answer to it then closes the connection as an unknown tag.
     private static let maximumAbandoned = 4096
     private var held: [ByteBuffer] = []
     private var pendingTLS: PendingTLS?
@@ -378,8 +378,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func deliver(_ reply: AMPReply, tag tagBytes: ByteBuffer) {
-        if let tag = Self.parseTag(tagBytes), abandoned.remove(tag) != nil { return }
-        guard let tag = Self.parseTag(tagBytes), let promise = outstanding.removeValue(forKey: tag) else {
+        let tag = Self.parseTag(tagBytes)
+        guard let tag, let promise = outstanding.removeValue(forKey: tag) else {
+            // The answer to a call whose caller gave up: dropped.
+            if let tag, abandoned.remove(tag) != nil { return }
             fail(AMPConnectionError.badResponse("answer for unknown tag '\(String(buffer: tagBytes).prefix(32))'"), "answer for unknown tag")
             return
         }

@@ -49,7 +49,7 @@ struct ReorderingTolerance: Sendable {
     }
 
     mutating func declaredLost(_ packet: Declared, rtt: RTTEstimator) {
-        forget(before: packet.declaredAt, rtt: rtt)
+        forgetExpired(now: packet.declaredAt, rtt: rtt)
         if declared.count >= Self.memory { declared.removeFirst(declared.count / 2) }
         var index = declared.count
         while index > 0, declared[index - 1].number > packet.number { index -= 1 }
@@ -82,7 +82,7 @@ struct ReorderingTolerance: Sendable {
 
     /// An acknowledgement that was coming has come within a few round trips; older
     /// losses were real.
-    private mutating func forget(before now: PTCPInstant, rtt: RTTEstimator) {
+    private mutating func forgetExpired(now: PTCPInstant, rtt: RTTEstimator) {
         let horizon = max(rtt.smoothed ?? rtt.latest, rtt.latest) * 4 + RTTEstimator.minimumRTO
         declared.removeAll { $0.declaredAt + horizon <= now }
     }
