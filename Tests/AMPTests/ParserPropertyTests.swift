@@ -92,6 +92,39 @@ struct ParserPropertyTests {
         }
     }
 
+    @Test("a request is written as the box with _ask and _command appended would be (seeded property)")
+    func requestSerialisation() throws {
+        var rng = SplitMix64(seed: 17)
+        // Keys that sort just before, between and after the reserved ones, and the
+        // reserved ones themselves (which ours must replace).
+        let near = ["A", "Z", "_", "_a", "_ask", "_b", "_command", "_commandz", "`", "a", "\u{7F}", "é"]
+        for _ in 0..<3_000 {
+            var arguments = Self.randomBox(&rng)
+            for _ in 0..<Int.random(in: 0...3, using: &rng) {
+                arguments.append(key: near.randomElement(using: &rng)!, string: "v\(Int.random(in: 0...9, using: &rng))")
+            }
+            let command = ["Echo", "", String(repeating: "c", count: Int.random(in: 1...300, using: &rng))].randomElement(using: &rng)!
+            let tag: Int? = Bool.random(using: &rng) ? nil : Int.random(in: 1..<(1 << Int.random(in: 1...60, using: &rng)), using: &rng)
+
+            var expected = arguments
+            expected.append(key: "_command", string: command)
+            if let tag { expected.append(key: "_ask", value: AMPChannelHandler.formatTag(tag, allocator: ByteBufferAllocator())) }
+            var written = ByteBuffer(string: "prefix")
+            try arguments.serializeRequest(into: &written, command: command, tag: tag)
+            #expect(written.readString(length: 6) == "prefix")
+            #expect(Array(written.readableBytesView) == Array(try expected.serialized().readableBytesView), "\(expected)")
+        }
+    }
+
+    @Test("a request whose command name is too long is refused before any byte is written")
+    func requestTooLong() {
+        var written = ByteBuffer()
+        #expect(throws: AMPSerializationError.valueTooLong(key: "_command", length: 65_536)) {
+            try AMPBox().serializeRequest(into: &written, command: String(repeating: "c", count: 65_536), tag: 1)
+        }
+        #expect(written.readableBytes == 0)
+    }
+
     @Test("a box growing past the limit is refused before it is complete")
     func boxLimit() throws {
         var parser = AMPBoxParser(limits: AMPLimits(maximumBoxSize: 70_000))

@@ -334,14 +334,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A tag of ours as it travels: lowercase hex without leading zeros, written
     /// straight into the buffer (formatting a `String` first was 1.5 % of a busy client).
     static func formatTag(_ tag: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        precondition(tag > 0, "tags count from 1")
-        let digits = (Int.bitWidth - tag.leadingZeroBitCount + 3) / 4
+        let digits = AMPBox.hexDigitCount(tag)
         var buffer = allocator.buffer(capacity: digits)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { out in
-            for index in 0..<digits {
-                let nibble = UInt8(truncatingIfNeeded: tag >> (4 * (digits - 1 - index))) & 0xF
-                out[index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
-            }
+            AMPBox.writeHex(tag, digits: digits, to: out)
             return digits
         }
         return buffer
@@ -595,13 +591,13 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.flush()
     }
 
-    /// Sends a request box (already validated) with `tag` as its `_ask`, serialising it
+    /// Sends `command` with `arguments` and `tag` as its `_ask`, serialising the request
     /// straight into the outgoing buffer.
-    func sendRequest(box: AMPBox, tag: Int, promise: AMPReplyWaiter) {
+    func sendRequest(command: String, arguments: AMPBox, tag: Int, promise: AMPReplyWaiter) {
         if case .amp = mode, context != nil {
             outstanding[tag] = promise
             do {
-                try box.serialize(into: &outbound)
+                try arguments.serializeRequest(into: &outbound, command: command, tag: tag)
             } catch {
                 outstanding[tag] = nil
                 promise.fail(error)
@@ -612,7 +608,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // Held for TLS, or refused: the general path.
         do {
-            sendRequest(try box.serialized(), tag: tag, promise: promise)
+            sendRequest(try arguments.serializedRequest(command: command, tag: tag, allocator: ByteBufferAllocator()), tag: tag, promise: promise)
         } catch {
             promise.fail(error)
         }

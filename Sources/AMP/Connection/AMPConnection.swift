@@ -52,34 +52,21 @@ public final class AMPConnection: Sendable {
         nextTag.wrappingAdd(1, ordering: .relaxed).oldValue
     }
 
+    /// A request's wire bytes; `tag` is its `_ask`, if it asks for an answer.
     private func request<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: Int?) throws -> ByteBuffer {
-        try requestBox(command, arguments, tag: tag).serialized(allocator: channel.allocator)
+        try AMPBoxEncoder().encode(arguments).serializedRequest(command: Command.name, tag: tag, allocator: channel.allocator)
     }
 
-    private func requestBox<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments, tag: Int?) throws -> AMPBox {
-        try requestBox(Command.name, try AMPBoxEncoder().encode(arguments), tag: tag)
-    }
-
-    /// Adds the reserved keys to the arguments. (`append` puts them after any equal key
-    /// the arguments already hold, so ours win on the wire.)
-    private func requestBox(_ commandName: String, _ arguments: AMPBox, tag: Int?) throws -> AMPBox {
-        var box = arguments
-        box.append(key: "_command", string: commandName)
-        if let tag { box.append(key: "_ask", value: AMPChannelHandler.formatTag(tag, allocator: channel.allocator)) }
-        // Checked here so that the caller gets the error, before anything is queued.
-        try box.validateForSerialization()
-        return box
-    }
-
-    /// Sends a request box and waits for the peer's reply.
+    /// Sends a request with a new tag and waits for the peer's reply.
     /// Cancelling the calling task fails the call with `CancellationError` at once; the
     /// answer, if it ever comes, is dropped. (A call that never gave up would hold its
     /// caller for as long as a silent peer keeps the connection open.)
-    private func send(_ box: AMPBox, tag: Int) async throws -> AMPReply {
+    private func send(_ command: String, _ arguments: AMPBox) async throws -> AMPReply {
         try Task.checkCancellation()
+        let tag = makeTag()
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { continuation in
-                onLoop { $0.sendRequest(box: box, tag: tag, promise: .continuation(continuation)) }
+                onLoop { $0.sendRequest(command: command, arguments: arguments, tag: tag, promise: .continuation(continuation)) }
             }
         } onCancel: {
             onLoop { $0.abandon(tag: tag) }
@@ -92,8 +79,7 @@ public final class AMPConnection: Sendable {
     /// ``AMPRemoteError`` for any other error answer (`UNHANDLED`, `UNKNOWN`, …), and
     /// ``AMPConnectionError`` when the connection fails first.
     public func call<Command: AMPCommand>(_ command: Command.Type, _ arguments: Command.Arguments) async throws -> Command.Response {
-        let tag = makeTag()
-        let reply = try await send(try requestBox(command, arguments, tag: tag), tag: tag)
+        let reply = try await send(Command.name, try AMPBoxEncoder().encode(arguments))
         return try Self.decode(command, reply)
     }
 
@@ -210,8 +196,7 @@ public final class AMPConnection: Sendable {
     /// (without `_answer`). For tools that do not know the command's types.
     /// An error answer throws ``AMPRemoteError``.
     public func call(_ commandName: String, arguments: AMPBox) async throws -> AMPBox {
-        let tag = makeTag()
-        switch try await send(try requestBox(commandName, arguments, tag: tag), tag: tag) {
+        switch try await send(commandName, arguments) {
         case .answer(var answer):
             answer["_answer"] = nil
             return answer
