@@ -8,11 +8,18 @@
 //   presence-bench listeners --port N --password-file F --count K
 //       registers user0@bench.test, then holds K secured connections, each listening
 //       for its own service; prints "listening=K" and waits until killed
+//   presence-bench tls-floor-server
+//       the least an idle mutually authenticated TLS 1.3 connection costs with NIO and
+//       NIOSSL: a server that only echoes; prints "listening port=N"
+//   presence-bench tls-floor-clients --port N --count K
+//       holds K such connections, each having sent and got back one 1 KiB message (as a
+//       listener sends Listen); prints "listening=K" and waits until killed
 import AMP
 import Crypto
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Q2Q
 
 func option(_ name: String, default value: Int) -> Int {
@@ -128,7 +135,93 @@ case "listeners":
     print("listening=\(connections.count)")
     fflush(nil)
     try await Task.sleep(for: .seconds(3600))
+case "tls-floor-server":
+    let identity = Q2QIdentity(authority: try DomainAuthority.create(domain: "floor.test"))
+    let context = try NIOSSLContext(configuration: try floorConfiguration(identity, server: true))
+    let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .serverChannelOption(.backlog, value: 1024)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                // Every client certificate is accepted: the floor, not a policy.
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context, customVerificationCallback: { _, verdict in
+                    verdict.succeed(.certificateVerified)
+                }))
+                try channel.pipeline.syncOperations.addHandler(Echo())
+            }
+        }
+        .bind(host: "127.0.0.1", port: 0).get()
+    FileHandle.standardOutput.write(Data("listening port=\(listener.localAddress!.port!)\n".utf8))
+    try await listener.closeFuture.get()
+case "tls-floor-clients":
+    let identity = Q2QIdentity(authority: try DomainAuthority.create(domain: "floor-client.test"))
+    let context = try NIOSSLContext(configuration: try floorConfiguration(identity, server: false))
+    let count = option("--count", default: 10_000)
+    let channels = try await withThrowingTaskGroup(of: [any Channel].self) { group in
+        let lanes = 32
+        for lane in 0..<lanes {
+            group.addTask {
+                var held: [any Channel] = []
+                for _ in stride(from: lane, to: count, by: lanes) {
+                    let echoed = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Void.self)
+                    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .channelInitializer { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                                try channel.pipeline.syncOperations.addHandler(FirstRead(done: echoed))
+                            }
+                        }
+                        .connect(host: "127.0.0.1", port: port).get()
+                    try await channel.writeAndFlush(ByteBuffer(repeating: 0x61, count: 1024)).get()
+                    try await echoed.futureResult.get()
+                    held.append(channel)
+                }
+                return held
+            }
+        }
+        var all: [any Channel] = []
+        for try await held in group { all += held }
+        return all
+    }
+    print("listening=\(channels.count)")
+    fflush(nil)
+    try await Task.sleep(for: .seconds(3600))
 default:
-    FileHandle.standardError.write(Data("usage: presence-bench identify|sign|listeners --port N [--clients C] [--seconds S] [--password-file F]\n".utf8))
+    FileHandle.standardError.write(Data("usage: presence-bench identify|sign|listeners|tls-floor-server|tls-floor-clients --port N [--clients C] [--seconds S] [--password-file F]\n".utf8))
     exit(2)
+}
+
+/// TLS 1.3 with a certificate on both sides, as Q2Q's presence connections use; peers
+/// are checked by a callback (the server's) or not at all (the clients').
+func floorConfiguration(_ identity: Q2QIdentity, server: Bool) throws -> TLSConfiguration {
+    let key = try NIOSSLPrivateKey(bytes: Array(identity.privateKey.derRepresentation), format: .der)
+    var configuration = server
+        ? TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(try identity.certificate.nioCertificate)], privateKey: .privateKey(key))
+        : TLSConfiguration.makeClientConfiguration()
+    configuration.certificateChain = [.certificate(try identity.certificate.nioCertificate)]
+    configuration.privateKey = .privateKey(key)
+    configuration.minimumTLSVersion = .tlsv13
+    configuration.trustRoots = .certificates([])
+    configuration.certificateVerification = server ? .noHostnameVerification : .none
+    return configuration
+}
+
+final class Echo: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(data, promise: nil)
+    }
+}
+
+/// Completes `done` when the echo has come back whole.
+final class FirstRead: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let done: EventLoopPromise<Void>
+    var awaited = 1024
+    init(done: EventLoopPromise<Void>) { self.done = done }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        awaited -= unwrapInboundIn(data).readableBytes
+        if awaited <= 0 { done.succeed() }
+        awaited = awaited <= 0 ? .max : awaited
+    }
 }
