@@ -77,10 +77,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // System calls Swift's Glibc module does not offer (the file receiver's writeback).
+        .target(name: "CVertexSystem"),
         // Apps on Q2Q streams: file transfer.
         .target(
             name: "VertexApps",
             dependencies: [
+                "CVertexSystem",
                 "Q2Q",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),

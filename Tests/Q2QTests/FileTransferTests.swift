@@ -86,6 +86,50 @@ struct FileTransferTests {
         }
     }
 
+    @Test("the stream reader holds what is unread, not what was read: its memory does not grow with the stream")
+    func readerMemoryIsBounded() async throws {
+        let (inbound, source) = NIOAsyncChannelInboundStream<ByteBuffer>.makeTestingStream()
+        var rng = SplitMix64(seed: 5)
+        // A control message split over two chunks, then 16 MiB of data in chunks of
+        // random sizes (as TLS records and socket reads cut a stream), then the end.
+        let json = try JSONEncoder().encode(FileTransferMessage.Start(offsets: [0, 7]))
+        var message = ByteBuffer()
+        message.writeInteger(UInt32(json.count))
+        message.writeBytes(json)
+        source.yield(message.getSlice(at: 0, length: 3)!)
+        source.yield(message.getSlice(at: 3, length: message.readableBytes - 3)!)
+        let total = 16 << 20
+        var sent = 0
+        var fed: [ByteBuffer] = []
+        while sent < total {
+            let count = min(total - sent, Int.random(in: 1...(96 << 10), using: &rng))
+            fed.append(ByteBuffer(bytes: (0..<count).map { UInt8(truncatingIfNeeded: sent + $0) }))
+            sent += count
+        }
+        let feeding = Task {
+            for chunk in fed { source.yield(chunk) }
+            source.finish()
+        }
+
+        var reader = StreamReader(inbound)
+        #expect(try await reader.message(FileTransferMessage.Start.self) == .init(offsets: [0, 7]))
+        var received = 0
+        var mostHeld = 0
+        while received < total {
+            let chunk = try await reader.data(upTo: 1 << 20)
+            let expected = (0..<chunk.readableBytes).map { UInt8(truncatingIfNeeded: received + $0) }
+            #expect(Array(chunk.readableBytesView) == expected)
+            received += chunk.readableBytes
+            mostHeld = max(mostHeld, reader.heldCapacity)
+        }
+        await feeding.value
+        #expect(received == total)
+        // One incoming chunk at a time (under 128 KiB); appending every chunk to one
+        // buffer had held all 16 MiB.
+        #expect(mostHeld <= 256 << 10, "the reader held \(mostHeld) bytes")
+        await #expect(throws: FileTransferError.self) { try await reader.data(upTo: 1) }
+    }
+
     @Test("a receiver that refuses: the sender gets the reason, nothing is written")
     func refused() async throws {
         try await withDomain { domain in

@@ -19,9 +19,21 @@ struct StreamReader {
             throw FileTransferError("the stream failed: \(error)", fromPeer: true)
         }
         guard var more = next else { return false }
-        buffered.writeBuffer(&more)
+        if buffered.readableBytes == 0 {
+            // Nothing of the old buffer is left to read: take the new one as it came.
+            // (Appending to the old one kept every byte ever read: a receiver held a
+            // whole 1 GiB file in memory, and copied it, until the stream ended.)
+            buffered = more
+        } else {
+            // Part of a control message: keep only what is unread, then append.
+            buffered.discardReadBytes()
+            buffered.writeBuffer(&more)
+        }
         return true
     }
+
+    /// Bytes of memory the reader holds (for tests: it must not grow with the stream).
+    var heldCapacity: Int { buffered.capacity }
 
     mutating func message<Message: Decodable>(_ type: Message.Type) async throws -> Message {
         while buffered.readableBytes < 4 {
