@@ -77,7 +77,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // System calls Swift's Glibc module does not offer (the file receiver's writeback).
+        // What Swift's Glibc module does not offer: the file receiver's writeback, the
+        // allocator settings of the vertex command.
         .target(name: "CVertexSystem"),
         // Apps on Q2Q streams: file transfer.
         .target(
@@ -92,6 +93,7 @@ let package = Package(
         .executableTarget(
             name: "vertex",
             dependencies: [
+                "CVertexSystem",
                 "AMP",
                 "Q2Q",
                 "VertexApps",

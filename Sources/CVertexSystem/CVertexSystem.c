@@ -13,3 +13,18 @@ int vertex_start_writeback(int descriptor, int64_t offset, int64_t count) {
     return 0;
 }
 #endif
+
+#ifdef __GLIBC__
+#include <malloc.h>
+
+int vertex_tune_allocator(long mmap_threshold, long trim_threshold) {
+    int mmap_set = mmap_threshold < 0 || mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold);
+    int trim_set = trim_threshold < 0 || mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+    return mmap_set && trim_set;
+}
+#else
+int vertex_tune_allocator(long mmap_threshold, long trim_threshold) {
+    (void)mmap_threshold; (void)trim_threshold;
+    return 0;
+}
+#endif

@@ -23,4 +23,18 @@ struct Vertex: AsyncParsableCommand {
             AMPCommandGroup.self,
         ]
     )
+
+    static func main() async {
+        MemoryTuning.apply()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

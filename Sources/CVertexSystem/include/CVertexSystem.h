@@ -1,4 +1,5 @@
-// System calls Swift's Glibc module leaves out (GNU extensions need _GNU_SOURCE).
+// What Swift's Glibc module leaves out: GNU extensions (they need _GNU_SOURCE) and
+// <malloc.h>.
 #ifndef C_VERTEX_SYSTEM_H
 #define C_VERTEX_SYSTEM_H
 
@@ -8,5 +9,10 @@
 /// returns without waiting (Linux's sync_file_range with SYNC_FILE_RANGE_WRITE).
 /// Returns 0, or -1 with errno set; elsewhere than Linux it does nothing and returns 0.
 int vertex_start_writeback(int descriptor, int64_t offset, int64_t count);
+
+/// Sets glibc's mmap threshold and trim threshold (mallopt M_MMAP_THRESHOLD and
+/// M_TRIM_THRESHOLD), in bytes. Returns 1 when both were set; elsewhere than glibc it
+/// does nothing and returns 0.
+int vertex_tune_allocator(long mmap_threshold, long trim_threshold);
 
 #endif

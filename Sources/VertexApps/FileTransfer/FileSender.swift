@@ -16,6 +16,26 @@ public struct FileSendSummary: Sendable, Codable {
 /// Sends files over a Q2Q stream to a ``FileReceiver``.
 public enum FileSender {
     /// 256 KiB reads; smaller ones when paced slowly, so the pace stays smooth.
+    /// Up to `count` bytes from the file's current position, read straight into the
+    /// buffer that goes to the stream (through `Data` it was an extra allocation and copy
+    /// per chunk); empty at the end of the file.
+    static func read(upTo count: Int, from handle: FileHandle, path: String) throws -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        let descriptor = handle.fileDescriptor
+        var failure: Int32 = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { memory in
+            while true {
+                let got = Foundation.read(descriptor, memory.baseAddress, count)
+                if got >= 0 { return got }
+                if errno != EINTR { failure = errno; return 0 }
+            }
+        }
+        if failure != 0 {
+            throw FileTransferError("cannot read \(path): \(String(cString: strerror(failure)))")
+        }
+        return buffer
+    }
+
     static func chunkSize(_ maximumRate: Int?) -> Int {
         guard let maximumRate, maximumRate > 0 else { return 256 * 1024 }
         return max(16 * 1024, min(256 * 1024, maximumRate / 20))
@@ -80,18 +100,13 @@ public enum FileSender {
                     try handle.seek(toOffset: UInt64(offsets[index]))
                     var remaining = entries[index].size - offsets[index]
                     while remaining > 0 {
-                        let chunk: Data
-                        do {
-                            chunk = try handle.read(upToCount: Int(min(remaining, Int64(chunkSize(maximumRate))))) ?? Data()
-                        } catch {
-                            throw FileTransferError("cannot read \(url.path): \(error.localizedDescription)")
-                        }
-                        guard !chunk.isEmpty else {
+                        let chunk = try Self.read(upTo: Int(min(remaining, Int64(chunkSize(maximumRate)))), from: handle, path: url.path)
+                        guard chunk.readableBytes > 0 else {
                             throw FileTransferError("\(url.path) became shorter while it was being sent")
                         }
-                        try await outbound.write(ByteBuffer(bytes: chunk))
-                        remaining -= Int64(chunk.count)
-                        sent += Int64(chunk.count)
+                        try await outbound.write(chunk)
+                        remaining -= Int64(chunk.readableBytes)
+                        sent += Int64(chunk.readableBytes)
                         progress(sent, toSend)
                         if let maximumRate, maximumRate > 0 {
                             // Sleep until the bytes sent so far are due at that rate.
