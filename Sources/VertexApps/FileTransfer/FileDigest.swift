@@ -9,16 +9,27 @@ enum FileDigest {
 
     /// A SHA-256 that has taken in the first `length` bytes of a file (all when `nil`),
     /// ready to take more.
+    ///
+    /// Reads 64 KiB at a time into one buffer: each piece is still in the CPU's cache
+    /// when the hash reads it. (1 MiB reads into a new `Data` each ran at about 760 MB/s
+    /// on the test machine, the hash alone at 1.8 GB/s.)
     static func hasher(of url: URL, length: Int64? = nil) throws -> SHA256 {
         let handle = try FileHandle(forReadingFrom: url)
         defer { try? handle.close() }
+        let descriptor = handle.fileDescriptor
         var hasher = SHA256()
         var remaining = length ?? Int64.max
+        let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
+        defer { piece.deallocate() }
         while remaining > 0 {
-            let chunk = try handle.read(upToCount: Int(min(remaining, 1 << 20))) ?? Data()
-            if chunk.isEmpty { break }
-            hasher.update(data: chunk)
-            remaining -= Int64(chunk.count)
+            let got = read(descriptor, piece.baseAddress, Int(min(remaining, Int64(piece.count))))
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw FileTransferError(String(cString: strerror(errno)))
+            }
+            if got == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: piece[..<got]))
+            remaining -= Int64(got)
         }
         return hasher
     }

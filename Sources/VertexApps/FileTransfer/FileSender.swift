@@ -64,7 +64,7 @@ public enum FileSender {
                 size = (attributes[.size] as! NSNumber).int64Value
                 digest = try FileDigest.sha256(of: entry.url)
             } catch {
-                throw FileTransferError("cannot read \(entry.url.path): \(error.localizedDescription)")
+                throw FileTransferError("cannot read \(entry.url.path): \(FileReceiver.describe(error))")
             }
             entries.append(.init(name: entry.name, size: size, sha256: digest))
         }
