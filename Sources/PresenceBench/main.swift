@@ -213,15 +213,15 @@ final class Echo: ChannelInboundHandler {
     }
 }
 
-/// Completes `done` when the echo has come back whole.
+/// Completes `done` once the 1 KiB echo has come back whole.
 final class FirstRead: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let done: EventLoopPromise<Void>
     var awaited = 1024
     init(done: EventLoopPromise<Void>) { self.done = done }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard awaited > 0 else { return }
         awaited -= unwrapInboundIn(data).readableBytes
         if awaited <= 0 { done.succeed() }
-        awaited = awaited <= 0 ? .max : awaited
     }
 }

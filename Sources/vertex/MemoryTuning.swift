@@ -8,8 +8,9 @@ import Foundation
 /// file transfer allocates a buffer per chunk and frees it a moment later, so the kernel
 /// mapped, zeroed and unmapped the same memory over and over: page faults and
 /// `clear_page` took a fifth of the sender's CPU. With buffers up to 1 MiB kept on the
-/// heap and up to 16 MiB of free heap kept, `vertex send` → `receive` on loopback went
-/// from 610–636 to 700–740 MB/s, and through the relay from 290–320 to 405–420 MB/s.
+/// heap and up to 16 MiB of free heap kept, `vertex send` → `receive` of 1 GiB on
+/// loopback went from 610–636 to 650–740 MB/s, and through the relay from 290–320 to
+/// 345–420 MB/s.
 /// Settings given in the environment (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`)
 /// win.
 enum MemoryTuning {

@@ -15,7 +15,6 @@ public struct FileSendSummary: Sendable, Codable {
 
 /// Sends files over a Q2Q stream to a ``FileReceiver``.
 public enum FileSender {
-    /// 256 KiB reads; smaller ones when paced slowly, so the pace stays smooth.
     /// Up to `count` bytes from the file's current position, read straight into the
     /// buffer that goes to the stream (through `Data` it was an extra allocation and copy
     /// per chunk); empty at the end of the file.
@@ -36,6 +35,7 @@ public enum FileSender {
         return buffer
     }
 
+    /// 256 KiB reads; smaller ones when paced slowly, so the pace stays smooth.
     static func chunkSize(_ maximumRate: Int?) -> Int {
         guard let maximumRate, maximumRate > 0 else { return 256 * 1024 }
         return max(16 * 1024, min(256 * 1024, maximumRate / 20))
