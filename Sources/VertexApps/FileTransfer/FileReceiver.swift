@@ -97,6 +97,7 @@ public enum FileReceiver {
             }
             try await outbound.send(FileTransferMessage.Result(verified: verified, reason: verified.allSatisfy { $0 } ? nil : "SHA-256 mismatch"))
             outbound.finish()
+            await reader.awaitPeerEnd(of: stream.channel.channel)
             return FileReceiveSummary(peer: stream.peer, files: finals, bytesReceived: received, verified: verified.allSatisfy { $0 })
         }
     }

@@ -130,6 +130,7 @@ public enum FileSender {
             }
             outbound.finish()
             let elapsed = ContinuousClock.now - start
+            await reader.awaitPeerEnd(of: stream.channel.channel)
             let summary = FileSendSummary(files: entries.map(\.name), bytesSent: sent, totalBytes: offer.totalBytes,
                                           seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
                                           method: stream.method.description, verified: result.verified.allSatisfy { $0 })
