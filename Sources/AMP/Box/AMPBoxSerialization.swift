@@ -116,13 +116,13 @@ extension AMPBox {
     }
 
     /// Digits of a positive tag in hex, without leading zeros.
-    static func hexDigitCount(_ tag: Int) -> Int {
+    private static func hexDigitCount(_ tag: Int) -> Int {
         precondition(tag > 0, "tags count from 1")
         return (Int.bitWidth - tag.leadingZeroBitCount + 3) / 4
     }
 
     /// Writes `tag` as `digits` lowercase hex digits at the start of `out`.
-    static func writeHex(_ tag: Int, digits: Int, to out: UnsafeMutableRawBufferPointer) {
+    private static func writeHex(_ tag: Int, digits: Int, to out: UnsafeMutableRawBufferPointer) {
         for index in 0..<digits {
             let nibble = UInt8(truncatingIfNeeded: tag >> (4 * (digits - 1 - index))) & 0xF
             out[index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10

@@ -331,18 +331,6 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A tag of ours as it travels: lowercase hex without leading zeros, written
-    /// straight into the buffer (formatting a `String` first was 1.5 % of a busy client).
-    static func formatTag(_ tag: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let digits = AMPBox.hexDigitCount(tag)
-        var buffer = allocator.buffer(capacity: digits)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { out in
-            AMPBox.writeHex(tag, digits: digits, to: out)
-            return digits
-        }
-        return buffer
-    }
-
     /// Our own tags: lowercase hex without leading zeros, as `AMPConnection` makes them.
     static func parseTag(_ buffer: ByteBuffer) -> Int? {
         let bytes = buffer.readableBytesView
