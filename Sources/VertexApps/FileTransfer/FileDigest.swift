@@ -22,16 +22,22 @@ enum FileDigest {
         let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 64)
         defer { piece.deallocate() }
         while remaining > 0 {
-            let got = read(descriptor, piece.baseAddress, Int(min(remaining, Int64(piece.count))))
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw FileTransferError(String(cString: strerror(errno)))
-            }
+            let got = try readFile(descriptor, into: piece.baseAddress!, upTo: Int(min(remaining, Int64(piece.count))))
             if got == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: piece[..<got]))
             remaining -= Int64(got)
         }
         return hasher
+    }
+
+    /// `read(2)` from a file's current position, again when interrupted by a signal;
+    /// 0 at the end of the file. A failure is described on one line (`strerror`).
+    static func readFile(_ descriptor: Int32, into memory: UnsafeMutableRawPointer, upTo count: Int) throws -> Int {
+        while true {
+            let got = read(descriptor, memory, count)
+            if got >= 0 { return got }
+            if errno != EINTR { throw FileTransferError(String(cString: strerror(errno))) }
+        }
     }
 
     static func hex(_ digest: SHA256.Digest) -> String {

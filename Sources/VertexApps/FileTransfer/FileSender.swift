@@ -20,17 +20,12 @@ public enum FileSender {
     /// per chunk); empty at the end of the file.
     static func read(upTo count: Int, from handle: FileHandle, path: String) throws -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: count)
-        let descriptor = handle.fileDescriptor
-        var failure: Int32 = 0
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { memory in
-            while true {
-                let got = Foundation.read(descriptor, memory.baseAddress, count)
-                if got >= 0 { return got }
-                if errno != EINTR { failure = errno; return 0 }
+        do {
+            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { memory in
+                try FileDigest.readFile(handle.fileDescriptor, into: memory.baseAddress!, upTo: count)
             }
-        }
-        if failure != 0 {
-            throw FileTransferError("cannot read \(path): \(String(cString: strerror(failure)))")
+        } catch {
+            throw FileTransferError("cannot read \(path): \(error)")
         }
         return buffer
     }
