@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -165,6 +166,31 @@ struct EndpointTests {
         }
         #expect(dropped == 3)
         try await sender.close()
+        await server.close()
+    }
+
+    @Test("a flood of SYNs with new source ids from one host opens no more than the half-open cap (review M12)")
+    func halfOpenCap() async throws {
+        let accepted = NIOLockedValueBox(0)
+        let server = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0) { channel in
+            accepted.withLockedValue { $0 += 1 }
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
+        let flooder = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let count = 100
+        for sourceID in 1...UInt64(count) {
+            let syn = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: sourceID, initialMaxData: 65536), padding: 1200)
+            try await flooder.writeAndFlush(AddressedEnvelope(remoteAddress: server.localAddress, data: ByteBuffer(bytes: syn.encoded())))
+        }
+        let limit = PTCPConfiguration().maximumHalfOpenPerHost
+        var dropped = 0
+        for _ in 0..<200 where dropped < count - limit {
+            try await Task.sleep(for: .milliseconds(10))
+            dropped = try await server.droppedDatagrams()
+        }
+        #expect(accepted.withLockedValue { $0 } == limit)
+        #expect(dropped == count - limit)
+        try await flooder.close()
         await server.close()
     }
 

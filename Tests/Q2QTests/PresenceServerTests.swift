@@ -17,7 +17,8 @@ struct TestDomain {
 
     static func start(domain: String = "example.test", users: [String: String] = [:],
                       openRegistration: Bool = false, registrationsPerHour: Int = 5,
-                      peerServers: [String: HostPort] = [:]) async throws -> TestDomain {
+                      peerServers: [String: HostPort] = [:],
+                      configure: (inout PresenceServerConfiguration) -> Void = { _ in }) async throws -> TestDomain {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-presence-\(UUID().uuidString)")
         let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
         for (address, password) in users {
@@ -30,6 +31,7 @@ struct TestDomain {
         // full run (netlab setting up namespaces beside it) answers were seen taking more
         // than the default 5 s.
         configuration.inboundTimeout = .seconds(30)
+        configure(&configuration)
         let server = try await PresenceServer.start(configuration: configuration, store: store)
         return TestDomain(name: domain, directory: directory, store: store, server: server)
     }
@@ -45,8 +47,10 @@ struct TestDomain {
 }
 
 func withDomain<T>(users: [String: String] = [:], openRegistration: Bool = false, registrationsPerHour: Int = 5,
+                   configure: (inout PresenceServerConfiguration) -> Void = { _ in },
                    _ body: (TestDomain) async throws -> T) async throws -> T {
-    let domain = try await TestDomain.start(users: users, openRegistration: openRegistration, registrationsPerHour: registrationsPerHour)
+    let domain = try await TestDomain.start(users: users, openRegistration: openRegistration, registrationsPerHour: registrationsPerHour,
+                                            configure: configure)
     do {
         let result = try await body(domain)
         await domain.stop()

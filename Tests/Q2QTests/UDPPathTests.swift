@@ -67,7 +67,7 @@ struct UDPPathTests {
         }
     }
 
-    @Test("bind-udp is refused for another caller's address, by a listener that made the caller no offer, and twice for one offer")
+    @Test("bind-udp is refused for another caller's address, by a listener that made the caller no offer, towards an address not the caller's, and twice for one offer")
     func bindUDPRefusals() async throws {
         try await withDomain { domain in
             let aliceNode = try await makeNode("alice@example.test", in: domain)
@@ -88,8 +88,16 @@ struct UDPPathTests {
                                                         from: HostPort(host: "127.0.0.1", port: bobUDP), to: target))
             }
             #expect(unasked?.code == "ConnectionError")
+            _ = try await link.call(Inbound.self, .init(from: Self.alice, to: Self.bob, service: "echo", udpSource: target))
+            // Never towards another host than the caller's own (review M5: bob's SYNs
+            // aimed at a third party). 127.0.0.2 is loopback, but not where alice is.
+            let elsewhere = await #expect(throws: ConnectionError.self) {
+                try await link.call(BindUDP.self, .init(service: "echo", listener: Self.bob, caller: Self.alice,
+                                                        from: HostPort(host: "127.0.0.1", port: bobUDP),
+                                                        to: HostPort(host: "127.0.0.2", port: 9)))
+            }
+            #expect(elsewhere?.errorDescription.contains("your own address") == true)
             // One offer allows one connect-back.
-            _ = try await link.call(Inbound.self, .init(from: Self.alice, to: Self.bob, service: "echo"))
             let bindUDP = BindUDP.Arguments(service: "echo", listener: Self.bob, caller: Self.alice,
                                             from: HostPort(host: "127.0.0.1", port: bobUDP), to: target)
             _ = try await link.call(BindUDP.self, bindUDP)

@@ -439,7 +439,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         if case .answeringSwitch = mode, responders.entry(for: command)?.switchesProtocol == true {
             mode = .amp
-            if case .success(.answerThenSwitch) = outcome {} else {
+            switch outcome {
+            case .success(.answerThenSwitch), .success(.answerThenStartTLS): break
+            default:
                 refusedSwitch = true
                 resumeParsing = true
             }
@@ -475,7 +477,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             mode = .amp
-            processReceived()
+            // What the peer sent after its StartTLS request is TLS (its ClientHello, or
+            // ciphertext): it goes through the TLS handler, never parsed here as boxes.
+            // Parsing it in clear ran pipelined commands as if inside TLS (review H2).
+            feedThroughTLS(context: context)
         case .success(.answerThenSwitch(var box, let install)):
             if let tag {
                 box.append(key: "_answer", value: tag)
@@ -700,18 +705,26 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // channelReadComplete on, so a flush deferred to it could never come.
         flushNow()
         // Bytes after the answer in the same read were already TLS: run them through it.
-        if tlsStarted, received.readableBytes > 0 {
-            let early = received
-            received = ByteBuffer()
-            context.pipeline.fireChannelRead(early)
-        }
+        if tlsStarted { feedThroughTLS(context: context) }
+    }
+
+    /// Hands what was read behind the request or answer that started TLS to the TLS
+    /// handler now in front of us: those bytes are records, not boxes.
+    private func feedThroughTLS(context: ChannelHandlerContext) {
+        guard received.readableBytes > 0 else { return }
+        let early = received
+        received = ByteBuffer()
+        context.pipeline.fireChannelRead(early)
     }
 
     private func addTLSHandler(_ upgrade: AMPTLSUpgrade, context: ChannelHandlerContext,
                                handshake: EventLoopPromise<Void>? = nil) throws {
         guard !tlsStarted else { throw AMPConnectionError.tlsAlreadyStarted }
-        let handler = try upgrade.makeHandler(isTCPServer: isTCPServer)
-        try context.pipeline.syncOperations.addHandler(handler, position: .first)
+        let handlers = try upgrade.makeHandlers(isTCPServer: isTCPServer)
+        // In front of us, in their order: each added first goes before the ones after it.
+        for handler in handlers.reversed() {
+            try context.pipeline.syncOperations.addHandler(handler, position: .first)
+        }
         tlsStarted = true
         tlsHandshake = handshake ?? context.eventLoop.makePromise()
         connection?.markTLSStarted()

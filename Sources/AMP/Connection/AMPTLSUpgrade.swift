@@ -17,6 +17,12 @@ public struct AMPTLSUpgrade: Sendable {
     /// A context made once from `configuration` and shared by many connections (a
     /// server's), instead of a new one per connection.
     public var context: NIOSSLContext?
+    /// With `verification`: runs on the event loop once the handshake has completed with
+    /// the peer's certificate verified on this connection, with the leaf it presented,
+    /// before any record after the handshake is read. A handshake that completes without
+    /// `verification` having run (a resumed session) closes the connection
+    /// (``TLSPeerGate``).
+    public var onPeerVerified: (@Sendable (NIOSSLCertificate) -> Void)?
 
     public init(configuration: TLSConfiguration, serverHostname: String? = nil, verification: AMPTLSVerification? = nil) {
         self.configuration = configuration
@@ -31,19 +37,21 @@ public struct AMPTLSUpgrade: Sendable {
         self.verification = verification
     }
 
-    /// The TLS handler for this side. TLS roles follow TCP roles, as in Twisted: the
-    /// side that accepted the TCP connection is the TLS server.
-    func makeHandler(isTCPServer: Bool) throws -> NIOSSLHandler {
+    /// The handlers for this side, first to last: TLS, and when the peer is verified a
+    /// ``TLSPeerGate`` behind it. TLS roles follow TCP roles, as in Twisted: the side
+    /// that accepted the TCP connection is the TLS server.
+    func makeHandlers(isTCPServer: Bool) throws -> [any ChannelHandler] {
         let context = try self.context ?? NIOSSLContext(configuration: configuration)
-        switch (isTCPServer, verification) {
-        case (true, nil):
-            return NIOSSLServerHandler(context: context)
-        case (true, let verify?):
-            return NIOSSLServerHandler(context: context, customVerificationCallback: verify)
-        case (false, nil):
-            return try NIOSSLClientHandler(context: context, serverHostname: serverHostname)
-        case (false, let verify?):
-            return try NIOSSLClientHandler(context: context, serverHostname: serverHostname, customVerificationCallback: verify)
+        guard let verification else {
+            return isTCPServer
+                ? [NIOSSLServerHandler(context: context)]
+                : [try NIOSSLClientHandler(context: context, serverHostname: serverHostname)]
         }
+        let gate = TLSPeerGate(onVerified: onPeerVerified)
+        let verify = gate.verification(wrapping: verification)
+        let tls: NIOSSLHandler = isTCPServer
+            ? NIOSSLServerHandler(context: context, customVerificationCallback: verify)
+            : try NIOSSLClientHandler(context: context, serverHostname: serverHostname, customVerificationCallback: verify)
+        return [tls, gate]
     }
 }

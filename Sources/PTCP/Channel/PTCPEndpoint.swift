@@ -126,6 +126,9 @@ final class PTCPDispatcher: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var connections: [UInt64: PTCPChannel] = [:]
     private var bySYN: [SYNKey: UInt64] = [:]
+    /// Accepted connections whose handshake is not done, in all and per IP address.
+    private var halfOpen = 0
+    private var halfOpenPerHost: [String: Int] = [:]
     private(set) var droppedDatagrams = 0
     private var random = SystemRandomNumberGenerator()
 
@@ -233,7 +236,9 @@ final class PTCPDispatcher: ChannelInboundHandler {
             deliver(envelope.data, to: channel)   // the same SYN again
             return
         }
-        guard let initializer else {
+        let host = envelope.remoteAddress.ipAddress ?? "?"
+        guard let initializer, halfOpen < configuration.maximumHalfOpen,
+              halfOpenPerHost[host, default: 0] < configuration.maximumHalfOpenPerHost else {
             droppedDatagrams += 1
             return
         }
@@ -246,6 +251,15 @@ final class PTCPDispatcher: ChannelInboundHandler {
         let channel = PTCPChannel(core: core, remote: envelope.remoteAddress, dispatcher: self, parent: context.channel)
         connections[localID] = channel
         bySYN[key] = localID
+        halfOpen += 1
+        halfOpenPerHost[host, default: 0] += 1
+        let dispatcher = NIOLoopBound(self, eventLoop: context.eventLoop)
+        channel.established.futureResult.whenComplete { _ in
+            let dispatcher = dispatcher.value
+            dispatcher.halfOpen -= 1
+            let left = dispatcher.halfOpenPerHost[host, default: 1] - 1
+            dispatcher.halfOpenPerHost[host] = left > 0 ? left : nil
+        }
         let incoming = self.incoming
         initializer(channel).whenComplete { result in
             switch result {

@@ -36,6 +36,11 @@ public struct PTCPConfiguration: Sendable {
     /// retransmissions after it last heard from it (TCP's TIME-WAIT): an acknowledgement
     /// of the peer's last bytes may have been lost, and the peer backs off before asking again.
     public var linger: Duration = .seconds(10)
+    /// Accepted connections still in their handshake, in all and from one IP address:
+    /// SYNs beyond these are dropped, so that a flood of SYNs with new source ids cannot
+    /// make an endpoint hold (and run TLS for) unbounded half-open connections.
+    public var maximumHalfOpen = 256
+    public var maximumHalfOpenPerHost = 16
 
     public init() {}
 }

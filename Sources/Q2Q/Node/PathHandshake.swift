@@ -22,13 +22,29 @@ enum PathHandshake {
         let verification = Q2QPeerVerifier.verifyingClaimedAddress(authority: { [node = listener.node] domain in
             await node.authority(for: domain)
         })
-        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls, customVerificationCallback: verification))
+        // The claim trusts the path's certificate: it must be one verified on this path,
+        // not a resumed session's (the gate closes those).
+        let gate = TLSPeerGate()
+        try channel.pipeline.syncOperations.addHandlers(
+            NIOSSLServerHandler(context: tls, customVerificationCallback: gate.verification(wrapping: verification)), gate)
+        let claimed = ClaimFlag()
         var responders = AMPResponders()
         responders.registerProtocolSwitch(RetrieveConnection.self) { arguments, context in
-            try await listener.claim(arguments.text, on: context.connection)
+            let (answer, install) = try await listener.claim(arguments.text, on: context.connection)
+            return (answer, { channel in
+                claimed.set()
+                try install(channel)
+            })
         }
         responders.registerWhoAmI()
         _ = try AMPConnection.install(on: channel, responders: responders, isTCPServer: true, logger: logger)
+        // A path that has not completed TLS and its claim in time is closed: a caller
+        // that connects and says nothing must not hold our descriptors or a relay slot.
+        let timeout = listener.node.configuration.pathClaimTimeout.components
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)) {
+            if !claimed.isSet { channel.close(promise: nil) }
+        }
+        channel.closeFuture.whenComplete { _ in deadline.cancel() }
     }
 
     /// The connecting side: TLS as `identity` expecting `peer` (verified against
@@ -67,12 +83,13 @@ enum PathHandshake {
     /// before a PTCP channel starts, TLS's first flight rides in the SYN.
     static func installConnector(on channel: any Channel, tls: NIOSSLContext, peer: Q2QAddress, authority: Q2QCertificate,
                                  logger: Logger) throws -> Connector {
-        let verification = Q2QPeerVerifier(expected: peer, authority: authority).tlsVerification
+        let gate = TLSPeerGate()
+        let verification = gate.verification(wrapping: Q2QPeerVerifier(expected: peer, authority: authority).tlsVerification)
         let handshake = channel.eventLoop.makePromise(of: Void.self)
         do {
             try channel.pipeline.syncOperations.addHandlers(
                 try NIOSSLClientHandler(context: tls, serverHostname: nil, customVerificationCallback: verification),
-                TLSHandshakeWatcher(handshake))
+                gate, TLSHandshakeWatcher(handshake))
             let connection = try AMPConnection.install(on: channel, responders: AMPResponders(), isTCPServer: false, logger: logger)
             return Connector(connection: connection, handshake: handshake.futureResult)
         } catch {
@@ -170,4 +187,11 @@ private final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannel
         handshake?.fail(ChannelError.ioOnClosedChannel)
         handshake = nil
     }
+}
+
+/// Set once a path's claim was accepted (read by its deadline).
+private final class ClaimFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
 }

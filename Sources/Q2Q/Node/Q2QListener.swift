@@ -24,6 +24,9 @@ public final class Q2QListener: Sendable {
     private struct Offer {
         var from: Q2QAddress
         var expires: Date
+        /// The caller's UDP mapping as its presence server checked it (`udp_source`): the
+        /// only place a connect-back for this offer may go.
+        var udpSource: HostPort?
         /// Each offer allows one `bind-udp` connect-back, so that a caller cannot aim
         /// many of our SYNs at somebody else with one `inbound`.
         var mayConnectBack = true
@@ -37,20 +40,33 @@ public final class Q2QListener: Sendable {
         var udp: UDPPort?
         var mapping: HostPort?
         var mapper: Task<Void, Never>?
-        /// Listener ids handed out in `inbound` answers: who may claim each, until when.
+        /// Listener ids handed out in `inbound` answers: who may claim each, until when;
+        /// the ids in the order they expire (all live ``claimLifetime``), and how many
+        /// each caller holds.
         var pending: [String: Offer] = [:]
+        var pendingOrder = CircularBuffer<(id: String, expires: Date)>()
+        var pendingPerCaller: [Q2QAddress: Int] = [:]
         var closed = false
     }
 
     /// How long an id from an `inbound` answer may be claimed (the original's 120 s).
     static let claimLifetime: TimeInterval = 120
+    /// Unclaimed offers one caller may hold at once: a caller looping `inbound` fills
+    /// its own share, not our memory.
+    static let maximumPendingPerCaller = 64
 
-    init(identity: Q2QIdentity, service: String, description: String, node: Q2QNode) {
+    /// Who may connect: asked for each caller before it is given an offer (the
+    /// original's verify hook); nil accepts every verified caller.
+    let authorize: (@Sendable (Q2QAddress) async -> Bool)?
+
+    init(identity: Q2QIdentity, service: String, description: String, node: Q2QNode,
+         authorize: (@Sendable (Q2QAddress) async -> Bool)? = nil) {
         self.identity = identity
         self.address = identity.address
         self.service = service
         self.description = description
         self.node = node
+        self.authorize = authorize
         (connections, continuation) = AsyncStream.makeStream(of: Q2QStream.self)
     }
 
@@ -94,11 +110,15 @@ public final class Q2QListener: Sendable {
         }
     }
 
-    /// Takes the connect-back allowance of an unexpired offer we made to `address`;
-    /// `false` when there is none left.
-    func takeConnectBack(for address: Q2QAddress, now: Date = Date()) -> Bool {
+    /// Takes the connect-back allowance of an unexpired offer we made to `address`
+    /// whose caller's UDP mapping (as its presence server checked it) is on the host of
+    /// `destination` (the caller connects back to a new port of its own); `false` when
+    /// there is none left.
+    func takeConnectBack(for address: Q2QAddress, to destination: HostPort, now: Date = Date()) -> Bool {
         state.withLock { state in
-            guard let id = state.pending.first(where: { $0.value.from == address && $0.value.expires > now && $0.value.mayConnectBack })?.key
+            guard let id = state.pending.first(where: {
+                $0.value.from == address && $0.value.udpSource?.host == destination.host && $0.value.expires > now && $0.value.mayConnectBack
+            })?.key
             else { return false }
             state.pending[id]?.mayConnectBack = false
             return true
@@ -133,11 +153,15 @@ public final class Q2QListener: Sendable {
         guard let port else { return nil }
         let id = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
         let expires = now + Self.claimLifetime
-        let (udp, mapping) = state.withLock { state in
-            state.pending = state.pending.filter { $0.value.expires > now }
-            state.pending[id] = Offer(from: from, expires: expires)
+        let made = state.withLock { state -> (UDPPort?, HostPort?)? in
+            Self.expirePending(&state, now: now)
+            guard state.pendingPerCaller[from, default: 0] < Self.maximumPendingPerCaller else { return nil }
+            state.pending[id] = Offer(from: from, expires: expires, udpSource: udpSource)
+            state.pendingOrder.append((id, expires))
+            state.pendingPerCaller[from, default: 0] += 1
             return (state.udp, state.mapping)
         }
+        guard let (udp, mapping) = made else { return nil }
         var methods: [Q2QMethod] = hosts.map { .tcp(HostPort(host: $0, port: port)) }
         if let udp, let mapping {
             if let udpSource, let caller = try? udpSource.peerSocketAddress() { udp.seed(towards: caller) }
@@ -150,6 +174,22 @@ public final class Q2QListener: Sendable {
         return ListenerOffer(id: id, methods: methods, expires: AmpTime(expires), description: description)
     }
 
+    /// Ids expire in the order they were handed out: drop those at the front that have.
+    private static func expirePending(_ state: inout State, now: Date) {
+        while let first = state.pendingOrder.first, first.expires <= now {
+            state.pendingOrder.removeFirst()
+            if let offer = state.pending[first.id], offer.expires <= now { dropPending(first.id, &state) }
+        }
+    }
+
+    @discardableResult
+    private static func dropPending(_ id: String, _ state: inout State) -> Offer? {
+        guard let offer = state.pending.removeValue(forKey: id) else { return nil }
+        let left = state.pendingPerCaller[offer.from, default: 1] - 1
+        state.pendingPerCaller[offer.from] = left > 0 ? left : nil
+        return offer
+    }
+
     /// `Retrieve-Connection` on a verified path: the id must be one we handed to the
     /// address the path's certificate names, unused and not expired.
     func claim(_ id: String, on connection: AMPConnection) async throws -> (AMPEmpty, AMPProtocolSwitch) {
@@ -158,7 +198,7 @@ public final class Q2QListener: Sendable {
             throw ConnectionError.noSuchConnection("no verified peer on this path")
         }
         let now = Date()
-        let claim = state.withLock { $0.pending.removeValue(forKey: id) }
+        let claim = state.withLock { Self.dropPending(id, &$0) }
         guard let claim, claim.expires > now, claim.from == peer else {
             throw ConnectionError.noSuchConnection("no connection '\(id.prefix(64))' for \(peer)")
         }

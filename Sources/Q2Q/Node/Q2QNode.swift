@@ -30,6 +30,10 @@ public struct Q2QNodeConfiguration: Sendable {
     /// Whether a `tcp@` path that won is dialled again at once on the next connection
     /// to the same address and service, beside the question to the presence server.
     public var remembersPaths: Bool = true
+    /// How long an incoming path (direct, PTCP or relayed) may take from its first byte
+    /// to an accepted claim (TLS and `Retrieve-Connection`) before it is closed: a caller
+    /// that connects and says nothing holds no descriptor or relay slot for long.
+    public var pathClaimTimeout: Duration = .seconds(10)
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
@@ -127,13 +131,22 @@ public final class Q2QNode: Sendable {
     func link(as identity: Q2QIdentity, to domain: String) async throws -> AMPConnection {
         try await links.connection(for: "\(identity.address) → \(domain)") { [self] in
             var responders = AMPResponders()
+            // Our listeners are reached through the link they registered on: their own
+            // domain's presence server, as that identity. Any other link (one opened to
+            // reach a peer's domain) answers nothing for them (review M6).
+            let carriesListeners = domain == identity.address.domain
+            let owner = identity.address
+            let notHere: @Sendable (String) -> ConnectionError = { what in ConnectionError.notFound("\(what): this connection carries no listeners of that address") }
             responders.register(Inbound.self) { [self] arguments, context in
-                try answerInbound(arguments, on: context.connection)
+                guard carriesListeners, arguments.to == owner else { throw notHere("inbound for \(arguments.to)") }
+                return try await answerInbound(arguments, on: context.connection)
             }
             responders.registerImmediate(Virtual.self) { [self] arguments, context in
-                try acceptRelayed(arguments, on: context.connection)
+                guard carriesListeners else { throw notHere("virtual") }
+                return try acceptRelayed(arguments, for: owner, on: context.connection)
             }
             responders.registerImmediate(BindUDP.self) { [self] arguments, _ in
+                guard carriesListeners, arguments.q2qsrc == owner else { throw notHere("bind-udp for \(arguments.q2qsrc)") }
                 let key = ListenerKey(address: arguments.q2qsrc, service: arguments.service)
                 return try answerBindUDP(arguments, listener: listeners.withLock { $0[key] })
             }
@@ -187,9 +200,9 @@ public final class Q2QNode: Sendable {
 
     /// The presence server relays a channel to one of our listeners: `id` is the
     /// server's, `listener` an id we offered. The channel then runs ``PathHandshake``.
-    private func acceptRelayed(_ arguments: Virtual.Arguments, on connection: AMPConnection) throws -> Virtual.Response {
+    private func acceptRelayed(_ arguments: Virtual.Arguments, for owner: Q2QAddress, on connection: AMPConnection) throws -> Virtual.Response {
         guard let listenerID = arguments.listenerID,
-              let listener = listeners.withLock({ $0.values.first { $0.hasPendingClaim(listenerID) } }) else {
+              let listener = listeners.withLock({ $0.values.first { $0.address == owner && $0.hasPendingClaim(listenerID) } }) else {
             throw ConnectionError.notFound("no listener here offered '\(arguments.listenerID?.prefix(64) ?? "")'")
         }
         guard let sendCredit = arguments.window, ChannelWindow.isValid(sendCredit) else {
@@ -242,10 +255,15 @@ public final class Q2QNode: Sendable {
     /// Listens as `address` for `service`: opens a direct port, registers with the
     /// address's presence server, and keeps the registration alive (renewing it, and
     /// registering again after the connection to the server is lost).
-    public func listen(as address: Q2QAddress, service: String, description: String = "") async throws -> Q2QListener {
+    ///
+    /// `authorize`, when given, decides for each caller (its address as its presence
+    /// server verified it) whether it gets an offer at all; those it refuses are told
+    /// so and never reach ``Q2QListener/connections``.
+    public func listen(as address: Q2QAddress, service: String, description: String = "",
+                       authorize: (@Sendable (Q2QAddress) async -> Bool)? = nil) async throws -> Q2QListener {
         let identity = try await identity(address)
         let key = ListenerKey(address: address, service: service)
-        let listener = Q2QListener(identity: identity, service: service, description: description, node: self)
+        let listener = Q2QListener(identity: identity, service: service, description: description, node: self, authorize: authorize)
         let added = listeners.withLock { listeners in
             guard listeners[key] == nil else { return false }
             listeners[key] = listener
@@ -395,10 +413,13 @@ public final class Q2QNode: Sendable {
 
     /// Answers an `inbound` the presence server forwards: an offer per listener we
     /// have for that address and service.
-    private func answerInbound(_ arguments: Inbound.Arguments, on connection: AMPConnection) throws -> Inbound.Response {
+    private func answerInbound(_ arguments: Inbound.Arguments, on connection: AMPConnection) async throws -> Inbound.Response {
         let listener = listeners.withLock { $0[ListenerKey(address: arguments.to, service: arguments.service)] }
         guard let listener, !listener.isClosed else {
             throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)' here")
+        }
+        if let authorize = listener.authorize, await !authorize(arguments.from) {
+            throw ConnectionError.notFound("\(arguments.to) does not accept \(arguments.from) for '\(arguments.service)'")
         }
         guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection),
                                          udpSource: arguments.udpSource) else {
@@ -408,7 +429,7 @@ public final class Q2QNode: Sendable {
         // us: connect back at once (the caller waits for it on its shared port), using
         // up this offer's one connect-back.
         if let udpSource = arguments.udpSource, let port = listener.udpPort, listener.mappingLooksSymmetric,
-           let destination = try? udpSource.peerSocketAddress(), listener.takeConnectBack(for: arguments.from) {
+           let destination = try? udpSource.peerSocketAddress(), listener.takeConnectBack(for: arguments.from, to: udpSource) {
             try? connectBack(listener, from: port, to: destination)
         }
         return Inbound.Response(listeners: [offer])

@@ -145,8 +145,10 @@ extension Q2QNode {
         guard let listener, let port = listener.udpPort, listener.owns(udp: arguments.udpsrc) else {
             throw ConnectionError.connectionError("UDP port \(arguments.udpsrc) is not a listener's here")
         }
-        guard listener.takeConnectBack(for: arguments.q2qdst) else {
-            throw ConnectionError.connectionError("no listener here has an unused offer to \(arguments.q2qdst)")
+        // Only towards the mapping the caller's own presence server checked when it
+        // asked for the offer: never at an address the request names on its own.
+        guard listener.takeConnectBack(for: arguments.q2qdst, to: arguments.udpdst) else {
+            throw ConnectionError.connectionError("no listener here has an unused offer to \(arguments.q2qdst) at \(arguments.udpdst)")
         }
         try connectBack(listener, from: port, to: arguments.udpdst.peerSocketAddress())
         return AMPEmpty()

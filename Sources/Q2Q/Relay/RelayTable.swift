@@ -9,11 +9,13 @@ import Synchronization
 /// what the nodes send, which is TLS between them.
 ///
 /// Backpressure is the channels' credit windows (``ChannelWindow``), which the relay
-/// checks as well as forwards: a node may send on a relayed channel only what the other
-/// end granted, so the relay holds at most one window per direction of a channel,
-/// whatever the speed of the receiving node, and never has to stop reading a node's
-/// connection (which would stall that node's other channels). A node that sends beyond
-/// its credit has both ends of that channel closed.
+/// enforces rather than trusts (``RelayWindow``): a node may send only what the other
+/// end granted, a grant may only give back what the relay forwarded, and grants from a
+/// node whose connection is not draining are withheld. So the relay holds at most one
+/// window per direction of a channel, and never has to stop reading a node's connection
+/// (which would stall that node's other channels). Every window is reserved from a
+/// global budget when the channel opens; a channel the budget cannot cover is refused.
+/// A node that breaks the window rules has both ends of that channel closed.
 final class RelayTable: Sendable {
     struct End: Hashable, Sendable {
         var connection: ObjectIdentifier
@@ -23,86 +25,187 @@ final class RelayTable: Sendable {
     private struct Route {
         let to: AMPConnection
         let toID: Int
-        /// What this end may still send to the other.
-        var credit: SendCredit
+        /// The direction from this end to the other.
+        var window: RelayWindow
+        /// A wait for the other end's connection to drain is registered.
+        var waitingForDrain = false
+        /// Who opened the channel, and the connection it was opened to (for the caps).
+        let pair: PairKey
+    }
+
+    /// The caller of a relayed channel and the connection it reaches.
+    struct PairKey: Hashable, Sendable {
+        var caller: Q2QAddress
+        var target: ObjectIdentifier
+    }
+
+    private struct Offer {
+        let connection: AMPConnection
+        /// The caller whose `inbound` the offer answered: the only one who may use it.
+        let caller: Q2QAddress
+        let expires: Date
+    }
+
+    private struct State {
+        var routes: [End: Route] = [:]
+        /// Relayed channels ending on each connection.
+        var channelsPerConnection: [ObjectIdentifier: Int] = [:]
+        /// Relayed channels per (caller, target connection).
+        var channelsPerPair: [PairKey: Int] = [:]
+        /// Bytes of windows reserved by open channels.
+        var reserved = 0
+        /// `close`s for channels not spliced yet, per connection (see ``close(from:id:)``).
+        var closedEarly: [ObjectIdentifier: Set<Int>] = [:]
+        /// Listener ids offered in `inbound` answers, in the order they expire (they all
+        /// live ``offerLifetime``), and live offers per caller.
+        var offers: [String: Offer] = [:]
+        var offerOrder = CircularBuffer<(id: String, expires: Date)>()
+        var offersPerCaller: [Q2QAddress: Int] = [:]
+        var statistics = RelayStatistics()
     }
 
     /// The largest window the relay passes on: what one direction of one relayed
     /// channel may make it hold.
     static let maximumWindow = 8 * 1024 * 1024
+    /// How long an offered listener id may be relayed to (the listener's claim lifetime).
+    static let offerLifetime: TimeInterval = 120
+    /// Early `close`s remembered per connection: no more than it may have channels.
+    static let maximumEarlyClosesPerConnection = 256
 
-    private let routes = Mutex<[End: Route]>([:])
-    /// `close`s for channels not spliced yet: a node that gives up on a channel at once
-    /// sends `close` right behind `virtual`, and `close` is handled before the `virtual`
-    /// (which waits for the other node) has spliced anything. Ids are never reused on a
-    /// connection, so a remembered close can only mean that channel. Bounded.
-    private let closedEarly = Mutex<Set<End>>([])
-    static let maximumEarlyCloses = 4096
-    /// Listener ids offered in `inbound` answers → the connection of the node that offered them.
-    private let offers = Mutex<[String: (connection: AMPConnection, expires: Date)]>([:])
+    let limits: RelayLimits
+    private let state = Mutex(State())
     /// Sees every body forwarded (tests use it to check that only ciphertext passes).
     let observer: (@Sendable (ByteBuffer) -> Void)?
     private let logger: Logger
 
-    init(observer: (@Sendable (ByteBuffer) -> Void)? = nil, logger: Logger) {
+    init(limits: RelayLimits = RelayLimits(), observer: (@Sendable (ByteBuffer) -> Void)? = nil, logger: Logger) {
+        self.limits = limits
         self.observer = observer
         self.logger = logger
     }
 
-    func remember(offer id: String, from connection: AMPConnection, now: Date) {
-        offers.withLock { offers in
-            offers = offers.filter { $0.value.expires > now }
-            offers[id] = (connection, now + 120)
+    // MARK: Offers
+
+    /// Whether `caller` may be given another offer (its live offers are under the cap).
+    func mayOffer(to caller: Q2QAddress, now: Date) -> Bool {
+        state.withLock { state in
+            Self.expireOffers(&state, now: now)
+            return state.offersPerCaller[caller, default: 0] < limits.offersPerCaller
         }
     }
 
-    func offeringConnection(for id: String, now: Date) -> AMPConnection? {
-        offers.withLock { offers in
-            guard let offer = offers[id], offer.expires > now else { return nil }
+    /// Remembers that `connection`'s node offered `id` to `caller`.
+    func remember(offer id: String, from connection: AMPConnection, to caller: Q2QAddress, now: Date) {
+        state.withLock { state in
+            Self.expireOffers(&state, now: now)
+            guard state.offers[id] == nil else { return }
+            let expires = now + Self.offerLifetime
+            state.offers[id] = Offer(connection: connection, caller: caller, expires: expires)
+            state.offerOrder.append((id, expires))
+            state.offersPerCaller[caller, default: 0] += 1
+        }
+    }
+
+    /// Takes the offer `id` for `caller`: the connection of the node that made it, once
+    /// (an offer opens one relayed channel), and only for the caller it was made to.
+    func takeOffer(_ id: String, for caller: Q2QAddress, now: Date) -> AMPConnection? {
+        state.withLock { state in
+            Self.expireOffers(&state, now: now)
+            guard let offer = state.offers[id], offer.caller == caller else { return nil }
+            Self.dropOffer(id, &state)
             return offer.connection
         }
     }
 
-    /// Splices `a` (channel `aID` on connection `a`, which grants `aWindow`) with `b`'s
-    /// `bID`. `b` may send `aWindow` at once; `a` nothing until ``accepted`` gives `b`'s window.
-    func splice(_ a: AMPConnection, _ aID: Int, window aWindow: Int, with b: AMPConnection, _ bID: Int) -> Bool {
+    /// Offers expire in the order they were made: drop those at the front that have.
+    private static func expireOffers(_ state: inout State, now: Date) {
+        while let first = state.offerOrder.first, first.expires <= now {
+            state.offerOrder.removeFirst()
+            if let offer = state.offers[first.id], offer.expires <= now { dropOffer(first.id, &state) }
+        }
+    }
+
+    private static func dropOffer(_ id: String, _ state: inout State) {
+        guard let offer = state.offers.removeValue(forKey: id) else { return }
+        let left = state.offersPerCaller[offer.caller, default: 1] - 1
+        state.offersPerCaller[offer.caller] = left > 0 ? left : nil
+    }
+
+    var offerCount: Int { state.withLock { $0.offers.count } }
+
+    // MARK: Opening channels
+
+    /// Splices `a` (channel `aID` on connection `a`, opened by `caller`, which grants
+    /// `aWindow`) with `b`'s `bID`, reserving `aWindow` and the largest window `b` may
+    /// answer from the budget. `b` may send `aWindow` at once; `a` nothing until
+    /// ``accepted`` gives `b`'s window. Returns why not, when the caps or the budget
+    /// do not allow it or an id is taken; nil when spliced.
+    func splice(_ a: AMPConnection, _ aID: Int, window aWindow: Int, with b: AMPConnection, _ bID: Int,
+                caller: Q2QAddress) -> String? {
         let endA = End(connection: ObjectIdentifier(a), id: aID)
         let endB = End(connection: ObjectIdentifier(b), id: bID)
-        if closedEarly.withLock({ $0.remove(endA) != nil }) { return false }
-        return routes.withLock { routes in
-            guard routes[endA] == nil, routes[endB] == nil else { return false }
-            routes[endA] = Route(to: b, toID: bID, credit: SendCredit(initial: 0))
-            routes[endB] = Route(to: a, toID: aID, credit: SendCredit(initial: aWindow))
-            return true
+        let pair = PairKey(caller: caller, target: ObjectIdentifier(b))
+        return state.withLock { state -> String? in
+            if state.closedEarly[endA.connection]?.remove(endA.id) != nil { return "virtual channel id \(aID) was closed before it opened" }
+            guard state.routes[endA] == nil, state.routes[endB] == nil else { return "virtual channel id \(aID) is in use" }
+            let perConnection = limits.channelsPerConnection
+            if state.channelsPerConnection[endA.connection, default: 0] >= perConnection
+                || state.channelsPerConnection[endB.connection, default: 0] >= perConnection {
+                return "too many relayed channels (at most \(perConnection) per connection)"
+            }
+            if state.channelsPerPair[pair, default: 0] >= limits.channelsPerCallerAndTarget {
+                return "too many relayed channels from \(caller) to this listener (at most \(limits.channelsPerCallerAndTarget))"
+            }
+            let reservation = Self.maximumWindow + aWindow
+            if state.reserved + reservation > limits.budget {
+                state.statistics.budgetRefusals += 1
+                return "the relay is at its memory budget (\(limits.budget >> 20) MiB of windows open); try again later"
+            }
+            state.routes[endA] = Route(to: b, toID: bID, window: RelayWindow(reserving: Self.maximumWindow), pair: pair)
+            state.routes[endB] = Route(to: a, toID: aID, window: RelayWindow(size: aWindow), pair: pair)
+            state.reserved += reservation
+            state.channelsPerConnection[endA.connection, default: 0] += 1
+            state.channelsPerConnection[endB.connection, default: 0] += 1
+            state.channelsPerPair[pair, default: 0] += 1
+            return nil
         }
     }
 
     /// The accepting end answered with its window: `a`'s end may now send that much.
     func accepted(_ a: AMPConnection, _ aID: Int, window bWindow: Int) {
-        grant(End(connection: ObjectIdentifier(a), id: aID), bWindow)
+        let end = End(connection: ObjectIdentifier(a), id: aID)
+        state.withLock { state in
+            guard var route = state.routes[end] else { return }
+            state.reserved -= route.window.size - bWindow
+            route.window.open(size: bWindow)
+            state.routes[end] = route
+        }
     }
 
     func isInUse(_ connection: AMPConnection, _ id: Int) -> Bool {
-        routes.withLock { $0[End(connection: ObjectIdentifier(connection), id: id)] != nil }
+        state.withLock { $0.routes[End(connection: ObjectIdentifier(connection), id: id)] != nil }
     }
 
     /// How many relayed channels end on `connection`.
     func channelCount(of connection: AMPConnection) -> Int {
-        let id = ObjectIdentifier(connection)
-        return routes.withLock { routes in routes.keys.count { $0.connection == id } }
+        state.withLock { $0.channelsPerConnection[ObjectIdentifier(connection), default: 0] }
     }
+
+    // MARK: Forwarding
 
     /// Forwards a `write` from `connection`'s channel `id`, if its credit covers it.
     func write(from connection: AMPConnection, id: Int, body: AMPBytes) {
         let end = End(connection: ObjectIdentifier(connection), id: id)
-        let checked = routes.withLock { routes -> Result<Route, ChannelWindowError>? in
-            guard var route = routes[end] else { return nil }
+        let count = body.buffer.readableBytes
+        let checked = state.withLock { state -> Result<Route, ChannelWindowError>? in
+            guard var route = state.routes[end] else { return nil }
             do throws(ChannelWindowError) {
-                try route.credit.spend(body.buffer.readableBytes)
+                try route.window.forward(count)
             } catch {
                 return .failure(error)
             }
-            routes[end] = route
+            state.routes[end] = route
+            state.statistics.forwardedBytes += count
             return .success(route)
         }
         switch checked {
@@ -116,38 +219,64 @@ final class RelayTable: Sendable {
         }
     }
 
-    /// A `credit` from `connection`'s channel `id` (the receiver): the other end, its
-    /// sender, may send `bytes` more.
+    /// A `credit` from `connection`'s channel `id` (the receiver): its sender may send
+    /// `bytes` more, now, or once `connection` drains.
     func credit(from connection: AMPConnection, id: Int, bytes: Int) {
         let end = End(connection: ObjectIdentifier(connection), id: id)
-        guard let route = routes.withLock({ $0[end] }) else { return }
-        let sender = End(connection: ObjectIdentifier(route.to), id: route.toID)
-        guard grant(sender, bytes) else {
-            brokeWindow(end, connection, ChannelWindowError("a grant of \(bytes) bytes"))
-            return
+        let writable = connection.isWritable
+        enum Outcome { case pass(AMPConnection, Int, Int), withhold(End, registerDrain: Bool), broken(ChannelWindowError), none }
+        let outcome: Outcome = state.withLock { state in
+            guard let route = state.routes[end] else { return .none }
+            let sender = End(connection: ObjectIdentifier(route.to), id: route.toID)
+            guard var senderRoute = state.routes[sender] else { return .none }
+            let passed: Int
+            do throws(ChannelWindowError) {
+                passed = try senderRoute.window.credit(bytes, receiverWritable: writable)
+            } catch {
+                return .broken(error)
+            }
+            if passed > 0 {
+                state.routes[sender] = senderRoute
+                return .pass(route.to, route.toID, passed)
+            }
+            state.statistics.withheldCredits += 1
+            let register = !senderRoute.waitingForDrain
+            senderRoute.waitingForDrain = true
+            state.routes[sender] = senderRoute
+            return .withhold(sender, registerDrain: register)
         }
-        try? route.to.sendWithoutWaiting(Credit.self, .init(id: route.toID, bytes: bytes))
+        switch outcome {
+        case .pass(let to, let toID, let bytes):
+            try? to.sendWithoutWaiting(Credit.self, .init(id: toID, bytes: bytes))
+        case .withhold(let sender, let registerDrain):
+            guard registerDrain else { return }
+            connection.whenWritable().whenSuccess { [self] in release(sender) }
+        case .broken(let error):
+            brokeWindow(end, connection, error)
+        case .none:
+            break
+        }
     }
 
-    /// Adds `bytes` to `end`'s credit; false when that breaks the rules.
-    @discardableResult
-    private func grant(_ end: End, _ bytes: Int) -> Bool {
-        routes.withLock { routes in
-            guard var route = routes[end] else { return true }
-            do {
-                try route.credit.grant(bytes)
-            } catch {
-                return false
-            }
-            routes[end] = route
-            return true
+    /// The receiver's connection drained: the credit withheld from `sender` goes to it.
+    private func release(_ sender: End) {
+        let released: (AMPConnection, Int)? = state.withLock { state in
+            guard var route = state.routes[sender] else { return nil }
+            route.waitingForDrain = false
+            let bytes = route.window.release()
+            state.routes[sender] = route
+            guard bytes > 0, let other = state.routes[End(connection: ObjectIdentifier(route.to), id: route.toID)] else { return nil }
+            return (other.to, bytes)
+        }
+        if let (to, bytes) = released {
+            try? to.sendWithoutWaiting(Credit.self, .init(id: sender.id, bytes: bytes))
         }
     }
 
     /// A `Choke`/`Unchoke` (the original's) from `connection`'s channel `id` goes to the other end.
     func choke(from connection: AMPConnection, id: Int, choked: Bool) {
         let end = End(connection: ObjectIdentifier(connection), id: id)
-        guard let route = routes.withLock({ $0[end] }) else { return }
+        guard let route = state.withLock({ $0.routes[end] }) else { return }
         if choked {
             try? route.to.sendWithoutWaiting(Choke.self, .init(id: route.toID))
         } else {
@@ -160,45 +289,108 @@ final class RelayTable: Sendable {
         logger.warning("closing a relayed channel whose node broke its window",
                        metadata: ["peer": "\(connection.channel.remoteAddress.map { "\($0)" } ?? "?")",
                                   "channel": "\(end.id)", "error": "\(error)"])
+        state.withLock { $0.statistics.brokenWindows += 1 }
         close(from: connection, id: end.id)
         Task { _ = try? await connection.call(Close.self, .init(id: end.id)) }
     }
 
+    // MARK: Closing
+
     /// A `close` from one end: forget the pair and close the other end.
     func close(from connection: AMPConnection, id: Int) {
         let end = End(connection: ObjectIdentifier(connection), id: id)
-        guard let route = routes.withLock({ routes -> Route? in
-            guard let route = routes.removeValue(forKey: end) else { return nil }
-            routes[End(connection: ObjectIdentifier(route.to), id: route.toID)] = nil
-            return route
-        }) else {
-            closedEarly.withLock { early in
-                if early.count < Self.maximumEarlyCloses { early.insert(end) }
+        let other: (AMPConnection, Int)? = state.withLock { state in
+            guard let route = state.routes[end] else {
+                // A node that gives up on a channel at once sends `close` right behind
+                // `virtual`, and `close` is handled before the `virtual` (which waits for
+                // the other node) has spliced anything. Ids are never reused on a
+                // connection, so a remembered close can only mean that channel. Bounded
+                // per connection, so nobody can make the relay forget another's.
+                if state.closedEarly[end.connection, default: []].count < Self.maximumEarlyClosesPerConnection {
+                    state.closedEarly[end.connection, default: []].insert(end.id)
+                }
+                return nil
             }
-            return
+            Self.unsplice(end, route, &state)
+            return (route.to, route.toID)
         }
-        let other = route.to
-        Task { _ = try? await other.call(Close.self, .init(id: route.toID)) }
+        if let (to, toID) = other {
+            Task { _ = try? await to.call(Close.self, .init(id: toID)) }
+        }
+    }
+
+    /// Forgets the pair of `end`, and what it reserved and counted.
+    private static func unsplice(_ end: End, _ route: Route, _ state: inout State) {
+        let otherEnd = End(connection: ObjectIdentifier(route.to), id: route.toID)
+        state.routes[end] = nil
+        let other = state.routes.removeValue(forKey: otherEnd)
+        state.reserved -= route.window.size + (other?.window.size ?? 0)
+        for connection in [end.connection, otherEnd.connection] {
+            let left = state.channelsPerConnection[connection, default: 1] - 1
+            state.channelsPerConnection[connection] = left > 0 ? left : nil
+        }
+        let left = state.channelsPerPair[route.pair, default: 1] - 1
+        state.channelsPerPair[route.pair] = left > 0 ? left : nil
     }
 
     /// A node's connection closed: close every channel spliced to it.
     func connectionClosed(_ connection: AMPConnection) {
         let id = ObjectIdentifier(connection)
-        closedEarly.withLock { early in early = early.filter { $0.connection != id } }
-        let orphans: [(AMPConnection, Int)] = routes.withLock { routes in
+        let orphans: [(AMPConnection, Int)] = state.withLock { state in
+            state.closedEarly[id] = nil
             var orphans: [(AMPConnection, Int)] = []
-            for (end, route) in routes where end.connection == id {
-                routes[end] = nil
-                routes[End(connection: ObjectIdentifier(route.to), id: route.toID)] = nil
+            for (end, route) in state.routes where end.connection == id {
+                Self.unsplice(end, route, &state)
                 orphans.append((route.to, route.toID))
+            }
+            for (offerID, offer) in state.offers where offer.connection === connection {
+                Self.dropOffer(offerID, &state)
             }
             return orphans
         }
         for (other, otherID) in orphans {
             Task { _ = try? await other.call(Close.self, .init(id: otherID)) }
         }
-        offers.withLock { offers in offers = offers.filter { $0.value.connection !== connection } }
     }
 
-    var count: Int { routes.withLock { $0.count / 2 } }
+    var count: Int { state.withLock { $0.routes.count / 2 } }
+
+    /// Bytes of windows reserved by open channels.
+    var reservedBytes: Int { state.withLock { $0.reserved } }
+
+    var statistics: RelayStatistics { state.withLock { $0.statistics } }
+}
+
+/// What bounds the relay.
+public struct RelayLimits: Sendable, Hashable {
+    /// Bytes of windows all open relayed channels may reserve together: the most the
+    /// relay can hold. A channel that does not fit is refused with a clear error.
+    public var budget: Int
+    /// Relayed channels one node connection may have open at once.
+    public var channelsPerConnection: Int
+    /// Relayed channels one caller may have open to one listener's connection, so that
+    /// one caller cannot take all of a listener's channels.
+    public var channelsPerCallerAndTarget: Int
+    /// Offers (listener ids from `inbound`) one caller may hold unexpired at once.
+    public var offersPerCaller: Int
+
+    public init(budget: Int = 1 << 30, channelsPerConnection: Int = 64, channelsPerCallerAndTarget: Int = 8,
+                offersPerCaller: Int = 64) {
+        self.budget = budget
+        self.channelsPerConnection = channelsPerConnection
+        self.channelsPerCallerAndTarget = channelsPerCallerAndTarget
+        self.offersPerCaller = offersPerCaller
+    }
+}
+
+/// What the relay has done since the server started (for operators and tests).
+public struct RelayStatistics: Sendable, Hashable {
+    /// Bytes of `write` bodies forwarded.
+    public var forwardedBytes = 0
+    /// Channels refused because their windows did not fit the budget.
+    public var budgetRefusals = 0
+    /// Credits withheld from a sender because its receiver's connection was full.
+    public var withheldCredits = 0
+    /// Channels closed because a node broke the window rules.
+    public var brokenWindows = 0
 }

@@ -30,7 +30,7 @@ extension PresenceServer {
             try directPaths(arguments, session: session)
         }
         responders.register(BindUDP.self) { [self] arguments, context in
-            try await bindUDP(arguments, session: session)
+            try await bindUDP(arguments, session: session, context: context)
         }
         responders.register(Virtual.self) { [self] arguments, context in
             try await openRelay(arguments, session: session, context: context)
@@ -77,7 +77,7 @@ extension PresenceServer {
             throw PresenceError.unknownDomain("this server is not the presence server of '\(arguments.to.domain)'")
         }
         var verification: AMPTLSVerification?
-        var authenticated: Q2QAddress?
+        var claimed: Q2QAddress?
         if arguments.authorize {
             guard let from = arguments.from, !from.isAnonymous else {
                 throw PresenceError.verifyError("secure with authorize needs a From address")
@@ -96,15 +96,24 @@ extension PresenceServer {
                 guard isOurs else { return false }
                 return (try? await store.isRevoked(serial: serial)) ?? true
             }).tlsVerification
-            authenticated = from
+            claimed = from
         }
         let tls = try tlsContext(for: authority, verifyingPeer: arguments.authorize)
-        guard session.secure(domain: authority.domain, authenticated: authenticated) else {
+        guard session.secure(domain: authority.domain, claiming: claimed) else {
             throw PresenceError.verifyError("the connection is already secured")
         }
         logger.debug("secure", metadata: ["peer": "\(context.remoteAddress.map(String.init(describing:)) ?? "?")",
-                                          "from": "\(authenticated?.description ?? "(unverified)")"])
-        return (AMPEmpty(), AMPTLSUpgrade(context: tls, verification: verification))
+                                          "claims": "\(claimed?.description ?? "(anonymous)")"])
+        var upgrade = AMPTLSUpgrade(context: tls, verification: verification)
+        // The caller is `From` only once this connection's handshake has verified the
+        // certificate it presented (a resumed session presents none, and is closed).
+        upgrade.onPeerVerified = { [logger, claimed] leaf in
+            guard let certificate = try? Q2QCertificate(leaf), session.authenticate(certificate) else {
+                logger.warning("a verified certificate that does not name the claimed address", metadata: ["claims": "\(claimed?.description ?? "?")"])
+                return
+            }
+        }
+        return (AMPEmpty(), upgrade)
     }
 
     func sign(_ arguments: Sign.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Sign.Response {
@@ -118,23 +127,36 @@ extension PresenceServer {
             throw PresenceError.badCertificateRequest(error.description)
         }
         let source = context.remoteAddress?.ipAddress ?? "?"
-        guard failedSigns.withLock({ $0.peek(source, now: Date()) }) else {
-            throw PresenceError.rateLimited("too many failed sign attempts from \(source); try again later")
+        // A try costs a token of the source address, of its network and of the account,
+        // taken before the password is hashed (tries in flight at once all pay), and
+        // given back when the password was right.
+        let keys = ["ip " + source, "net " + RateLimiter.network(of: source), "user " + address.description]
+        guard failedSigns.withLock({ $0.allowAll(keys, now: Date()) }) else {
+            throw PresenceError.rateLimited("too many failed sign attempts from \(source) or for \(address); try again later")
         }
-        let hash = try await store.passwordHash(for: address)
-        let password = arguments.password
-        let matches = try await NIOThreadPool.singleton.runIfActive {
-            guard let hash else {
-                PasswordHash.burnEquivalentWork(password)
-                return false
+        // Hashing is the expensive part: a few at a time, the rest told to come back.
+        guard passwordChecks.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.concurrentPasswordChecks else {
+            passwordChecks.wrappingSubtract(1, ordering: .relaxed)
+            throw PresenceError.rateLimited("the server is busy checking passwords; try again in a moment")
+        }
+        let matches: Bool
+        do {
+            defer { passwordChecks.wrappingSubtract(1, ordering: .relaxed) }
+            let hash = try await store.passwordHash(for: address)
+            let password = arguments.password
+            matches = try await NIOThreadPool.singleton.runIfActive {
+                guard let hash else {
+                    PasswordHash.burnEquivalentWork(password)
+                    return false
+                }
+                return hash.matches(password)
             }
-            return hash.matches(password)
         }
         guard matches else {
-            _ = failedSigns.withLock { $0.allow(source, now: Date()) }
             logger.notice("sign refused", metadata: ["address": "\(address)", "peer": "\(source)"])
             throw PresenceError.noSuchUser("no user \(address), or a wrong password")
         }
+        failedSigns.withLock { $0.refundAll(keys, now: Date()) }
         let now = Date()
         let certificate = try authority.issue(for: arguments.certificateRequest, validity: configuration.certificateValidity, now: now)
         try await store.recordIssued(certificate, for: address, now: now)
@@ -171,22 +193,40 @@ extension PresenceServer {
     }
 
     func listen(_ arguments: Listen.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> AMPEmpty {
-        guard let caller = session.authenticated, caller == arguments.from else {
+        guard let caller = session.authenticated, caller == arguments.from, let certificate = session.certificate else {
             throw PresenceError.verifyError("listen as \(arguments.from) needs a connection secured with that address's certificate")
         }
+        // Only our own users are reached through us: `inbound` answers for our domains only.
+        guard authority(for: caller.domain) != nil else {
+            throw PresenceError.notAllowed("this server is not the presence server of '\(caller.domain)': listen at your own domain's")
+        }
         let services = arguments.services
-        guard !services.isEmpty, services.allSatisfy({ !$0.isEmpty && !$0.hasPrefix(".") && $0.utf8.count <= 255 }) else {
-            throw PresenceError.verifyError("service names must be 1…255 bytes and not start with '.'")
+        guard !services.isEmpty, services.count <= configuration.maximumServicesPerListen,
+              services.allSatisfy({ !$0.isEmpty && !$0.hasPrefix(".") && $0.utf8.count <= 255 }) else {
+            throw PresenceError.verifyError("listen takes 1 to \(configuration.maximumServicesPerListen) service names of 1…255 bytes, not starting with '.'")
         }
-        guard let tls = try await context.connection.peerCertificate() else {
-            throw PresenceError.verifyError("no client certificate on this connection")
+        // Renewals re-check the certificate the connection was authenticated with: one
+        // revoked or expired since then stops being listed.
+        let now = Date()
+        guard certificate.certificate.notValidAfter > now else {
+            throw PresenceError.verifyError("the certificate of \(caller) has expired; register again")
         }
-        let certificate = try Q2QCertificate(tls)
+        guard try await !store.isRevoked(serial: certificate.serial) else {
+            throw PresenceError.verifyError("the certificate of \(caller) was revoked")
+        }
         let connection = context.connection
         // At most a few direct paths, and only `tcp@` ones: they are handed to callers as they are.
         let direct = (arguments.direct ?? []).prefix(Self.maximumDirectPaths).compactMap(\.tcpAddress)
-        if listeners.register(caller, services: services, connection: connection, certificate: certificate,
-                              description: arguments.description, direct: direct, now: Date()) {
+        let isNew: Bool
+        do {
+            isNew = try listeners.register(caller, services: services, connection: connection, certificate: certificate,
+                                           description: arguments.description, direct: direct, now: now)
+        } catch .tooManyServices(let limit) {
+            throw PresenceError.notAllowed("a node may listen for at most \(limit) services on one connection")
+        } catch .tooManyConnections(let limit) {
+            throw PresenceError.notAllowed("\(caller) already listens on \(limit) connections")
+        }
+        if isNew {
             let registry = listeners
             Task { [logger] in
                 await connection.waitUntilClosed()
@@ -217,6 +257,10 @@ extension PresenceServer {
         guard authority(for: arguments.to.domain) != nil else {
             throw ConnectionError.notFound("this server is not the presence server of '\(arguments.to.domain)'")
         }
+        let now = Date()
+        guard inbounds.withLock({ $0.allow(caller.description, now: now) }), relay.mayOffer(to: caller, now: now) else {
+            throw ConnectionError.notFound("too many connection attempts from \(caller); try again in a moment")
+        }
         // Listeners send to `udp_source`: it must be the caller's own address (the one its
         // TCP connection comes from), or a caller could aim them at somebody else.
         var forwarded = arguments
@@ -224,7 +268,8 @@ extension PresenceServer {
             forwarded.udpSource = nil
         }
         let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
-        let answers = await ask(registrations, Inbound.self, forwarded)
+        var refusal: ConnectionError?
+        let answers = await ask(registrations, Inbound.self, forwarded) { refusal = refusal ?? ($0 as? ConnectionError) }
         let offers = answers.flatMap { registration, answer in
             answer.listeners.map { offer in
                 var offer = offer
@@ -234,12 +279,13 @@ extension PresenceServer {
                 offer.certificate = registration.certificate
                 offer.methods.removeAll { $0 == .virtual }
                 offer.methods.append(.virtual)
-                relay.remember(offer: offer.identifier, from: registration.connection, now: Date())
+                relay.remember(offer: offer.identifier, from: registration.connection, to: caller, now: Date())
                 return offer
             }
         }
         guard !offers.isEmpty else {
-            throw ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
+            // A listener that refused this caller says why; otherwise nobody listens.
+            throw refusal ?? ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
         }
         return Inbound.Response(listeners: offers)
     }
@@ -247,9 +293,14 @@ extension PresenceServer {
     /// `bind-udp` from a connecting node: passed to the nodes listening as `q2qsrc` for
     /// that service; it succeeds when one of them takes it (the one whose UDP port is
     /// `udpsrc`; the others refuse).
-    func bindUDP(_ arguments: BindUDP.Arguments, session: PresenceSession) async throws -> AMPEmpty {
+    func bindUDP(_ arguments: BindUDP.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> AMPEmpty {
         guard let caller = session.authenticated, caller == arguments.q2qdst else {
             throw ConnectionError.connectionError("bind-udp for \(arguments.q2qdst) needs a connection secured with that address's certificate")
+        }
+        // The listener will send SYNs to `udpdst`: only to the caller's own address (the
+        // one its connection comes from), or it could aim them at somebody else.
+        guard arguments.udpdst.host == context.remoteAddress?.ipAddress else {
+            throw ConnectionError.connectionError("bind-udp may only ask for a connection back to your own address")
         }
         let registrations = listeners.listeners(of: arguments.q2qsrc, service: arguments.service, now: Date())
         let taken = await !ask(registrations, BindUDP.self, arguments).isEmpty
@@ -260,29 +311,39 @@ extension PresenceServer {
     }
 
     /// Sends `command` to every listening node in `registrations` at once; the answers
-    /// of those that answered in time (the others are left out).
+    /// of those that answered in time (the others are left out, their errors given to
+    /// `refused`).
     func ask<Command: AMPCommand>(_ registrations: [ListenerRegistry.Registration], _ command: Command.Type,
-                                  _ arguments: Command.Arguments) async -> [(ListenerRegistry.Registration, Command.Response)] {
+                                  _ arguments: Command.Arguments,
+                                  refused: (any Error) -> Void = { _ in }) async -> [(ListenerRegistry.Registration, Command.Response)] {
         let timeout = configuration.inboundTimeout
-        return await withTaskGroup(of: (ListenerRegistry.Registration, Command.Response)?.self) { group in
+        return await withTaskGroup(of: (ListenerRegistry.Registration, Result<Command.Response, any Error>).self) { group in
             for registration in registrations {
                 group.addTask {
-                    guard let answer = try? await withTimeout(timeout, "\(Command.name) to a listener", {
-                        try await registration.connection.call(Command.self, arguments)
-                    }) else { return nil }
-                    return (registration, answer)
+                    do {
+                        return (registration, .success(try await withTimeout(timeout, "\(Command.name) to a listener") {
+                            try await registration.connection.call(Command.self, arguments)
+                        }))
+                    } catch {
+                        return (registration, .failure(error))
+                    }
                 }
             }
-            return await group.reduce(into: []) { answers, answer in
-                if let answer { answers.append(answer) }
+            var answers: [(ListenerRegistry.Registration, Command.Response)] = []
+            for await (registration, result) in group {
+                switch result {
+                case .success(let answer): answers.append((registration, answer))
+                case .failure(let error): refused(error)
+                }
             }
+            return answers
         }
     }
 
     /// `virtual` with a listener id: open a channel on the connection of the node that
     /// offered that id, and splice the two.
     func openRelay(_ arguments: Virtual.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Virtual.Response {
-        guard session.authenticated != nil else {
+        guard let callerAddress = session.authenticated else {
             throw ConnectionError.notFound("relayed channels need a connection secured with your certificate")
         }
         guard let listenerID = arguments.listenerID else {
@@ -296,23 +357,21 @@ extension PresenceServer {
         guard arguments.id > 0, !relay.isInUse(caller, arguments.id) else {
             throw ConnectionError.notFound("virtual channel id \(arguments.id) is not a free id of yours")
         }
-        guard let target = relay.offeringConnection(for: listenerID, now: Date()) else {
-            throw ConnectionError.notFound("no listener '\(listenerID.prefix(64))' to relay to (unknown or expired)")
-        }
-        let limit = configuration.maximumRelayedChannelsPerConnection
-        guard relay.channelCount(of: caller) < limit, relay.channelCount(of: target) < limit else {
-            throw ConnectionError.notFound("too many relayed channels (at most \(limit) per connection)")
-        }
         // Windows larger than the relay will hold are passed on smaller: the sender
         // then simply has less credit than the receiver would have allowed.
         let towardsCaller = min(callerWindow, RelayTable.maximumWindow)
+        // An offer opens one relayed channel, for the caller it was made to.
+        guard let target = relay.takeOffer(listenerID, for: callerAddress, now: Date()) else {
+            throw ConnectionError.notFound("no listener '\(listenerID.prefix(64))' offered to you to relay to (unknown, used or expired)")
+        }
         let targetID = relayNumbers.withLock { numbers in
             let next = (numbers[ObjectIdentifier(target)] ?? 0) - 1
             numbers[ObjectIdentifier(target)] = next
             return next
         }
-        guard relay.splice(caller, arguments.id, window: towardsCaller, with: target, targetID) else {
-            throw ConnectionError.notFound("virtual channel id \(arguments.id) is in use, or was closed before it opened")
+        if let refusal = relay.splice(caller, arguments.id, window: towardsCaller, with: target, targetID, caller: callerAddress) {
+            logger.notice("relayed channel refused", metadata: ["caller": "\(callerAddress)", "reason": "\(refusal)"])
+            throw ConnectionError.notFound(refusal)
         }
         let towardsTarget: Int
         do {

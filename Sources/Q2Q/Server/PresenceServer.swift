@@ -32,9 +32,17 @@ public struct PresenceServerConfiguration: Sendable {
     public var peerServers: [String: HostPort]
     /// Sees every body the relay forwards (for tests that check only ciphertext passes).
     public var relayObserver: (@Sendable (ByteBuffer) -> Void)?
-    /// Relayed channels one node connection may have open at once (each may hold up to
-    /// ``RelayTable/maximumWindow`` per direction in this server).
-    public var maximumRelayedChannelsPerConnection: Int
+    /// What bounds the relay: its memory budget, channels per connection and per
+    /// caller, offers per caller.
+    public var relayLimits: RelayLimits
+    /// `inbound`s one caller may send: a burst, then this many an hour.
+    public var inboundsPerHour: Int
+    /// Services one `listen` may name, and nodes (connections) one address may listen on.
+    public var maximumServicesPerListen: Int
+    public var maximumListeningConnectionsPerAddress: Int
+    /// Password checks (`sign`) the server runs at once; more are refused as busy
+    /// (each costs 16 MiB and tens of milliseconds of a core).
+    public var concurrentPasswordChecks: Int
     /// Whether the server answers address discovery on UDP, on the same port number as
     /// its TCP port (nodes behind NATs learn their public UDP mapping from it).
     public var udpEnabled: Bool
@@ -54,7 +62,11 @@ public struct PresenceServerConfiguration: Sendable {
         self.inboundTimeout = inboundTimeout
         self.relayObserver = nil
         self.peerServers = [:]
-        self.maximumRelayedChannelsPerConnection = 64
+        self.relayLimits = RelayLimits()
+        self.inboundsPerHour = 3600
+        self.maximumServicesPerListen = 16
+        self.maximumListeningConnectionsPerAddress = 16
+        self.concurrentPasswordChecks = 2
         self.udpEnabled = true
     }
 }
@@ -75,9 +87,17 @@ public final class PresenceServer: Sendable {
     /// holds the certificate and key, and is shared by every connection.
     private let tlsContexts = Mutex<[String: NIOSSLContext]>([:])
     /// Open connections, closed on shutdown.
-    private let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
+    let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
     let registrations: Mutex<RateLimiter>
+    /// Failed `sign`s per source address, per source network (/24, /64) and per account.
     let failedSigns: Mutex<RateLimiter>
+    /// Password checks running now (``PresenceServerConfiguration/concurrentPasswordChecks``).
+    let passwordChecks = Atomic<Int>(0)
+    /// `inbound`s per caller address.
+    let inbounds: Mutex<RateLimiter>
+    /// Purges expired listen registrations now and then (registrations no caller asks
+    /// about would otherwise stay until their connection closes).
+    private let purger: Mutex<Task<Void, Never>?> = Mutex(nil)
     let listeners: ListenerRegistry
     let relay: RelayTable
     /// The next relay channel number per node connection (ours are negative there:
@@ -93,8 +113,11 @@ public final class PresenceServer: Sendable {
         self.logger = logger
         self.registrations = Mutex(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
         self.failedSigns = Mutex(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
-        self.listeners = ListenerRegistry(lifetime: configuration.listenLifetime)
-        self.relay = RelayTable(observer: configuration.relayObserver, logger: logger)
+        self.listeners = ListenerRegistry(lifetime: configuration.listenLifetime,
+                                          maximumServicesPerConnection: configuration.maximumServicesPerListen,
+                                          maximumConnectionsPerAddress: configuration.maximumListeningConnectionsPerAddress)
+        self.relay = RelayTable(limits: configuration.relayLimits, observer: configuration.relayObserver, logger: logger)
+        self.inbounds = Mutex(RateLimiter(burst: 60, perHour: configuration.inboundsPerHour))
     }
 
     /// Loads (or, on first start, creates) each domain's CA, then listens.
@@ -126,6 +149,14 @@ public final class PresenceServer: Sendable {
             respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) },
             onConnection: { [presence] connection in presence.track(connection) })
         presence.server.withLock { $0 = server }
+        presence.purger.withLock { [listeners = presence.listeners, lifetime = configuration.listenLifetime] in
+            $0 = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(max(1, min(60, lifetime / 4))))
+                    listeners.purge(now: Date())
+                }
+            }
+        }
         if configuration.udpEnabled, let port = server.localAddress?.port {
             do {
                 let reflector = try await AddressReflector.bind(host: configuration.host, port: port, group: group)
@@ -178,6 +209,13 @@ public final class PresenceServer: Sendable {
     /// How many listen registrations are live.
     public var listenerCount: Int { listeners.count }
 
+    /// What the relay has forwarded and refused.
+    public var relayStatistics: RelayStatistics { relay.statistics }
+
+    /// Bytes of flow-control windows the open relayed channels reserve (at most
+    /// ``RelayLimits/budget``).
+    public var relayReservedBytes: Int { relay.reservedBytes }
+
     private func track(_ connection: AMPConnection) {
         // Room for relayed streams: NIO's default 64 KiB high-water mark would make the
         // relay pause a sender at every few boxes.
@@ -193,6 +231,7 @@ public final class PresenceServer: Sendable {
 
     /// Stops listening and closes every connection.
     public func close() async {
+        purger.withLock { $0 }?.cancel()
         await server.withLock { $0 }?.close()
         try? await reflector.withLock { $0 }?.close()
         for connection in connections.withLock({ Array($0.values) }) {

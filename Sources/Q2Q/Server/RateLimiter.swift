@@ -24,6 +24,37 @@ struct RateLimiter: Sendable {
         return allowed
     }
 
+    /// Takes one token of every key in `keys`, or none when one of them has none left.
+    mutating func allowAll(_ keys: [String], now: Date) -> Bool {
+        guard keys.allSatisfy({ peek($0, now: now) }) else { return false }
+        for key in keys { _ = allow(key, now: now) }
+        return true
+    }
+
+    /// Gives back the tokens ``allowAll(_:now:)`` took (the attempt turned out right).
+    mutating func refundAll(_ keys: [String], now: Date) {
+        for key in keys {
+            guard var bucket = buckets[key] else { continue }
+            bucket.tokens = min(burst, bucket.tokens + now.timeIntervalSince(bucket.updated) * perSecond + 1)
+            bucket.updated = now
+            buckets[key] = bucket
+        }
+    }
+
+    /// The network an address belongs to for rate limits: its /24 for IPv4, its /64 for
+    /// IPv6 (one host usually has a whole /64), else the address itself.
+    static func network(of address: String) -> String {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, address, &v4) == 1 {
+            return address.split(separator: ".").prefix(3).joined(separator: ".") + ".0/24"
+        }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, address, &v6) == 1 else { return address }
+        let bytes = withUnsafeBytes(of: &v6) { Array($0.prefix(8)) }
+        return stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+            .joined(separator: ":") + "::/64"
+    }
+
     /// Whether `key` has a token left, without taking it.
     func peek(_ key: String, now: Date) -> Bool {
         guard let bucket = buckets[key] else { return true }
