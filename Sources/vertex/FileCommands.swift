@@ -113,18 +113,35 @@ struct ReceiveCommand: AsyncParsableCommand {
         discussion: """
             Listens as --as for the file-transfer service. Senders you authorized \
             (vertex authorize) or named with --accept-from are accepted; anyone else is \
-            asked about on the terminal, or refused when there is none (unless --yes). \
-            Ends after the first complete transfer unless --keep-listening.
+            asked about on the terminal, with every offered path shown, or refused when \
+            there is none (unless --yes). Files go to ~/Downloads/vertex unless --to; \
+            hidden paths (a name starting with '.') are refused unless --allow-hidden. \
+            Up to \(ReceiveCommand.concurrentTransfers) transfers run at once; a sender \
+            silent for a minute is dropped. Ends after the first complete transfer \
+            unless --keep-listening.
 
               vertex receive --as bob@example.org --to ~/Downloads --accept-from alice@example.com
             """
     )
 
+    /// Transfers received at once; more senders are turned away until one ends.
+    static let concurrentTransfers = 4
+
+    /// Where files go without --to: a directory of their own, never the current one (a
+    /// receive started from the home directory must not take files into it).
+    static var defaultDirectory: URL {
+        FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent("Downloads/vertex")
+    }
+
     @Option(name: .customLong("as"), help: "Your address (an identity in your home).")
     var address: Q2QAddress
 
-    @Option(help: ArgumentHelp("Where received files go.", valueName: "dir"), completion: .directory)
-    var to = "."
+    @Option(help: ArgumentHelp("Where received files go (default: ~/Downloads/vertex, created if missing).", valueName: "dir"),
+            completion: .directory)
+    var to: String?
+
+    @Flag(help: "Accept offered paths with hidden components (names starting with '.').")
+    var allowHidden = false
 
     @Option(help: ArgumentHelp("Accept files from this sender without asking (repeatable).", valueName: "address"))
     var acceptFrom: [Q2QAddress] = []
@@ -138,11 +155,7 @@ struct ReceiveCommand: AsyncParsableCommand {
     @OptionGroup var node: NodeOptions
 
     func run() async throws {
-        let directory = URL(fileURLWithPath: to).standardizedFileURL
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CLIError("\(directory.path) is not a directory")
-        }
+        let directory = try receiveDirectory()
         let store = try node.home.openStore()
         let trusted = Set(try await store.authorizedSenders(for: address) + acceptFrom)
         let q2q = try node.openNode()
@@ -157,41 +170,104 @@ struct ReceiveCommand: AsyncParsableCommand {
         print("receiving files for \(address) into \(directory.path)")
         fflush(nil)
         let askOnTerminal = isatty(STDIN_FILENO) == 1
-        for await stream in listener.connections {
-            node.say("\(stream.peer) connected by \(stream.method)")
-            let display = ProgressDisplay(verb: "received")
-            let decide: FileReceiver.Decision = { [yes, address] offer, peer in
-                if yes || trusted.contains(peer) { return nil }
-                guard askOnTerminal else {
-                    return "\(address) does not take files from \(peer) (they can run: vertex authorize \(address) \(peer))"
-                }
-                return await Self.ask(offer, from: peer) ? nil : "\(address) declined"
+        let terminal = Terminal()
+        let options = FileReceiver.Options(allowHidden: allowHidden)
+        let decide: FileReceiver.Decision = { [yes, address] offer, peer in
+            if yes || trusted.contains(peer) { return nil }
+            guard askOnTerminal else {
+                return "\(address) does not take files from \(peer) (they can run: vertex authorize \(address) \(peer))"
             }
-            do {
-                let summary = try await FileReceiver.receive(stream, into: directory, decide: decide) { display.update($0, of: $1) }
-                display.finish()
-                let names = summary.files.map { $0.path.replacingOccurrences(of: directory.path + "/", with: "") }
-                print("received \(names.count == 1 ? "1 file" : "\(names.count) files") (\(ByteCount(summary.bytesReceived))) "
-                    + "from \(summary.peer) by \(stream.method), verified (SHA-256): \(names.joined(separator: ", "))")
-                fflush(nil)
-                if !keepListening { break }
-            } catch {
-                display.finish()
-                FileHandle.standardError.write(Data("vertex receive: \(error)\n".utf8))
+            return await terminal.ask(offer, from: peer) ? nil : "\(address) declined"
+        }
+        let running = RunningTransfers()
+        let keepListening = keepListening
+        await withDiscardingTaskGroup { group in
+            for await stream in listener.connections {
+                // Transfers run side by side up to a limit; beyond it a sender is turned
+                // away rather than queued without bound.
+                guard running.start(limit: Self.concurrentTransfers) else {
+                    node.say("\(stream.peer) turned away: \(Self.concurrentTransfers) transfers are running")
+                    try? await stream.channel.channel.close()
+                    continue
+                }
+                node.say("\(stream.peer) connected by \(stream.method)")
+                group.addTask {
+                    let completed = await Self.receive(stream, into: directory, options: options, decide: decide)
+                    running.end()
+                    // One complete transfer is the job: stop taking senders (those still
+                    // running finish).
+                    if completed, !keepListening { await listener.close() }
+                }
             }
         }
         await listener.close()
         await q2q.shutdown()
     }
 
-    /// Asks on the terminal whether to take `offer` from `peer`.
-    static func ask(_ offer: FileTransferMessage.Offer, from peer: Q2QAddress) async -> Bool {
-        let names = offer.files.prefix(5).map(\.name).joined(separator: ", ") + (offer.files.count > 5 ? ", …" : "")
-        let question = "\(peer) offers \(offer.files.count == 1 ? "1 file" : "\(offer.files.count) files") "
-            + "(\(ByteCount(offer.totalBytes))): \(names). Accept? [y/N] "
-        FileHandle.standardError.write(Data(question.utf8))
-        let answer = await Task.detached { readLine() }.value
-        return answer.map { ["y", "yes"].contains($0.trimmingCharacters(in: .whitespaces).lowercased()) } ?? false
+    /// The target directory: --to, which must exist, or the default, made if missing.
+    private func receiveDirectory() throws -> URL {
+        let directory = to.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? Self.defaultDirectory
+        if to == nil, !FileManager.default.fileExists(atPath: directory.path) {
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw CLIError("cannot create \(directory.path): \(error.localizedDescription)")
+            }
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CLIError("\(directory.path) is not a directory")
+        }
+        return directory
+    }
+
+    /// One transfer, reported on the terminal; whether it completed.
+    private static func receive(_ stream: Q2QStream, into directory: URL, options: FileReceiver.Options,
+                                decide: @escaping FileReceiver.Decision) async -> Bool {
+        let display = ProgressDisplay(verb: "received")
+        do {
+            let summary = try await FileReceiver.receive(stream, into: directory, options: options, decide: decide) { display.update($0, of: $1) }
+            display.finish()
+            let names = summary.files.map { $0.path.replacingOccurrences(of: directory.path + "/", with: "") }
+            print("received \(names.count == 1 ? "1 file" : "\(names.count) files") (\(ByteCount(summary.bytesReceived))) "
+                + "from \(summary.peer) by \(stream.method), verified (SHA-256): \(names.joined(separator: ", "))")
+            fflush(nil)
+            return true
+        } catch {
+            display.finish()
+            FileHandle.standardError.write(Data("vertex receive: \(error)\n".utf8))
+            return false
+        }
+    }
+
+    /// How many transfers run now.
+    final class RunningTransfers: Sendable {
+        private let count = Atomic<Int>(0)
+
+        /// Counts one more, unless `limit` run already.
+        func start(limit: Int) -> Bool {
+            guard count.wrappingAdd(1, ordering: .relaxed).newValue <= limit else {
+                count.wrappingSubtract(1, ordering: .relaxed)
+                return false
+            }
+            return true
+        }
+
+        func end() { count.wrappingSubtract(1, ordering: .relaxed) }
+    }
+
+    /// The terminal, asked one question at a time (transfers run side by side).
+    actor Terminal {
+        /// Asks whether to take `offer` from `peer`, showing every path it would write.
+        func ask(_ offer: FileTransferMessage.Offer, from peer: Q2QAddress) async -> Bool {
+            var question = "\(peer) offers \(offer.files.count == 1 ? "1 file" : "\(offer.files.count) files") "
+                + "(\(ByteCount(offer.totalBytes))):\n"
+            for file in offer.files { question += "  \(file.name.debugDescription.dropFirst().dropLast())  (\(ByteCount(file.size)))\n" }
+            question += "Accept? [y/N] "
+            FileHandle.standardError.write(Data(question.utf8))
+            let answer = await Task.detached { readLine() }.value
+            return answer.map { ["y", "yes"].contains($0.trimmingCharacters(in: .whitespaces).lowercased()) } ?? false
+        }
     }
 }
 

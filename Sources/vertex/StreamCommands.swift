@@ -97,9 +97,13 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Accept Q2Q streams for a service and forward each to a local TCP port.",
         discussion: """
             Listens as ADDRESS for SERVICE through the address's presence server; every \
-            verified stream is connected to --forward. Runs until interrupted.
+            stream from an allowed peer is connected to --forward. Allowed are the peers \
+            named with --allow, else those you authorized (vertex authorize ADDRESS PEER); \
+            anyone else is refused before a path is even offered. --allow-anyone lets \
+            every verified address in (anyone can make one by running a domain). Runs \
+            until interrupted.
 
-              vertex serve bob@example.com ssh --forward 127.0.0.1:22
+              vertex serve bob@example.com ssh --forward 127.0.0.1:22 --allow alice@example.org
             """
     )
 
@@ -119,13 +123,32 @@ struct ServeCommand: AsyncParsableCommand {
                                valueName: "host"))
     var publish: [String] = []
 
+    @Option(help: ArgumentHelp("A peer who may connect (repeatable); default: the peers you authorized.", valueName: "address"))
+    var allow: [Q2QAddress] = []
+
+    @Flag(help: "Let any verified Q2Q address connect.")
+    var allowAnyone = false
+
     @OptionGroup var node: NodeOptions
 
     func run() async throws {
+        let allowed = Set(allow.isEmpty ? try await node.home.openStore().authorizedSenders(for: address) : allow)
+        guard allowAnyone || !allowed.isEmpty else {
+            throw CLIError("nobody may connect to \(address)/\(service): name peers with --allow, authorize them "
+                + "(vertex authorize \(address) PEER), or pass --allow-anyone")
+        }
+        let authorize: @Sendable (Q2QAddress) async -> Bool = { peer in
+            guard allowed.contains(peer) else {
+                FileHandle.standardError.write(Data("vertex serve: refused \(peer): not allowed (--allow \(peer))\n".utf8))
+                return false
+            }
+            return true
+        }
         let q2q = try node.openNode(listenHost: listenHost, published: publish)
         let listener: Q2QListener
         do {
-            listener = try await q2q.listen(as: address, service: service, description: "forwarded to \(forward)")
+            listener = try await q2q.listen(as: address, service: service, description: "forwarded to \(forward)",
+                                            authorize: allowAnyone ? nil : authorize)
         } catch let error as Q2QNodeError {
             throw CLIError(error.description)
         } catch let error as PresenceClientError {

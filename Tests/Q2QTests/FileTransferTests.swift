@@ -13,7 +13,7 @@ struct FileTransferTests {
 
     /// alice sends `file` to bob's `inbox` over `methods`; bob accepts unless `refuse`.
     static func transfer(_ file: URL, into inbox: URL, in domain: TestDomain, methods: Q2QMethodPolicy = .tcp,
-                         refuse: String? = nil,
+                         refuse: String? = nil, options: FileReceiver.Options = .init(),
                          progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> (FileSendSummary, FileReceiveSummary?) {
         let aliceNode = try await makeNode("alice@example.test", in: domain)
         let bobNode = try await makeNode("bob@example.test", in: domain)
@@ -21,7 +21,7 @@ struct FileTransferTests {
         let receiving = Task { () -> FileReceiveSummary? in
             var iterator = listener.connections.makeAsyncIterator()
             guard let stream = await iterator.next() else { return nil }
-            return try? await FileReceiver.receive(stream, into: inbox) { _, _ in refuse }
+            return try? await FileReceiver.receive(stream, into: inbox, options: options) { _, _ in refuse }
         }
         func shutdown() async {
             await listener.close()
@@ -147,10 +147,53 @@ struct FileTransferTests {
     @Test("offers that would escape the directory or overwrite are refused", arguments: [
         "../escape", "/etc/passwd", "a/../../b", "a//b", "a/", ".", "", "back\\slash", "x.vertex-partial",
         "dir/.x.vertex-partial", "bell\u{7}", String(repeating: "n", count: 256),
+        // Hidden components (planted dot-files), and a right-to-left override that makes
+        // "\u{202E}gpj.sh" read as "hs.jpg" in a prompt.
+        ".ssh/authorized_keys", ".bashrc", "photos/.config/autostart/x.desktop", "\u{202E}gpj.sh", "a\u{200B}b",
     ])
     func unsafeNames(name: String) {
         let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: name, size: 1, sha256: String(repeating: "a", count: 64))])
         #expect(FileReceiver.check(offer, directory: FileManager.default.temporaryDirectory) != nil)
+    }
+
+    @Test("sizes that would overflow when added up are refused, and the offer's total never traps")
+    func overflowingSizes() {
+        let sha = String(repeating: "a", count: 64)
+        let huge = FileTransferMessage.Offer(version: 1, files: [.init(name: "a", size: .max, sha256: sha), .init(name: "b", size: .max, sha256: sha)])
+        #expect(huge.totalBytes == .max)
+        #expect(FileReceiver.check(huge, directory: FileManager.default.temporaryDirectory)?.contains("bad size") == true)
+        let largest = FileTransferMessage.Offer(version: 1, files: [.init(name: "a", size: FileTransferMessage.maximumFileSize, sha256: sha)])
+        #expect(FileReceiver.check(largest, directory: FileManager.default.temporaryDirectory) == nil)
+    }
+
+    @Test("a sender that connects and sends nothing is dropped after the idle timeout (review M9)")
+    func silentSender() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let receiving = Task { () -> (any Error)? in
+                var iterator = listener.connections.makeAsyncIterator()
+                guard let stream = await iterator.next() else { return nil }
+                do {
+                    _ = try await FileReceiver.receive(stream, into: inbox, options: .init(idleTimeout: .seconds(1))) { _, _ in nil }
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: .tcp)
+            let started = ContinuousClock.now
+            let failure = await receiving.value
+            #expect(failure != nil)
+            #expect(ContinuousClock.now - started < .seconds(10))
+            try? await stream.channel.channel.close()
+            await listener.close()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
     }
 
     @Test("vertex demo prints a verified row for each method")
@@ -164,7 +207,7 @@ struct FileTransferTests {
         }
     }
 
-    @Test("a directory arrives with its tree, each file verified; hidden files come too")
+    @Test("a directory arrives with its tree, each file verified; hidden files only when the receiver allows them")
     func directory() async throws {
         try await withDomain { domain in
             let root = domain.directory.appendingPathComponent("out/photos")
@@ -176,7 +219,13 @@ struct FileTransferTests {
             try FileManager.default.createDirectory(at: root.appendingPathComponent("empty"), withIntermediateDirectories: true)
             let inbox = domain.directory.appendingPathComponent("inbox")
             try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
-            let (sent, received) = try await Self.transfer(root, into: inbox, in: domain)
+            // By default a hidden path is refused, and nothing at all is written.
+            let refusal = await #expect(throws: FileTransferError.self) {
+                _ = try await Self.transfer(root, into: inbox, in: domain)
+            }
+            #expect(refusal?.description.contains("'photos/.meta' is a hidden path") == true)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).isEmpty)
+            let (sent, received) = try await Self.transfer(root, into: inbox, in: domain, options: .init(allowHidden: true))
             #expect(sent.files.sorted() == ["photos/.meta", "photos/2024/b.jpg", "photos/2024/deep/c.txt", "photos/a.jpg"])
             #expect(received?.verified == true)
             for (path, _) in files {

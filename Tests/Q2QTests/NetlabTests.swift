@@ -83,7 +83,7 @@ struct NetlabTests {
             // bob's service: an echo server on his own loopback, exposed with `vertex serve`.
             let echo = try lab.start(on: "b", ["python3", "-c", Self.echoServer], log: directory.appendingPathComponent("echo.log"))
             #expect(await echo.nextLine() == "ready")
-            let serve = try lab.start(on: "b", [CLITests.vertex.path, "serve", "bob@example.test", "echo", "--forward", "127.0.0.1:7007",
+            let serve = try lab.start(on: "b", [CLITests.vertex.path, "serve", "bob@example.test", "echo", "--forward", "127.0.0.1:7007", "--allow", "alice@example.test",
                                                 "--home", path("home-bob"), "-v"], log: directory.appendingPathComponent("serve.log"))
             #expect(await serve.nextLine()?.hasPrefix("serving bob@example.test/echo") == true)
 

@@ -28,7 +28,7 @@ struct StreamCLITests {
         }
     }
 
-    @Test("serve + connect move bytes exactly over tcp and over the relay, alice@a.test to bob@b.test")
+    @Test("serve + connect move bytes exactly over tcp and over the relay, alice@a.test to bob@b.test; serve refuses peers it was not told to allow")
     func serveAndConnect() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-streams-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -42,7 +42,7 @@ struct StreamCLITests {
         let b = try await CLITests.ServerProcess.start(domain: "b.test", data: directory.appendingPathComponent("b"),
                                                        log: directory.appendingPathComponent("b.log"),
                                                        extra: ["--peer-server", "a.test=127.0.0.1:\(a.port)"])
-        for (user, domain, data) in [("alice", "a.test", "a"), ("bob", "b.test", "b")] {
+        for (user, domain, data) in [("alice", "a.test", "a"), ("carol", "a.test", "a"), ("bob", "b.test", "b")] {
             let home = path("home-\(user)")
             #expect(try await CLITests.vertex(["user", "add", "\(user)@\(domain)", "--data", path(data), "--password-file", password.path]).status == 0)
             for (name, server) in [("a.test", a), ("b.test", b)] {
@@ -52,8 +52,13 @@ struct StreamCLITests {
             #expect(registered.status == 0, "\(registered.stderr)")
         }
         let echo = try await Self.startEcho()
+        // Without --allow, authorizations or --allow-anyone, nobody may connect: said at once.
+        let nobody = try await CLITests.vertex(["serve", "bob@b.test", "echo", "--forward", "127.0.0.1:\(echo.localAddress!.port!)",
+                                                "--home", path("home-bob")])
+        #expect(nobody.status != 0)
+        #expect(nobody.stderr.contains("nobody may connect"), "\(nobody.stderr)")
         let serve = try ChildProcess(CLITests.vertex, ["serve", "bob@b.test", "echo", "--forward", "127.0.0.1:\(echo.localAddress!.port!)",
-                                                       "--listen-host", "127.0.0.1", "--home", path("home-bob"), "-v"],
+                                                       "--listen-host", "127.0.0.1", "--allow", "alice@a.test", "--home", path("home-bob"), "-v"],
                                      stderrFile: directory.appendingPathComponent("serve.log"))
         #expect(await serve.nextLine()?.hasPrefix("serving bob@b.test/echo") == true)
 
@@ -68,6 +73,11 @@ struct StreamCLITests {
                 "'\(CLITests.vertex.path)' connect alice@a.test bob@b.test/echo --method \(method) --home '\(path("home-alice"))' < '\(path("input"))'"])
             #expect(output == input, "\(method): \(output.count) bytes back of \(input.count)")
         }
+        // carol is verified, but not allowed: refused before any path is offered.
+        let carol = try await ChildProcess.run(ChildProcess.env, ["sh", "-c",
+            "echo hi | '\(CLITests.vertex.path)' connect carol@a.test bob@b.test/echo --home '\(path("home-carol"))'"])
+        #expect(carol.status != 0)
+        #expect(carol.stderr.contains("does not accept carol@a.test"), "\(carol.stderr)")
         await serve.stop()
         try await echo.close()
         await b.process.stop()

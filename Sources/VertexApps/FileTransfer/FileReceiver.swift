@@ -20,25 +20,46 @@ public enum FileReceiver {
     /// Whether an offer is accepted: `nil` to accept, else the reason given to the sender.
     public typealias Decision = @Sendable (FileTransferMessage.Offer, Q2QAddress) async -> String?
 
+    /// What a receiver allows beyond the defaults.
+    public struct Options: Sendable {
+        /// Whether offered paths may have hidden components (a name starting with `.`).
+        /// Off: nobody plants `.ssh/authorized_keys` or `.bashrc` in the directory.
+        public var allowHidden: Bool
+        /// How long the sender may stay silent (the user's decision aside) before the
+        /// transfer is given up: a sender that connects and sends nothing holds nothing.
+        public var idleTimeout: Duration
+
+        public init(allowHidden: Bool = false, idleTimeout: Duration = .seconds(60)) {
+            self.allowHidden = allowHidden
+            self.idleTimeout = idleTimeout
+        }
+    }
+
     static func partialURL(for name: String, in directory: URL) -> URL {
         ReceiveDirectory(directory).partialURL(for: name)
     }
 
     /// Receives one transfer from `stream` into `directory` (which must exist); `progress`
     /// is told (bytes so far, bytes to receive) once the data starts.
-    public static func receive(_ stream: Q2QStream, into directory: URL, decide: Decision,
+    public static func receive(_ stream: Q2QStream, into directory: URL, options: Options = Options(), decide: Decision,
                                progress: @escaping @Sendable (Int64, Int64) -> Void = { _, _ in }) async throws -> FileReceiveSummary {
         let target = ReceiveDirectory(directory)
+        let watchdog = IdleWatchdog(channel: stream.channel.channel, timeout: options.idleTimeout)
+        defer { watchdog.stop() }
         return try await stream.channel.executeThenClose { inbound, outbound in
-            var reader = StreamReader(inbound)
+            var reader = StreamReader(inbound, watchdog: watchdog)
             let offer = try await reader.message(FileTransferMessage.Offer.self)
             func refuse(_ reason: String) async throws -> Never {
                 try await outbound.send(FileTransferMessage.Answer(accept: false, reason: reason, held: []))
                 outbound.finish()
                 throw FileTransferError("refused \(stream.peer)'s files: \(reason)")
             }
-            if let problem = check(offer, directory: directory) { try await refuse(problem) }
-            if let reason = await decide(offer, stream.peer) { try await refuse(reason) }
+            if let problem = check(offer, directory: directory, allowHidden: options.allowHidden) { try await refuse(problem) }
+            // The user may take their time: the sender waits, and so do we.
+            watchdog.pause()
+            let refusal = await decide(offer, stream.peer)
+            watchdog.resume()
+            if let reason = refusal { try await refuse(reason) }
 
             var held: [FileTransferMessage.Answer.Held] = []
             // The SHA-256 of each held part, kept to go on with what arrives (so no file
@@ -145,7 +166,7 @@ public enum FileReceiver {
     }
 
     /// Why an offer cannot be taken into `directory`, if it cannot.
-    static func check(_ offer: FileTransferMessage.Offer, directory: URL) -> String? {
+    static func check(_ offer: FileTransferMessage.Offer, directory: URL, allowHidden: Bool = false) -> String? {
         guard offer.version == FileTransferMessage.version else { return "version \(offer.version) is not supported" }
         guard !offer.files.isEmpty, offer.files.count <= 10_000 else { return "between 1 and 10,000 files, please" }
         let target = ReceiveDirectory(directory)
@@ -156,14 +177,18 @@ public enum FileReceiver {
             guard FileTransferMessage.isSafePath(file.name) else {
                 return "'\(file.name.prefix(64))' is not a safe relative path (no '..', no absolute paths)"
             }
+            guard allowHidden || !file.name.split(separator: "/").contains(where: { $0.hasPrefix(".") }) else {
+                return "'\(file.name.prefix(64))' is a hidden path (the receiver takes those only with --allow-hidden)"
+            }
             guard names.insert(file.name).inserted else { return "'\(file.name)' is offered twice" }
             var parent = Substring("")
             for component in file.name.split(separator: "/").dropLast() {
                 parent = parent.isEmpty ? component : "\(parent)/\(component)"
                 directories.insert(String(parent))
             }
-            guard file.size >= 0, file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit) else {
-                return "'\(file.name)' has a bad size or SHA-256"
+            guard file.size >= 0, file.size <= FileTransferMessage.maximumFileSize,
+                  file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit) else {
+                return "'\(file.name)' has a bad size (0 to 1 PiB) or SHA-256"
             }
             if let problem = target.problem(with: file.name) { return problem }
         }

@@ -1,13 +1,16 @@
 import Foundation
 import NIOCore
+import Synchronization
 
 /// Reads control messages and raw data from a stream's inbound side.
 struct StreamReader {
     private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
     private var buffered = ByteBuffer()
+    private let watchdog: IdleWatchdog?
 
-    init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) {
+    init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, watchdog: IdleWatchdog? = nil) {
         iterator = inbound.makeAsyncIterator()
+        self.watchdog = watchdog
     }
 
     /// Whether more bytes came; `false` at the end of the stream.
@@ -19,6 +22,7 @@ struct StreamReader {
             throw FileTransferError("the stream failed: \(error)", fromPeer: true)
         }
         guard var more = next else { return false }
+        watchdog?.heard()
         if buffered.readableBytes == 0 {
             // Nothing of the old buffer is left to read: take the new one as it came.
             // (Appending to the old one kept every byte ever read: a receiver held a
@@ -87,4 +91,38 @@ extension NIOAsyncChannelOutboundWriter<ByteBuffer> {
         buffer.writeBytes(json)
         try await write(buffer)
     }
+}
+
+/// Closes a stream that stays silent for `timeout` while it is expected to talk: the
+/// reader calls ``heard()`` for each read; a timer checks now and then.
+final class IdleWatchdog: Sendable {
+    private let lastHeard: Atomic<Int64>
+    private let paused = Atomic<Bool>(false)
+    private let timer: Mutex<RepeatedTask?> = Mutex(nil)
+
+    init(channel: any Channel, timeout: Duration) {
+        lastHeard = Atomic(Self.now())
+        let limit = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let period = TimeAmount.nanoseconds(max(10_000_000, limit / 4))
+        let task = channel.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] task in
+            guard !paused.load(ordering: .relaxed), Self.now() - lastHeard.load(ordering: .relaxed) > limit else { return }
+            task.cancel()
+            channel.close(promise: nil)
+        }
+        timer.withLock { $0 = task }
+    }
+
+    private static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+
+    func heard() { lastHeard.store(Self.now(), ordering: .relaxed) }
+
+    /// Silence is expected (the user is deciding) until ``resume()``.
+    func pause() { paused.store(true, ordering: .relaxed) }
+
+    func resume() {
+        heard()
+        paused.store(false, ordering: .relaxed)
+    }
+
+    func stop() { timer.withLock { $0?.cancel() } }
 }

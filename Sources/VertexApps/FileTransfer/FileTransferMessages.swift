@@ -8,6 +8,9 @@ public enum FileTransferMessage {
     /// The largest control message either side accepts.
     public static let maximumMessageSize = 1 << 20
     public static let version = 1
+    /// The largest file size an offer may name (1 PiB): sizes are added up, and no sum
+    /// of 10,000 of them can overflow.
+    public static let maximumFileSize: Int64 = 1 << 50
 
     /// Sender → receiver: what would be sent.
     public struct Offer: Codable, Sendable, Equatable {
@@ -23,7 +26,17 @@ public enum FileTransferMessage {
             public var sha256: String
         }
 
-        public var totalBytes: Int64 { files.reduce(0) { $0 + $1.size } }
+        /// The sum of the sizes; `Int64.max` when it would overflow (an offer that
+        /// ``FileReceiver`` refuses anyway, but whose prompt must not trap first).
+        public var totalBytes: Int64 {
+            var total: Int64 = 0
+            for file in files {
+                let (sum, overflow) = total.addingReportingOverflow(max(0, file.size))
+                if overflow { return .max }
+                total = sum
+            }
+            return total
+        }
     }
 
     /// Receiver → sender: refused, or accepted with what it already holds of each file.
@@ -56,13 +69,15 @@ public enum FileTransferMessage {
 
     /// Whether `path` may be written under the target directory: relative, `/`-separated
     /// components that are each a plain name (not empty, `.` or `..`, at most 255 bytes,
-    /// no backslash or control characters, not one of our partial files), 4,096 bytes at most.
+    /// no backslash, no control or format characters — bidirectional overrides would let
+    /// a name read differently in a prompt — not one of our partial files), 4,096 bytes
+    /// at most.
     public static func isSafePath(_ path: String) -> Bool {
         guard !path.isEmpty, path.utf8.count <= 4096 else { return false }
         return path.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { component in
             !component.isEmpty && component != "." && component != ".." && component.utf8.count <= 255
                 && !component.contains("\\") && !component.hasSuffix(partialSuffix)
-                && !component.unicodeScalars.contains { $0.properties.generalCategory == .control }
+                && !component.unicodeScalars.contains { [.control, .format].contains($0.properties.generalCategory) }
         }
     }
 }
