@@ -21,6 +21,7 @@ struct UserCommand: AsyncParsableCommand {
         func run() async throws {
             let address = try parseAddress(address)
             guard !address.resource.isEmpty else { throw ValidationError("give a user address, user@\(address.domain)") }
+            if let problem = DomainAuthority.problem(naming: address) { throw ValidationError(problem) }
             let store = try data.openStore()
             let secret = try password.read(prompt: "Password for \(address): ", confirm: true)
             let hash = try PasswordHash(hashing: secret)

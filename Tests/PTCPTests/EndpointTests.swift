@@ -172,7 +172,11 @@ struct EndpointTests {
     @Test("a flood of SYNs with new source ids from one host opens no more than the half-open cap (review M12)")
     func halfOpenCap() async throws {
         let accepted = NIOLockedValueBox(0)
-        let server = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0) { channel in
+        // Half-open connections that time out free their slots: none may, during the test.
+        var configuration = PTCPConfiguration()
+        configuration.handshakeTimeout = .seconds(300)
+        configuration.idleTimeout = .seconds(300)
+        let server = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0, configuration: configuration) { channel in
             accepted.withLockedValue { $0 += 1 }
             return channel.eventLoop.makeSucceededVoidFuture()
         }

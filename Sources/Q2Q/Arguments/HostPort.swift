@@ -1,4 +1,5 @@
 import AMP
+import Foundation
 import NIOCore
 
 /// Vertex's `HostPort` argument: `host:port`, and (ours) `[v6addr]:port` for IPv6.
@@ -37,6 +38,17 @@ public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Whether the host is an IPv4 or IPv6 address rather than a name.
+    public var hostIsIPAddress: Bool { HostPort.isIPAddress(host) }
+
+    /// Whether `text` is an IPv4 or IPv6 address (bracketed or not) rather than a name.
+    public static func isIPAddress(_ text: String) -> Bool {
+        let bare = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, bare, &v4) == 1 || inet_pton(AF_INET6, bare, &v6) == 1
+    }
 }
 
 extension HostPort: AMPArgumentCodable {

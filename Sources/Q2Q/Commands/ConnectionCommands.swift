@@ -93,12 +93,19 @@ public enum Inbound: AMPCommand {
         public var to: Q2QAddress
         public var `protocol`: [UInt8]
         public var udpSource: HostPort?
+        /// Ours, from a presence server to a listening node only: the CA the server
+        /// verified `From` with. A listener learns callers' CAs this way, from its own
+        /// authenticated server, instead of fetching them in clear when a stranger's
+        /// TLS handshake names a domain.
+        public var callerAuthority: Q2QCertificate?
 
-        public init(from: Q2QAddress, to: Q2QAddress, service: String, udpSource: HostPort? = nil) {
+        public init(from: Q2QAddress, to: Q2QAddress, service: String, udpSource: HostPort? = nil,
+                    callerAuthority: Q2QCertificate? = nil) {
             self.from = from
             self.to = to
             self.protocol = Array(service.utf8)
             self.udpSource = udpSource
+            self.callerAuthority = callerAuthority
         }
 
         public var service: String { String(decoding: `protocol`, as: UTF8.self) }
@@ -107,6 +114,7 @@ public enum Inbound: AMPCommand {
             case from = "From"
             case to, `protocol`
             case udpSource = "udp_source"
+            case callerAuthority = "caller_ca"
         }
     }
     public struct Response: Codable, Sendable {

@@ -95,4 +95,14 @@ public struct DomainAuthority: Sendable {
         )
         return try Q2QCertificate(certificate)
     }
+
+    /// Why `address` cannot be given a certificate, if it cannot: the `q2q:` name goes
+    /// in a URI, which X.509 holds as IA5 (ASCII) text (review L7: such accounts could
+    /// be made but never signed).
+    public static func problem(naming address: Q2QAddress) -> String? {
+        guard address.description.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x21 && $0.value != 0x7F }) else {
+            return "\(address) has characters a certificate cannot hold: user names and domains are ASCII"
+        }
+        return nil
+    }
 }

@@ -31,6 +31,11 @@ enum DirectPaths {
     static func dial(_ address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
                      listener ticket: @escaping @Sendable () async throws -> ListenerClaim, service: String, group: any EventLoopGroup, logger: Logger,
                      connectTimeout: TimeAmount = .seconds(10)) async throws -> Q2QStream {
+        // Paths come from peers and their servers: only addresses are dialled, never a
+        // name some resolver would turn into whatever it likes (review L3).
+        guard address.hostIsIPAddress else {
+            throw Q2QNodeError("\(Q2QMethod.tcp(address)) names a host, not an address: not dialled")
+        }
         let connecting = NIOLockedValueBox<(any Channel)?>(nil)
         return try await withTaskCancellationHandler {
             let channel = try await ClientBootstrap(group: group)

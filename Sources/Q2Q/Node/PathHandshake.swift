@@ -20,7 +20,7 @@ enum PathHandshake {
     /// The listening side's pipeline. Call on the channel's event loop.
     static func installAcceptor(on channel: any Channel, for listener: Q2QListener, tls: NIOSSLContext, logger: Logger) throws {
         let verification = Q2QPeerVerifier.verifyingClaimedAddress(authority: { [node = listener.node] domain in
-            await node.authority(for: domain)
+            await node.callerAuthority(for: domain)
         })
         // The claim trusts the path's certificate: it must be one verified on this path,
         // not a resumed session's (the gate closes those).

@@ -63,6 +63,7 @@ public final class Q2QNode: Sendable {
     public let store: any NodeStore
     public let configuration: Q2QNodeConfiguration
     let client: PresenceClient
+    let fetcher = AuthorityFetcher()
     let group: any EventLoopGroup
     let logger: Logger
     private let links = PresenceLinks()
@@ -103,18 +104,45 @@ public final class Q2QNode: Sendable {
         self.init(store: try SQLiteNodeStore(home: home), configuration: configuration)
     }
 
-    /// The CA of `domain`: the pinned one, or on first contact the one its presence
-    /// server gives (which is then pinned).
+    /// The CA of `domain`, a domain this node acts on (it connects there): the pinned
+    /// one, or on first contact the one its presence server gives (then pinned).
     func authority(for domain: String) async -> Q2QCertificate? {
         if let pinned = try? await store.pinnedAuthority(for: domain) { return pinned }
         do {
-            let server = try await client.server(for: domain)
-            let certificate = try await PresenceClient.fetchAuthority(of: domain, from: server, group: group, logger: logger)
+            let explicit = try await store.server(for: domain)
+            let server = try await client.server(for: domain, explicit: explicit)
+            let certificate = try await fetcher.fetch(domain, from: server, explicit: explicit != nil, group: group, logger: logger)
             try await store.pin(certificate, for: domain, now: Date())
             return certificate
         } catch {
             logger.notice("cannot learn the CA of \(domain)", metadata: ["error": "\(error)"])
             return nil
+        }
+    }
+
+    /// The CA of a domain whose user connects to one of our listeners: only a pinned
+    /// one, never fetched because a stranger's handshake names that domain (review
+    /// M10). Our presence server passes it with the `inbound` that announces the caller;
+    /// a path that races ahead of that `inbound` waits for it a little.
+    func callerAuthority(for domain: String, waitingUpTo patience: Duration = .seconds(2)) async -> Q2QCertificate? {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            if let pinned = try? await store.pinnedAuthority(for: domain) { return pinned }
+            guard ContinuousClock.now < deadline else { return nil }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Pins the CA our presence server verified a caller with, for a domain not pinned
+    /// yet (a pin already there stays: pins are never replaced silently).
+    private func learnCallerAuthority(_ certificate: Q2QCertificate?, of domain: String) async {
+        guard let certificate, (try? await store.pinnedAuthority(for: domain)) == nil else { return }
+        do {
+            try PresenceClient.checkAuthority(certificate, of: domain)
+            try await store.pin(certificate, for: domain, now: Date())
+            logger.info("pinned the CA of \(domain) as our presence server gave it", metadata: ["fingerprint": "\(certificate.fingerprint)"])
+        } catch {
+            logger.notice("a caller's CA from our presence server is not usable", metadata: ["domain": "\(domain)", "error": "\(error)"])
         }
     }
 
@@ -171,13 +199,20 @@ public final class Q2QNode: Sendable {
                 return AMPEmpty()
             }
             let server = try await client.server(for: domain)
-            return try await client.withNewConnection(to: server, responders: responders) { connection in
-                try await connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: PresenceServer.writeBufferWaterMark).get()
-                let authority = try await client.identify(domain, on: connection)
-                try await client.secure(connection, domain: domain, authority: authority, as: identity)
+            // A server that accepts and then says nothing must not hold a connect for good (review L8).
+            return try await withTimeout(Self.presenceCallTimeout, "connecting to the presence server of \(domain)") { [client, responders] in
+                try await client.withNewConnection(to: server, responders: responders) { connection in
+                    try await connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: PresenceServer.writeBufferWaterMark).get()
+                    let authority = try await client.identify(domain, on: connection)
+                    try await client.secure(connection, domain: domain, authority: authority, as: identity)
+                }
             }
         }
     }
+
+    /// The longest a node waits for a presence server: to connect and secure, or to
+    /// answer a call (`inbound` waits for the listener, which has 5 s at the server).
+    static let presenceCallTimeout: Duration = .seconds(20)
 
     /// The multiplexer of a presence connection (made on first use; its channels close
     /// with the connection).
@@ -233,7 +268,9 @@ public final class Q2QNode: Sendable {
         return try await withTaskCancellationHandler {
             let sendCredit: Int
             do {
-                let answer = try await connection.call(Virtual.self, .init(id: channel.id, listener: ticket.id, window: window))
+                let answer = try await withTimeout(Self.presenceCallTimeout, "opening a relayed channel") {
+                    try await connection.call(Virtual.self, .init(id: channel.id, listener: ticket.id, window: window))
+                }
                 guard let granted = answer.window, ChannelWindow.isValid(granted) else {
                     throw ConnectionError.notFound("the presence server relayed without a flow-control window")
                 }
@@ -331,7 +368,10 @@ public final class Q2QNode: Sendable {
     private func register(_ listener: Q2QListener) async throws -> AMPConnection {
         let connection = try await link(as: listener.identity, to: listener.address.domain)
         do {
-            _ = try await connection.call(Listen.self, listenArguments(for: listener, on: connection))
+            let arguments = listenArguments(for: listener, on: connection)
+            _ = try await withTimeout(Self.presenceCallTimeout, "listen at the presence server of \(listener.address.domain)") {
+                try await connection.call(Listen.self, arguments)
+            }
         } catch let error as PresenceError {
             throw Q2QNodeError("the presence server of \(listener.address.domain) refused listen: \(error.errorDescription)")
         }
@@ -421,6 +461,7 @@ public final class Q2QNode: Sendable {
         if let authorize = listener.authorize, await !authorize(arguments.from) {
             throw ConnectionError.notFound("\(arguments.to) does not accept \(arguments.from) for '\(arguments.service)'")
         }
+        await learnCallerAuthority(arguments.callerAuthority, of: arguments.from.domain)
         guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection),
                                          udpSource: arguments.udpSource) else {
             throw ConnectionError.notFound("\(arguments.to)'s listener is not ready")
@@ -546,7 +587,9 @@ public final class Q2QNode: Sendable {
     /// (empty from a server that does not know `direct-paths`).
     private func directPaths(as identity: Q2QIdentity, to: Q2QAddress, service: String) async throws -> [HostPort] {
         let connection = try await link(as: identity, to: to.domain)
-        let answer = try await connection.call(DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
+        let answer = try await withTimeout(Self.presenceCallTimeout, "direct-paths at the presence server of \(to.domain)") {
+            try await connection.call(DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
+        }
         return answer.methods.compactMap(\.tcpAddress)
     }
 
@@ -574,8 +617,9 @@ public final class Q2QNode: Sendable {
         let mapping = try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil }
         let offers: [ListenerOffer]
         do {
-            offers = try await connection.call(Inbound.self, .init(from: identity.address, to: to, service: service,
-                                                                   udpSource: mapping)).listeners
+            offers = try await withTimeout(Self.presenceCallTimeout, "inbound at the presence server of \(to.domain)") {
+                try await connection.call(Inbound.self, .init(from: identity.address, to: to, service: service, udpSource: mapping)).listeners
+            }
         } catch let error as ConnectionError {
             throw Q2QNodeError(error.errorDescription)
         }

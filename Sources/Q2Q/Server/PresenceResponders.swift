@@ -178,6 +178,7 @@ extension PresenceServer {
         } catch {
             throw PresenceError.notAllowed("'\(name)' cannot be a user name: \(error)")
         }
+        if let problem = DomainAuthority.problem(naming: address) { throw PresenceError.notAllowed(problem) }
         guard !arguments.password.isEmpty else { throw PresenceError.notAllowed("the password is empty") }
         let source = context.remoteAddress?.ipAddress ?? "?"
         guard registrations.withLock({ $0.allow(source, now: Date()) }) else {
@@ -216,7 +217,7 @@ extension PresenceServer {
         }
         let connection = context.connection
         // At most a few direct paths, and only `tcp@` ones: they are handed to callers as they are.
-        let direct = (arguments.direct ?? []).prefix(Self.maximumDirectPaths).compactMap(\.tcpAddress)
+        let direct = (arguments.direct ?? []).prefix(Self.maximumDirectPaths).compactMap(\.tcpAddress).filter(\.hostIsIPAddress)
         let isNew: Bool
         do {
             isNew = try listeners.register(caller, services: services, connection: connection, certificate: certificate,
@@ -267,6 +268,9 @@ extension PresenceServer {
         if let udpSource = arguments.udpSource, udpSource.host != context.remoteAddress?.ipAddress {
             forwarded.udpSource = nil
         }
+        // The CA we verified the caller with (pinned when it secured this connection):
+        // the listener learns it from us, not from whoever connects to it.
+        forwarded.callerAuthority = try? await authority(forUsersOf: caller.domain)
         let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
         var refusal: ConnectionError?
         let answers = await ask(registrations, Inbound.self, forwarded) { refusal = refusal ?? ($0 as? ConnectionError) }

@@ -95,6 +95,10 @@ public final class PresenceServer: Sendable {
     let passwordChecks = Atomic<Int>(0)
     /// `inbound`s per caller address.
     let inbounds: Mutex<RateLimiter>
+    /// Other domains' CAs, learnt when their users first connect.
+    let fetcher = AuthorityFetcher()
+    /// New domains pinned (one bucket for all: every pin stays for good).
+    let newPins = Mutex(RateLimiter(burst: 100, perHour: 100))
     /// Purges expired listen registrations now and then (registrations no caller asks
     /// about would otherwise stay until their connection closes).
     private let purger: Mutex<Task<Void, Never>?> = Mutex(nil)
@@ -183,8 +187,13 @@ public final class PresenceServer: Sendable {
     func authority(forUsersOf domain: String) async throws -> Q2QCertificate {
         if let own = authority(for: domain) { return own.certificate }
         if let pinned = try await store.pinnedAuthority(for: domain) { return pinned }
-        let server = configuration.peerServers[domain] ?? HostPort(host: domain, port: PresenceClient.defaultPort)
-        let certificate = try await PresenceClient.fetchAuthority(of: domain, from: server, group: group, logger: logger)
+        // Every new domain seen in `secure` would be pinned for good: a few an hour.
+        guard newPins.withLock({ $0.allow("pins", now: Date()) }) else {
+            throw PresenceServerError("too many new domains to learn; try again later")
+        }
+        let explicit = configuration.peerServers[domain]
+        let server = explicit ?? HostPort(host: domain, port: PresenceClient.defaultPort)
+        let certificate = try await fetcher.fetch(domain, from: server, explicit: explicit != nil, group: group, logger: logger)
         try await store.pin(certificate, for: domain, now: Date())
         logger.notice("pinned the CA of \(domain)", metadata: ["fingerprint": "\(certificate.fingerprint)", "from": "\(server)"])
         return certificate
