@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -61,15 +62,23 @@ struct FileTransferTests {
         }
     }
 
-    @Test("an interrupted transfer resumes after the held part is checked; a held part that differs starts over")
+    @Test("an interrupted transfer resumes after the held part is checked; a held part that differs starts over; another sender's never resumes (review L5)")
     func resume() async throws {
         try await withDomain { domain in
             let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "big.bin", bytes: 2_000_000)
             let inbox = domain.directory.appendingPathComponent("inbox")
             try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
             let original = try Data(contentsOf: file)
-            // What an interrupted transfer left: the first 1.5 MB.
-            try original.prefix(1_500_000).write(to: FileReceiver.partialURL(for: "big.bin", in: inbox))
+            let sha256 = SHA256.hash(data: original).map { String(format: "%02x", $0) }.joined()
+            // What carol's interrupted transfer of the same file left is not alice's to
+            // resume (nor to learn the size and hash of): she sends it all.
+            let inbox0 = domain.directory.appendingPathComponent("inbox0")
+            try FileManager.default.createDirectory(at: inbox0, withIntermediateDirectories: true)
+            try original.prefix(1_500_000).write(to: FileReceiver.partialURL(for: "big.bin", in: inbox0, from: try Q2QAddress("carol@example.test"), sha256: sha256))
+            let (fromScratch, _) = try await Self.transfer(file, into: inbox0, in: domain)
+            #expect(fromScratch.bytesSent == 2_000_000)
+            // What alice's interrupted transfer left: the first 1.5 MB.
+            try original.prefix(1_500_000).write(to: FileReceiver.partialURL(for: "big.bin", in: inbox, from: Self.alice, sha256: sha256))
             let (resumed, _) = try await Self.transfer(file, into: inbox, in: domain)
             #expect(resumed.bytesSent == 500_000)
             #expect(try Data(contentsOf: inbox.appendingPathComponent("big.bin")) == original)
@@ -79,7 +88,7 @@ struct FileTransferTests {
             try FileManager.default.createDirectory(at: inbox2, withIntermediateDirectories: true)
             var wrong = original.prefix(1_000_000)
             wrong[wrong.startIndex + 10] ^= 0xFF
-            try wrong.write(to: FileReceiver.partialURL(for: "big.bin", in: inbox2))
+            try wrong.write(to: FileReceiver.partialURL(for: "big.bin", in: inbox2, from: Self.alice, sha256: sha256))
             let (restarted, _) = try await Self.transfer(file, into: inbox2, in: domain)
             #expect(restarted.bytesSent == 2_000_000)
             #expect(try Data(contentsOf: inbox2.appendingPathComponent("big.bin")) == original)
@@ -153,7 +162,7 @@ struct FileTransferTests {
     ])
     func unsafeNames(name: String) {
         let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: name, size: 1, sha256: String(repeating: "a", count: 64))])
-        #expect(FileReceiver.check(offer, directory: FileManager.default.temporaryDirectory) != nil)
+        #expect(FileReceiver.check(offer, from: Self.alice, directory: FileManager.default.temporaryDirectory) != nil)
     }
 
     @Test("sizes that would overflow when added up are refused, and the offer's total never traps")
@@ -161,9 +170,9 @@ struct FileTransferTests {
         let sha = String(repeating: "a", count: 64)
         let huge = FileTransferMessage.Offer(version: 1, files: [.init(name: "a", size: .max, sha256: sha), .init(name: "b", size: .max, sha256: sha)])
         #expect(huge.totalBytes == .max)
-        #expect(FileReceiver.check(huge, directory: FileManager.default.temporaryDirectory)?.contains("bad size") == true)
+        #expect(FileReceiver.check(huge, from: Self.alice, directory: FileManager.default.temporaryDirectory)?.contains("bad size") == true)
         let largest = FileTransferMessage.Offer(version: 1, files: [.init(name: "a", size: FileTransferMessage.maximumFileSize, sha256: sha)])
-        #expect(FileReceiver.check(largest, directory: FileManager.default.temporaryDirectory) == nil)
+        #expect(FileReceiver.check(largest, from: Self.alice, directory: FileManager.default.temporaryDirectory) == nil)
     }
 
     @Test("a sender that connects and sends nothing is dropped after the idle timeout (review M9)")
@@ -251,12 +260,12 @@ struct FileTransferTests {
         try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: inbox.appendingPathComponent("photos").path, withDestinationPath: "/tmp")
         let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: "photos/x.jpg", size: 1, sha256: String(repeating: "a", count: 64))])
-        #expect(FileReceiver.check(offer, directory: inbox)?.contains("symbolic link") == true)
+        #expect(FileReceiver.check(offer, from: Self.alice, directory: inbox)?.contains("symbolic link") == true)
         let clash = FileTransferMessage.Offer(version: 1, files: [
             .init(name: "a", size: 1, sha256: String(repeating: "a", count: 64)),
             .init(name: "a/b", size: 1, sha256: String(repeating: "a", count: 64)),
         ])
-        #expect(FileReceiver.check(clash, directory: inbox)?.contains("as a file and as a directory") == true)
+        #expect(FileReceiver.check(clash, from: Self.alice, directory: inbox)?.contains("as a file and as a directory") == true)
     }
 
     @Test("a file that changes while it is sent is not accepted under its name; one that shrinks stops the send",

@@ -35,8 +35,8 @@ public enum FileReceiver {
         }
     }
 
-    static func partialURL(for name: String, in directory: URL) -> URL {
-        ReceiveDirectory(directory).partialURL(for: name)
+    static func partialURL(for name: String, in directory: URL, from sender: Q2QAddress, sha256: String) -> URL {
+        ReceiveDirectory(directory).partialURL(for: name, from: sender, sha256: sha256)
     }
 
     /// Receives one transfer from `stream` into `directory` (which must exist); `progress`
@@ -54,7 +54,7 @@ public enum FileReceiver {
                 outbound.finish()
                 throw FileTransferError("refused \(stream.peer)'s files: \(reason)")
             }
-            if let problem = check(offer, directory: directory, allowHidden: options.allowHidden) { try await refuse(problem) }
+            if let problem = check(offer, from: stream.peer, directory: directory, allowHidden: options.allowHidden) { try await refuse(problem) }
             // The user may take their time: the sender waits, and so do we.
             watchdog.pause()
             let refusal = await decide(offer, stream.peer)
@@ -66,7 +66,7 @@ public enum FileReceiver {
             // is read again after it is received).
             var heldHashers: [SHA256?] = []
             for file in offer.files {
-                let partial = target.partialURL(for: file.name)
+                let partial = target.partialURL(for: file.name, from: stream.peer, sha256: file.sha256)
                 let size = ((try? FileManager.default.attributesOfItem(atPath: partial.path))?[.size] as? NSNumber)?.int64Value ?? 0
                 if size > 0, size <= file.size, let hasher = try? FileDigest.hasher(of: partial) {
                     held.append(.init(bytes: size, sha256: FileDigest.hex(hasher.finalize())))
@@ -88,7 +88,7 @@ public enum FileReceiver {
             var verified: [Bool] = []
             var finals: [URL] = []
             for (index, file) in offer.files.enumerated() {
-                let partial = target.partialURL(for: file.name)
+                let partial = target.partialURL(for: file.name, from: stream.peer, sha256: file.sha256)
                 var hasher = start.offsets[index] > 0 ? heldHashers[index]! : SHA256()
                 do {
                     try target.prepare(file.name)
@@ -166,7 +166,7 @@ public enum FileReceiver {
     }
 
     /// Why an offer cannot be taken into `directory`, if it cannot.
-    static func check(_ offer: FileTransferMessage.Offer, directory: URL, allowHidden: Bool = false) -> String? {
+    static func check(_ offer: FileTransferMessage.Offer, from sender: Q2QAddress, directory: URL, allowHidden: Bool = false) -> String? {
         guard offer.version == FileTransferMessage.version else { return "version \(offer.version) is not supported" }
         guard !offer.files.isEmpty, offer.files.count <= 10_000 else { return "between 1 and 10,000 files, please" }
         let target = ReceiveDirectory(directory)
@@ -190,7 +190,7 @@ public enum FileReceiver {
                   file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit) else {
                 return "'\(file.name)' has a bad size (0 to 1 PiB) or SHA-256"
             }
-            if let problem = target.problem(with: file.name) { return problem }
+            if let problem = target.problem(with: file, from: sender) { return problem }
         }
         // A file and a directory by the same path cannot both arrive.
         if let clash = names.intersection(directories).first { return "'\(clash)' is offered as a file and as a directory" }

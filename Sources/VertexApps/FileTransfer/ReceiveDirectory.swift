@@ -1,4 +1,6 @@
+import Crypto
 import Foundation
+import Q2Q
 
 /// The receiver's target directory: where each offered path lands, and the checks that
 /// keep every write inside it. Paths are already known to be safe strings
@@ -16,11 +18,24 @@ struct ReceiveDirectory {
         root.appendingPathComponent(path)
     }
 
-    /// `dir/.NAME.vertex-partial` beside where `dir/NAME` will be.
-    func partialURL(for path: String) -> URL {
+    /// `dir/.NAME.TAG.vertex-partial` beside where `dir/NAME` will be. TAG names the
+    /// sender and the SHA-256 it offered: a partial file is resumed only by the same
+    /// sender for the same content, never offered as held to somebody else (who would
+    /// learn its size and hash, and could complete it into a mixed-origin file).
+    func partialURL(for path: String, from sender: Q2QAddress, sha256: String) -> URL {
         let final = finalURL(for: path)
+        let tag = SHA256.hash(data: Data("\(sender)\u{0}\(sha256)".utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
         return final.deletingLastPathComponent()
-            .appendingPathComponent(".\(final.lastPathComponent)\(FileTransferMessage.partialSuffix)")
+            .appendingPathComponent(".\(final.lastPathComponent).\(tag)\(FileTransferMessage.partialSuffix)")
+    }
+
+    /// Why `file` cannot be received here from `sender`, if it cannot.
+    func problem(with file: FileTransferMessage.Offer.File, from sender: Q2QAddress) -> String? {
+        if let problem = problem(with: file.name) { return problem }
+        if Self.kind(of: partialURL(for: file.name, from: sender, sha256: file.sha256)) == .symbolicLink {
+            return "\(file.name): its partial file is a symbolic link"
+        }
+        return nil
     }
 
     /// Why `path` cannot be received here, if it cannot.
@@ -37,9 +52,6 @@ struct ReceiveDirectory {
         }
         if Self.kind(of: finalURL(for: path)) != nil {
             return "\(path) exists already in the target directory"
-        }
-        if Self.kind(of: partialURL(for: path)) == .symbolicLink {
-            return "\(path): its partial file is a symbolic link"
         }
         return nil
     }
