@@ -14,6 +14,21 @@ int vertex_start_writeback(int descriptor, int64_t offset, int64_t count) {
 }
 #endif
 
+#ifdef __linux__
+#include <stdio.h>
+#include <errno.h>
+
+int vertex_rename_noreplace(const char *from, const char *to) {
+    return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+}
+#else
+int vertex_rename_noreplace(const char *from, const char *to) {
+    (void)from; (void)to;
+    errno = ENOSYS;
+    return -1;
+}
+#endif
+
 #ifdef __GLIBC__
 #include <malloc.h>
 

@@ -205,6 +205,37 @@ struct FileTransferTests {
         }
     }
 
+    @Test("an offer larger than the free space is refused before any data comes (review L6: accepted senders filling the disk)")
+    func notEnoughSpace() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode("alice@example.test", in: domain)
+            let bobNode = try await makeNode("bob@example.test", in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
+            let inbox = domain.directory.appendingPathComponent("inbox")
+            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+            let receiving = Task {
+                var iterator = listener.connections.makeAsyncIterator()
+                guard let stream = await iterator.next() else { return }
+                _ = try? await FileReceiver.receive(stream, into: inbox) { _, _ in nil }
+            }
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: .tcp)
+            let answer = try await stream.channel.executeThenClose { inbound, outbound in
+                let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: "huge.bin", size: FileTransferMessage.maximumFileSize,
+                                                                                sha256: String(repeating: "a", count: 64))])
+                try await outbound.send(offer)
+                var reader = StreamReader(inbound)
+                return try await reader.message(FileTransferMessage.Answer.self)
+            }
+            #expect(!answer.accept)
+            #expect(answer.reason?.contains("not enough space") == true, "\(answer)")
+            await receiving.value
+            #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).isEmpty)
+            await listener.close()
+            await aliceNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
     @Test("vertex demo prints a verified row for each method")
     func demo() async throws {
         let run = try await ChildProcess.run(ChildProcess.built("vertex"), ["demo", "--size", "2"])
@@ -299,7 +330,7 @@ struct FileTransferTests {
         }
     }
 
-    @Test("a receiver whose disk fills up tells the sender why; nothing appears under the final name")
+    @Test("a receiver whose disk fills up tells the sender why (up front by default, else when a write fails); nothing appears under the final name")
     func diskFull() async throws {
         try await withDomain { domain in
             let file = try Self.makeFile(domain.directory.appendingPathComponent("out"), "large.bin", bytes: 3_000_000)
@@ -309,8 +340,14 @@ struct FileTransferTests {
             let mounted = try await ChildProcess.run(URL(fileURLWithPath: "/bin/mount"), ["-t", "tmpfs", "-o", "size=1m", "tmpfs", inbox.path])
             try #require(mounted.status == 0, "cannot mount a small tmpfs (needs root): \(mounted.stderr)")
             defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: [inbox.path]).waitUntilExit() }
-            let error = await #expect(throws: FileTransferError.self) {
+            let refused = await #expect(throws: FileTransferError.self) {
                 _ = try await Self.transfer(file, into: inbox, in: domain)
+            }
+            #expect(refused?.description.contains("not enough space") == true, "\(String(describing: refused))")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).isEmpty)
+            // Without the check up front (or when the disk fills while data comes).
+            let error = await #expect(throws: FileTransferError.self) {
+                _ = try await Self.transfer(file, into: inbox, in: domain, options: .init(minimumFreeSpace: nil))
             }
             #expect(error?.description.contains("stopped the transfer: the receiver could not write large.bin: No space left on device") == true,
                     "\(String(describing: error))")

@@ -10,6 +10,11 @@
 /// Returns 0, or -1 with errno set; elsewhere than Linux it does nothing and returns 0.
 int vertex_start_writeback(int descriptor, int64_t offset, int64_t count);
 
+/// Renames `from` to `to` unless `to` exists (Linux's renameat2 with RENAME_NOREPLACE):
+/// the check and the rename are one step. Returns 0, or -1 with errno set (EEXIST when
+/// `to` exists; ENOSYS elsewhere than Linux, or EINVAL on a file system without it).
+int vertex_rename_noreplace(const char *from, const char *to);
+
 /// Sets glibc's mmap threshold and trim threshold (mallopt M_MMAP_THRESHOLD and
 /// M_TRIM_THRESHOLD), in bytes. Returns 1 when both were set; elsewhere than glibc it
 /// does nothing and returns 0.

@@ -28,10 +28,15 @@ public enum FileReceiver {
         /// How long the sender may stay silent (the user's decision aside) before the
         /// transfer is given up: a sender that connects and sends nothing holds nothing.
         public var idleTimeout: Duration
+        /// Free space a transfer must leave on the receiver's file system: an offer that
+        /// would take more is refused before any data comes. nil checks nothing up front
+        /// (a full disk then ends the transfer when a write fails).
+        public var minimumFreeSpace: Int64?
 
-        public init(allowHidden: Bool = false, idleTimeout: Duration = .seconds(60)) {
+        public init(allowHidden: Bool = false, idleTimeout: Duration = .seconds(60), minimumFreeSpace: Int64? = 64 << 20) {
             self.allowHidden = allowHidden
             self.idleTimeout = idleTimeout
+            self.minimumFreeSpace = minimumFreeSpace
         }
     }
 
@@ -76,6 +81,12 @@ public enum FileReceiver {
                     heldHashers.append(nil)
                 }
             }
+            // Room for what is still to come, and a margin: an accepted sender must not
+            // fill the disk (review L6).
+            let needed = zip(offer.files, held).reduce(Int64(0)) { $0 + ($1.0.size - $1.1.bytes) }
+            if let margin = options.minimumFreeSpace, let available = target.availableBytes(), needed > available - margin {
+                try await refuse("not enough space: \(needed) bytes to receive, \(max(0, available - margin)) free")
+            }
             try await outbound.send(FileTransferMessage.Answer(accept: true, reason: nil, held: held))
             let start = try await reader.message(FileTransferMessage.Start.self)
             guard start.offsets.count == offer.files.count,
@@ -107,8 +118,7 @@ public enum FileReceiver {
                     throw FileTransferError(reason)
                 }
                 let final = target.finalURL(for: file.name)
-                if FileDigest.hex(hasher.finalize()) == file.sha256, ReceiveDirectory.kind(of: final) == nil {
-                    try FileManager.default.moveItem(at: partial, to: final)
+                if FileDigest.hex(hasher.finalize()) == file.sha256, try ReceiveDirectory.place(partial, at: final) {
                     verified.append(true)
                     finals.append(final)
                 } else {

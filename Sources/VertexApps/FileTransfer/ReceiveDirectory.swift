@@ -1,3 +1,4 @@
+import CVertexSystem
 import Crypto
 import Foundation
 import Q2Q
@@ -74,6 +75,31 @@ struct ReceiveDirectory {
                 throw FileTransferError("\(current.path) is not a directory")
             }
         }
+    }
+
+    /// Moves a verified partial file to its name, unless something is there already: on
+    /// Linux in one step (renameat2 with RENAME_NOREPLACE), so nothing that appears
+    /// between a check and the rename is replaced. `false` when the name is taken.
+    static func place(_ partial: URL, at final: URL) throws -> Bool {
+        if vertex_rename_noreplace(partial.path, final.path) == 0 { return true }
+        switch errno {
+        case EEXIST:
+            return false
+        case ENOSYS, EINVAL:
+            // No RENAME_NOREPLACE here (another system, or a file system without it).
+            guard kind(of: final) == nil else { return false }
+            try FileManager.default.moveItem(at: partial, to: final)
+            return true
+        default:
+            throw FileTransferError("cannot rename \(partial.lastPathComponent) to \(final.lastPathComponent): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Bytes free for us in the directory's file system, when the system says.
+    func availableBytes() -> Int64? {
+        var status = statvfs()
+        guard statvfs(root.path, &status) == 0 else { return nil }
+        return Int64(status.f_bavail) * Int64(status.f_frsize)
     }
 
     enum Kind { case directory, symbolicLink, other }
