@@ -183,6 +183,7 @@ struct SecurityTests {
         }
         try await Task.sleep(for: .milliseconds(500))
         peak = max(peak, Self.residentBytes(of: server.process.process.processIdentifier) ?? 0)
+        print("H3: the sender was held after \(sent >> 10) KiB; the server's RSS grew by \((peak - baseline) >> 10) KiB")
         #expect(!closed.withLockedValue { $0 }, "the relay closed the channel: the credits were honest")
         // Held: the sender stopped getting credit long before the 128 MiB it would send.
         #expect(sent < 48 << 20, "\(sent >> 20) MiB sent to a receiver that reads nothing")

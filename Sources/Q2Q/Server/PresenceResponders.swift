@@ -107,11 +107,12 @@ extension PresenceServer {
         var upgrade = AMPTLSUpgrade(context: tls, verification: verification)
         // The caller is `From` only once this connection's handshake has verified the
         // certificate it presented (a resumed session presents none, and is closed).
-        upgrade.onPeerVerified = { [logger, claimed] leaf in
+        upgrade.onPeerVerified = { [self, claimed, connection = context.connection] leaf in
             guard let certificate = try? Q2QCertificate(leaf), session.authenticate(certificate) else {
                 logger.warning("a verified certificate that does not name the claimed address", metadata: ["claims": "\(claimed?.description ?? "?")"])
                 return
             }
+            markAuthenticated(connection)
         }
         return (AMPEmpty(), upgrade)
     }

@@ -43,6 +43,10 @@ public struct PresenceServerConfiguration: Sendable {
     /// Password checks (`sign`) the server runs at once; more are refused as busy
     /// (each costs 16 MiB and tens of milliseconds of a core).
     public var concurrentPasswordChecks: Int
+    /// How long a connection may stay without authenticating as an address (`secure`
+    /// with a certificate): long enough for `identify`, `register` or `whoami`, not for
+    /// holding a descriptor (or a half-sent box) for good.
+    public var unauthenticatedLifetime: Duration
     /// Whether the server answers address discovery on UDP, on the same port number as
     /// its TCP port (nodes behind NATs learn their public UDP mapping from it).
     public var udpEnabled: Bool
@@ -67,6 +71,7 @@ public struct PresenceServerConfiguration: Sendable {
         self.maximumServicesPerListen = 16
         self.maximumListeningConnectionsPerAddress = 16
         self.concurrentPasswordChecks = 2
+        self.unauthenticatedLifetime = .seconds(30)
         self.udpEnabled = true
     }
 }
@@ -88,6 +93,8 @@ public final class PresenceServer: Sendable {
     private let tlsContexts = Mutex<[String: NIOSSLContext]>([:])
     /// Open connections, closed on shutdown.
     let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
+    /// The open connections that authenticated as an address.
+    private let authenticatedConnections = Mutex<Set<ObjectIdentifier>>([])
     let registrations: Mutex<RateLimiter>
     /// Failed `sign`s per source address, per source network (/24, /64) and per account.
     let failedSigns: Mutex<RateLimiter>
@@ -231,10 +238,30 @@ public final class PresenceServer: Sendable {
         connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark).whenFailure { _ in }
         let id = ObjectIdentifier(connection)
         connections.withLock { $0[id] = connection }
+        let lifetime = configuration.unauthenticatedLifetime.components
+        let deadline = connection.channel.eventLoop.scheduleTask(
+            in: .nanoseconds(lifetime.seconds * 1_000_000_000 + lifetime.attoseconds / 1_000_000_000)) { [self] in
+            guard !authenticatedConnections.withLock({ $0.contains(id) }) else { return }
+            logger.debug("closing a connection that did not authenticate in time",
+                         metadata: ["peer": "\(connection.remoteAddress.map { "\($0)" } ?? "?")"])
+            connection.channel.close(promise: nil)
+        }
         connection.channel.closeFuture.whenComplete { [self] _ in
+            deadline.cancel()
+            _ = authenticatedConnections.withLock { $0.remove(id) }
             _ = connections.withLock { $0.removeValue(forKey: id) }
             _ = relayNumbers.withLock { $0.removeValue(forKey: id) }
             relay.connectionClosed(connection)
+        }
+    }
+
+    /// `connection` authenticated as an address: it may stay open.
+    func markAuthenticated(_ connection: AMPConnection) {
+        let id = ObjectIdentifier(connection)
+        // Only while it is open (its close removes it).
+        connections.withLock { connections in
+            guard connections[id] != nil else { return }
+            authenticatedConnections.withLock { _ = $0.insert(id) }
         }
     }
 
