@@ -175,64 +175,63 @@ struct FileTransferTests {
         #expect(FileReceiver.check(largest, from: Self.alice, directory: FileManager.default.temporaryDirectory) == nil)
     }
 
+    /// alice connected by tcp to bob's file-transfer listener, whose first stream bob
+    /// receives into an inbox with `options`, accepting anything; `body` gets alice's
+    /// stream, the inbox, and bob's receive (its error, nil when it succeeded).
+    static func withRawSender<T: Sendable>(in domain: TestDomain, options: FileReceiver.Options = .init(),
+                                           _ body: (Q2QStream, URL, Task<(any Error)?, Never>) async throws -> T) async throws -> T {
+        let aliceNode = try await makeNode("alice@example.test", in: domain)
+        let bobNode = try await makeNode("bob@example.test", in: domain)
+        let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
+        let inbox = domain.directory.appendingPathComponent("inbox-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
+        let receiving = Task { () -> (any Error)? in
+            var iterator = listener.connections.makeAsyncIterator()
+            guard let stream = await iterator.next() else { return nil }
+            do {
+                _ = try await FileReceiver.receive(stream, into: inbox, options: options) { _, _ in nil }
+                return nil
+            } catch {
+                return error
+            }
+        }
+        defer { receiving.cancel() }
+        let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: .tcp)
+        let result = try await body(stream, inbox, receiving)
+        try? await stream.channel.channel.close()
+        await listener.close()
+        await aliceNode.shutdown()
+        await bobNode.shutdown()
+        return result
+    }
+
     @Test("a sender that connects and sends nothing is dropped after the idle timeout (review M9)")
     func silentSender() async throws {
         try await withDomain { domain in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
-            let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
-            let inbox = domain.directory.appendingPathComponent("inbox")
-            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
-            let receiving = Task { () -> (any Error)? in
-                var iterator = listener.connections.makeAsyncIterator()
-                guard let stream = await iterator.next() else { return nil }
-                do {
-                    _ = try await FileReceiver.receive(stream, into: inbox, options: .init(idleTimeout: .seconds(1))) { _, _ in nil }
-                    return nil
-                } catch {
-                    return error
-                }
+            try await Self.withRawSender(in: domain, options: .init(idleTimeout: .seconds(1))) { _, _, receiving in
+                let started = ContinuousClock.now
+                #expect(await receiving.value != nil)
+                #expect(ContinuousClock.now - started < .seconds(10))
             }
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: .tcp)
-            let started = ContinuousClock.now
-            let failure = await receiving.value
-            #expect(failure != nil)
-            #expect(ContinuousClock.now - started < .seconds(10))
-            try? await stream.channel.channel.close()
-            await listener.close()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
         }
     }
 
     @Test("an offer larger than the free space is refused before any data comes (review L6: accepted senders filling the disk)")
     func notEnoughSpace() async throws {
         try await withDomain { domain in
-            let aliceNode = try await makeNode("alice@example.test", in: domain)
-            let bobNode = try await makeNode("bob@example.test", in: domain)
-            let listener = try await bobNode.listen(as: Self.bob, service: FileTransferMessage.service)
-            let inbox = domain.directory.appendingPathComponent("inbox")
-            try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
-            let receiving = Task {
-                var iterator = listener.connections.makeAsyncIterator()
-                guard let stream = await iterator.next() else { return }
-                _ = try? await FileReceiver.receive(stream, into: inbox) { _, _ in nil }
+            try await Self.withRawSender(in: domain) { stream, inbox, receiving in
+                let answer = try await stream.channel.executeThenClose { inbound, outbound in
+                    let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: "huge.bin", size: FileTransferMessage.maximumFileSize,
+                                                                                    sha256: String(repeating: "a", count: 64))])
+                    try await outbound.send(offer)
+                    var reader = StreamReader(inbound)
+                    return try await reader.message(FileTransferMessage.Answer.self)
+                }
+                #expect(!answer.accept)
+                #expect(answer.reason?.contains("not enough space") == true, "\(answer)")
+                #expect(await receiving.value != nil)
+                #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).isEmpty)
             }
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: FileTransferMessage.service, methods: .tcp)
-            let answer = try await stream.channel.executeThenClose { inbound, outbound in
-                let offer = FileTransferMessage.Offer(version: 1, files: [.init(name: "huge.bin", size: FileTransferMessage.maximumFileSize,
-                                                                                sha256: String(repeating: "a", count: 64))])
-                try await outbound.send(offer)
-                var reader = StreamReader(inbound)
-                return try await reader.message(FileTransferMessage.Answer.self)
-            }
-            #expect(!answer.accept)
-            #expect(answer.reason?.contains("not enough space") == true, "\(answer)")
-            await receiving.value
-            #expect(try FileManager.default.contentsOfDirectory(atPath: inbox.path).isEmpty)
-            await listener.close()
-            await aliceNode.shutdown()
-            await bobNode.shutdown()
         }
     }
 
