@@ -169,31 +169,58 @@ struct EndpointTests {
         await server.close()
     }
 
-    @Test("a flood of SYNs with new source ids from one host opens no more than the half-open cap (review M12)")
+    @Test("a SYN flood from one host: past half the cap callers must prove their address before their pipeline (TLS) starts; past the cap SYNs are dropped; a real caller still connects (review M12)")
     func halfOpenCap() async throws {
-        let accepted = NIOLockedValueBox(0)
+        let opened = NIOLockedValueBox(0)
+        let tls = try TestTLS()
+        let serverContext = try tls.server()
+        let clientContext = try tls.client()
         // Half-open connections that time out free their slots: none may, during the test.
         var configuration = PTCPConfiguration()
         configuration.handshakeTimeout = .seconds(300)
         configuration.idleTimeout = .seconds(300)
         let server = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0, configuration: configuration) { channel in
-            accepted.withLockedValue { $0 += 1 }
-            return channel.eventLoop.makeSucceededVoidFuture()
+            opened.withLockedValue { $0 += 1 }
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandlers(NIOSSLServerHandler(context: serverContext), EchoHandler())
+            }
         }
         let flooder = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let count = 100
-        for sourceID in 1...UInt64(count) {
-            let syn = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: sourceID, initialMaxData: 65536), padding: 1200)
-            try await flooder.writeAndFlush(AddressedEnvelope(remoteAddress: server.localAddress, data: ByteBuffer(bytes: syn.encoded())))
+        var sourceID: UInt64 = 0
+        func flood(_ count: Int) async throws {
+            for _ in 0..<count {
+                sourceID += 1
+                let syn = PTCPPacket(destinationID: 0, packetNumber: 0, handshake: .init(sourceID: sourceID, initialMaxData: 65536), padding: 1200)
+                try await flooder.writeAndFlush(AddressedEnvelope(remoteAddress: server.localAddress, data: ByteBuffer(bytes: syn.encoded())))
+            }
         }
-        let limit = PTCPConfiguration().maximumHalfOpenPerHost
-        var dropped = 0
-        for _ in 0..<200 where dropped < count - limit {
-            try await Task.sleep(for: .milliseconds(10))
-            dropped = try await server.droppedDatagrams()
+        func settle(until done: @Sendable () async throws -> Bool) async throws {
+            for _ in 0..<300 where try await !done() { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(200))
         }
-        #expect(accepted.withLockedValue { $0 } == limit)
-        #expect(dropped == count - limit)
+        let limit = configuration.maximumHalfOpenPerHost
+        // 12 spoofed-looking SYNs: the first half of the cap get a pipeline, the rest only a SYN-ACK.
+        try await flood(12)
+        try await settle { opened.withLockedValue { $0 } >= limit / 2 }
+        #expect(opened.withLockedValue { $0 } == limit / 2)
+        // A real caller in the middle of it proves its address, then TLS runs (a round trip later).
+        let client = try await PTCPEndpoint.bind(host: "127.0.0.1", port: 0)
+        let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
+        _ = try await client.connect(to: server.localAddress) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandlers(try NIOSSLClientHandler(context: clientContext, serverHostname: "localhost"),
+                                                                PatternClient(total: 100_000, done: done))
+            }
+        }
+        #expect(try await done.futureResult.get() == 100_000)
+        #expect(opened.withLockedValue { $0 } == limit / 2 + 1)
+        // Past the cap, SYNs are dropped, and none of the ones still taken gets a pipeline.
+        let droppedBefore = try await server.droppedDatagrams()
+        try await flood(100)
+        try await settle { try await server.droppedDatagrams() - droppedBefore >= 100 - limit }
+        #expect(try await server.droppedDatagrams() - droppedBefore >= 100 - limit)
+        #expect(opened.withLockedValue { $0 } == limit / 2 + 1)
+        await client.close()
         try await flooder.close()
         await server.close()
     }

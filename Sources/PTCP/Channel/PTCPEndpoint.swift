@@ -129,6 +129,9 @@ final class PTCPDispatcher: ChannelInboundHandler {
     /// Accepted connections whose handshake is not done, in all and per IP address.
     private var halfOpen = 0
     private var halfOpenPerHost: [String: Int] = [:]
+    /// Accepted connections whose pipeline waits until the caller has shown it receives
+    /// at its address (the SYN handling in `channelRead` says when).
+    private var unvalidated: Set<UInt64> = []
     private(set) var droppedDatagrams = 0
     private var random = SystemRandomNumberGenerator()
 
@@ -225,6 +228,8 @@ final class PTCPDispatcher: ChannelInboundHandler {
                 return
             }
             deliver(envelope.data, to: channel)
+            // Only a caller that got our SYN-ACK knows our connection id: its address is real.
+            if unvalidated.remove(id) != nil { open(channel) }
             return
         }
         guard let packet = try? PTCPPacket(decoding: bytes), let handshake = packet.handshake else {
@@ -237,11 +242,16 @@ final class PTCPDispatcher: ChannelInboundHandler {
             return
         }
         let host = envelope.remoteAddress.ipAddress ?? "?"
-        guard let initializer, halfOpen < configuration.maximumHalfOpen,
+        guard initializer != nil, halfOpen < configuration.maximumHalfOpen,
               halfOpenPerHost[host, default: 0] < configuration.maximumHalfOpenPerHost else {
             droppedDatagrams += 1
             return
         }
+        // Past half the caps, a new caller proves its address before any work beyond the
+        // SYN-ACK is done for it (TLS above all): SYN cookies' idea, at the cost of a
+        // round trip for callers that come during a flood only.
+        let validateFirst = halfOpen >= configuration.maximumHalfOpen / 2
+            || halfOpenPerHost[host, default: 0] >= configuration.maximumHalfOpenPerHost / 2
         let localID = newID()
         guard let core = try? PTCPConnection(accepting: packet, localID: localID, configuration: configuration.forPath(to: envelope.remoteAddress),
                                              now: PTCPChannel.now()) else {
@@ -260,6 +270,18 @@ final class PTCPDispatcher: ChannelInboundHandler {
             let left = dispatcher.halfOpenPerHost[host, default: 1] - 1
             dispatcher.halfOpenPerHost[host] = left > 0 ? left : nil
         }
+        if validateFirst {
+            // The SYN-ACK only; the SYN's early data waits in the core, unread.
+            unvalidated.insert(localID)
+            channel.pump()
+        } else {
+            open(channel)
+        }
+    }
+
+    /// Sets up an accepted connection's pipeline and starts it.
+    private func open(_ channel: PTCPChannel) {
+        guard let initializer else { return }
         let incoming = self.incoming
         initializer(channel).whenComplete { result in
             switch result {
@@ -326,6 +348,7 @@ final class PTCPDispatcher: ChannelInboundHandler {
         let id = channel.connectionID
         guard connections[id] === channel else { return }
         connections[id] = nil
+        unvalidated.remove(id)
         // An accepted connection was keyed by its peer's address and id (the SYN's).
         let key = SYNKey(address: channel.remote, sourceID: channel.peerConnectionID)
         if bySYN[key] == id { bySYN[key] = nil }
