@@ -43,10 +43,15 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Do not answer address discovery on UDP (same port number as TCP); nodes behind NATs then use tcp and the relay only.")
     var noUdp = false
 
+    @Option(help: ArgumentHelp("Memory the relay may hold, in MiB: the flow-control windows of all relayed channels together (each takes up to 16 MiB); channels beyond it are refused.",
+                               valueName: "MiB"))
+    var relayBudget: Int = RelayLimits().budget >> 20
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
+        guard relayBudget >= 16, relayBudget <= 1 << 20 else { throw ValidationError("--relay-budget must be 16…1048576 MiB") }
         guard !domains.isEmpty else { throw ValidationError("give at least one --domain") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535") }
         guard certificateDays > 0, certificateDays <= 3650 else { throw ValidationError("--certificate-days must be 1…3650") }
@@ -70,6 +75,7 @@ struct ServerCommand: AsyncParsableCommand {
             openRegistration: openRegistration)
         configuration.peerServers = peers
         configuration.udpEnabled = !noUdp
+        configuration.relayLimits.budget = relayBudget << 20
         let server: PresenceServer
         do {
             server = try await PresenceServer.start(configuration: configuration, store: store, logger: logger)
