@@ -80,6 +80,37 @@ extension SecurityTests {
         }
     }
 
+    @Test("H3: relayed channels reserve their windows from the relay's budget; one that does not fit is refused, clearly, and counted")
+    func relayBudget() async throws {
+        try await withDomain(configure: { $0.relayLimits.budget = 16 << 20 }) { domain in
+            let carolNode = try await makeNode(Self.carol.description, in: domain)
+            let bobNode = try await makeNode(Self.bob.description, in: domain)
+            let listener = try await bobNode.listen(as: Self.bob, service: "echo")
+            let carolLink = try await Self.link(carolNode, as: Self.carol)
+            func offer() async throws -> String {
+                try #require(try await carolLink.call(Inbound.self, .init(from: Self.carol, to: Self.bob, service: "echo")).listeners.first).identifier
+            }
+            let window = 4 << 20
+            _ = try await carolLink.call(Virtual.self, .init(id: 1, listener: try await offer(), window: window))
+            // bob's window (4 MiB) and carol's: 8 MiB of the 16.
+            #expect(domain.server.relayReservedBytes == 2 * window)
+            let refused = await #expect(throws: ConnectionError.self) {
+                try await carolLink.call(Virtual.self, .init(id: 2, listener: try await offer(), window: window))
+            }
+            #expect(refused?.errorDescription.contains("memory budget") == true)
+            #expect(domain.server.relayStatistics.budgetRefusals == 1)
+            // Closing the first gives its windows back.
+            try carolLink.sendWithoutWaiting(Close.self, .init(id: 1))
+            let deadline = ContinuousClock.now + .seconds(5)
+            while domain.server.relayReservedBytes > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(domain.server.relayReservedBytes == 0)
+            _ = try await carolLink.call(Virtual.self, .init(id: 3, listener: try await offer(), window: window))
+            await listener.close()
+            await carolNode.shutdown()
+            await bobNode.shutdown()
+        }
+    }
+
     @Test("M2: a relayed channel or a direct connection that never completes TLS and its claim is closed by the listener")
     func silentPathsAreClosed() async throws {
         try await withDomain { domain in

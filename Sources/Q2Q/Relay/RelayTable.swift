@@ -159,7 +159,7 @@ final class RelayTable: Sendable {
             let reservation = Self.maximumWindow + aWindow
             if state.reserved + reservation > limits.budget {
                 state.statistics.budgetRefusals += 1
-                return "the relay is at its memory budget (\(limits.budget >> 20) MiB of windows open); try again later"
+                return "the relay is at its memory budget (\(state.reserved >> 20) of \(limits.budget >> 20) MiB reserved by open channels); try again later"
             }
             state.routes[endA] = Route(to: b, toID: bID, window: RelayWindow(reserving: Self.maximumWindow), pair: pair)
             state.routes[endB] = Route(to: a, toID: aID, window: RelayWindow(size: aWindow), pair: pair)
