@@ -86,4 +86,43 @@ struct ChannelWindowTests {
         #expect(grants == [250, 250, 250, 250])
         #expect(receiver.outstanding == 1000)
     }
+
+    /// The relay's view of one direction, driven by a seeded schedule of writes, honest
+    /// and dishonest credits, and the receiver's connection filling and draining: what
+    /// the sender may still send plus what is in transit never exceeds the window, a
+    /// credit for bytes never forwarded is refused, and nothing is granted while the
+    /// receiver's connection is full.
+    @Test("relay windows: never more than the window outstanding, whatever the receiver claims", arguments: [1, 4096, 8 << 20])
+    func relayWindows(size: Int) throws {
+        var random = SplitMix64(seed: UInt64(size) &+ 99)
+        var window = RelayWindow(reserving: RelayTable.maximumWindow)
+        #expect(throws: ChannelWindowError.self) { try window.forward(1) }   // nothing before the receiver answers
+        window.open(size: size)
+        var senderCredit = size       // what the sender believes it may send
+        var receiverWritable = true
+        for _ in 0..<50_000 {
+            switch random.next() % 5 {
+            case 0 where senderCredit > 0:
+                let count = Int(random.next() % UInt64(senderCredit)) + 1
+                try window.forward(count)
+                senderCredit -= count
+            case 1 where window.unacknowledged > 0:
+                let count = Int(random.next() % UInt64(window.unacknowledged)) + 1
+                let passed = try window.credit(count, receiverWritable: receiverWritable)
+                #expect(passed == (receiverWritable ? count : 0))
+                senderCredit += passed
+            case 2:
+                // A receiver that grants what it was never given.
+                let beyond = window.unacknowledged + Int(random.next() % 1000) + 1
+                #expect(throws: ChannelWindowError.self) { _ = try window.credit(beyond, receiverWritable: true) }
+            case 3:
+                receiverWritable.toggle()
+                if receiverWritable { senderCredit += window.release() }
+            default:
+                #expect(throws: ChannelWindowError.self) { try window.forward(window.available + 1) }
+            }
+            #expect(window.available == senderCredit)
+            #expect(window.available + window.unacknowledged + window.withheld == size)
+        }
+    }
 }
