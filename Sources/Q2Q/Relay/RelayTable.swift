@@ -340,6 +340,8 @@ final class RelayTable: Sendable {
             state.closedEarly[id] = nil
             var orphans: [(AMPConnection, Int)] = []
             for (end, route) in state.routes where end.connection == id {
+                // Both ends may be on this connection: the second was unspliced with the first.
+                guard state.routes[end] != nil else { continue }
                 Self.unsplice(end, route, &state)
                 orphans.append((route.to, route.toID))
             }
