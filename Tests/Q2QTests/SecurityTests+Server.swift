@@ -111,6 +111,27 @@ extension SecurityTests {
         }
     }
 
+    @Test("H3: a channel with both ends on one connection (a node relayed to itself) gives its reservation back once when that connection closes")
+    func relayToSelfAccounting() async throws {
+        try await withDomain { domain in
+            let aliceNode = try await makeNode(Self.alice.description, in: domain)
+            let listener = try await aliceNode.listen(as: Self.alice, service: "echo")
+            let stream = try await aliceNode.connect(from: Self.alice, to: Self.alice, service: "echo", methods: .relay)
+            #expect(domain.server.relayedChannelCount == 1)
+            #expect(domain.server.relayReservedBytes > 0)
+            // The stream stays open: it is the connection's close that ends the channel.
+            await listener.close()
+            await aliceNode.shutdown()   // closes the one presence connection both ends are on
+            _ = stream
+            let deadline = ContinuousClock.now + .seconds(5)
+            while domain.server.relayedChannelCount > 0 || domain.server.relayReservedBytes != 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(domain.server.relayedChannelCount == 0)
+            #expect(domain.server.relayReservedBytes == 0)
+        }
+    }
+
     @Test("M2: a relayed channel or a direct connection that never completes TLS and its claim is closed by the listener")
     func silentPathsAreClosed() async throws {
         try await withDomain { domain in
