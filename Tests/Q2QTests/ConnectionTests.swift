@@ -219,8 +219,19 @@ struct ConnectionTests {
         let echoing = echo(listener)
         let port = domain.port
         await domain.server.close()
-        let restarted = try await PresenceServer.start(
-            configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: port), store: domain.store)
+        // Another test's outgoing connection may hold the freed port as its local port for
+        // a moment (the kernel hands ephemeral ports out again): try again for a while.
+        var started: PresenceServer?
+        let binding = ContinuousClock.now
+        while started == nil {
+            do {
+                started = try await PresenceServer.start(
+                    configuration: .init(domains: ["example.test"], host: "127.0.0.1", port: port), store: domain.store)
+            } catch where ContinuousClock.now - binding < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let restarted = try #require(started)
         // Re-registration retries back off to at most `maximumBackoff` (2 s), which keeps
         // it within 5 s on an idle machine; the wait here is longer because other suites
         // load this one.
