@@ -215,8 +215,7 @@ extension NIOAsyncChannel<ByteBuffer, ByteBuffer> {
     /// Writes `bytes` in one write and reads for `window` (or until the peer closes).
     func exchange(_ bytes: ByteBuffer, window: Duration) async throws -> (bytes: [UInt8], closed: Bool) {
         let timedOut = NIOLockedValueBox(false)
-        let nanoseconds = Int64(window.components.seconds) * 1_000_000_000 + window.components.attoseconds / 1_000_000_000
-        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [channel] in
+        let timer = channel.eventLoop.scheduleTask(in: TimeAmount(window)) { [channel] in
             timedOut.withLockedValue { $0 = true }
             channel.close(promise: nil)
         }

@@ -40,8 +40,7 @@ enum PathHandshake {
         _ = try AMPConnection.install(on: channel, responders: responders, isTCPServer: true, logger: logger)
         // A path that has not completed TLS and its claim in time is closed: a caller
         // that connects and says nothing must not hold our descriptors or a relay slot.
-        let timeout = listener.node.configuration.pathClaimTimeout.components
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)) {
+        let deadline = channel.eventLoop.scheduleTask(in: TimeAmount(listener.node.configuration.pathClaimTimeout)) {
             if !claimed.isSet { channel.close(promise: nil) }
         }
         channel.closeFuture.whenComplete { _ in deadline.cancel() }

@@ -238,9 +238,7 @@ public final class PresenceServer: Sendable {
         connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark).whenFailure { _ in }
         let id = ObjectIdentifier(connection)
         connections.withLock { $0[id] = connection }
-        let lifetime = configuration.unauthenticatedLifetime.components
-        let deadline = connection.channel.eventLoop.scheduleTask(
-            in: .nanoseconds(lifetime.seconds * 1_000_000_000 + lifetime.attoseconds / 1_000_000_000)) { [self] in
+        let deadline = connection.channel.eventLoop.scheduleTask(in: TimeAmount(configuration.unauthenticatedLifetime)) { [self] in
             guard !authenticatedConnections.withLock({ $0.contains(id) }) else { return }
             logger.debug("closing a connection that did not authenticate in time",
                          metadata: ["peer": "\(connection.remoteAddress.map { "\($0)" } ?? "?")"])

@@ -102,7 +102,7 @@ final class IdleWatchdog: Sendable {
 
     init(channel: any Channel, timeout: Duration) {
         lastHeard = Atomic(Self.now())
-        let limit = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let limit = TimeAmount(timeout).nanoseconds
         let period = TimeAmount.nanoseconds(max(10_000_000, limit / 4))
         let task = channel.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] task in
             guard !paused.load(ordering: .relaxed), Self.now() - lastHeard.load(ordering: .relaxed) > limit else { return }

@@ -41,7 +41,7 @@ enum RawPeer {
         // Decided on the event loop: whether the peer had closed when the window ends.
         // (Deciding where the bytes are read would count a busy test machine's late
         // task as a peer that never closed.)
-        let timer = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(window.components.seconds) * 1_000_000_000 + window.components.attoseconds / 1_000_000_000)) {
+        let timer = channel.channel.eventLoop.scheduleTask(in: TimeAmount(window)) {
             guard channel.channel.isActive else { return }
             timedOut.withLockedValue { $0 = true }
             channel.channel.close(promise: nil)
