@@ -131,8 +131,6 @@ final class RelayTable: Sendable {
         state.offersPerCaller[offer.caller] = left > 0 ? left : nil
     }
 
-    var offerCount: Int { state.withLock { $0.offers.count } }
-
     // MARK: Opening channels
 
     /// Splices `a` (channel `aID` on connection `a`, opened by `caller`, which grants
@@ -184,11 +182,6 @@ final class RelayTable: Sendable {
 
     func isInUse(_ connection: AMPConnection, _ id: Int) -> Bool {
         state.withLock { $0.routes[End(connection: ObjectIdentifier(connection), id: id)] != nil }
-    }
-
-    /// How many relayed channels end on `connection`.
-    func channelCount(of connection: AMPConnection) -> Int {
-        state.withLock { $0.channelsPerConnection[ObjectIdentifier(connection), default: 0] }
     }
 
     // MARK: Forwarding
