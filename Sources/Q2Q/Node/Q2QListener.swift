@@ -20,10 +20,9 @@ public final class Q2QListener: Sendable {
     private let continuation: AsyncStream<Q2QStream>.Continuation
     private let state = Mutex(State())
 
-    /// An id handed out in an `inbound` answer.
+    /// What an id handed out in an `inbound` answer allows (its caller is the entry's
+    /// owner).
     private struct Offer {
-        var from: Q2QAddress
-        var expires: Date
         /// The caller's UDP mapping as its presence server checked it (`udp_source`): the
         /// only place a connect-back for this offer may go.
         var udpSource: HostPort?
@@ -40,12 +39,9 @@ public final class Q2QListener: Sendable {
         var udp: UDPPort?
         var mapping: HostPort?
         var mapper: Task<Void, Never>?
-        /// Listener ids handed out in `inbound` answers: who may claim each, until when;
-        /// the ids in the order they expire (all live ``claimLifetime``), and how many
-        /// each caller holds.
-        var pending: [String: Offer] = [:]
-        var pendingOrder = CircularBuffer<(id: String, expires: Date)>()
-        var pendingPerCaller: [Q2QAddress: Int] = [:]
+        /// Listener ids handed out in `inbound` answers (all live ``claimLifetime``),
+        /// owned by the caller that may claim each.
+        var pending = ExpiringTable<Q2QAddress, Offer>()
         var closed = false
     }
 
@@ -116,11 +112,11 @@ public final class Q2QListener: Sendable {
     /// there is none left.
     func takeConnectBack(for address: Q2QAddress, to destination: HostPort, now: Date = Date()) -> Bool {
         state.withLock { state in
-            guard let id = state.pending.first(where: {
-                $0.value.from == address && $0.value.udpSource?.host == destination.host && $0.value.expires > now && $0.value.mayConnectBack
+            guard let id = state.pending.entries.first(where: { _, offer in
+                offer.owner == address && offer.value.udpSource?.host == destination.host && offer.expires > now && offer.value.mayConnectBack
             })?.key
             else { return false }
-            state.pending[id]?.mayConnectBack = false
+            state.pending.modify(id) { $0.mayConnectBack = false }
             return true
         }
     }
@@ -139,7 +135,7 @@ public final class Q2QListener: Sendable {
 
     /// Whether `id` is an unexpired id we handed out (not consumed: the path claims it).
     func hasPendingClaim(_ id: String, now: Date = Date()) -> Bool {
-        state.withLock { ($0.pending[id]?.expires).map { $0 > now } ?? false }
+        state.withLock { $0.pending.live(id, now: now) != nil }
     }
 
     /// The port of the direct (`tcp@`) path.
@@ -154,11 +150,9 @@ public final class Q2QListener: Sendable {
         let id = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
         let expires = now + Self.claimLifetime
         let made = state.withLock { state -> (UDPPort?, HostPort?)? in
-            Self.expirePending(&state, now: now)
-            guard state.pendingPerCaller[from, default: 0] < Self.maximumPendingPerCaller else { return nil }
-            state.pending[id] = Offer(from: from, expires: expires, udpSource: udpSource)
-            state.pendingOrder.append((id, expires))
-            state.pendingPerCaller[from, default: 0] += 1
+            state.pending.expire(now: now)
+            guard state.pending.count(of: from) < Self.maximumPendingPerCaller else { return nil }
+            state.pending.insert(id, owner: from, expires: expires, value: Offer(udpSource: udpSource))
             return (state.udp, state.mapping)
         }
         guard let (udp, mapping) = made else { return nil }
@@ -174,22 +168,6 @@ public final class Q2QListener: Sendable {
         return ListenerOffer(id: id, methods: methods, expires: AmpTime(expires), description: description)
     }
 
-    /// Ids expire in the order they were handed out: drop those at the front that have.
-    private static func expirePending(_ state: inout State, now: Date) {
-        while let first = state.pendingOrder.first, first.expires <= now {
-            state.pendingOrder.removeFirst()
-            if let offer = state.pending[first.id], offer.expires <= now { dropPending(first.id, &state) }
-        }
-    }
-
-    @discardableResult
-    private static func dropPending(_ id: String, _ state: inout State) -> Offer? {
-        guard let offer = state.pending.removeValue(forKey: id) else { return nil }
-        let left = state.pendingPerCaller[offer.from, default: 1] - 1
-        state.pendingPerCaller[offer.from] = left > 0 ? left : nil
-        return offer
-    }
-
     /// `Retrieve-Connection` on a verified path: the id must be one we handed to the
     /// address the path's certificate names, unused and not expired.
     func claim(_ id: String, on connection: AMPConnection) async throws -> (AMPEmpty, AMPProtocolSwitch) {
@@ -198,8 +176,8 @@ public final class Q2QListener: Sendable {
             throw ConnectionError.noSuchConnection("no verified peer on this path")
         }
         let now = Date()
-        let claim = state.withLock { Self.dropPending(id, &$0) }
-        guard let claim, claim.expires > now, claim.from == peer else {
+        let claim = state.withLock { $0.pending.remove(id) }
+        guard let claim, claim.expires > now, claim.owner == peer else {
             throw ConnectionError.noSuchConnection("no connection '\(id.prefix(64))' for \(peer)")
         }
         let local = connection.localAddress.flatMap(HostPort.init)

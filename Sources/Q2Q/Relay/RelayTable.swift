@@ -39,13 +39,6 @@ final class RelayTable: Sendable {
         var target: ObjectIdentifier
     }
 
-    private struct Offer {
-        let connection: AMPConnection
-        /// The caller whose `inbound` the offer answered: the only one who may use it.
-        let caller: Q2QAddress
-        let expires: Date
-    }
-
     private struct State {
         var routes: [End: Route] = [:]
         /// Relayed channels ending on each connection.
@@ -56,11 +49,10 @@ final class RelayTable: Sendable {
         var reserved = 0
         /// `close`s for channels not spliced yet, per connection (see ``close(from:id:)``).
         var closedEarly: [ObjectIdentifier: Set<Int>] = [:]
-        /// Listener ids offered in `inbound` answers, in the order they expire (they all
-        /// live ``offerLifetime``), and live offers per caller.
-        var offers: [String: Offer] = [:]
-        var offerOrder = CircularBuffer<(id: String, expires: Date)>()
-        var offersPerCaller: [Q2QAddress: Int] = [:]
+        /// Listener ids offered in `inbound` answers (all live ``offerLifetime``): the
+        /// connection of the node that offered each, owned by the caller it was offered
+        /// to, the only one who may use it.
+        var offers = ExpiringTable<Q2QAddress, AMPConnection>()
         var statistics = RelayStatistics()
     }
 
@@ -89,20 +81,16 @@ final class RelayTable: Sendable {
     /// Whether `caller` may be given another offer (its live offers are under the cap).
     func mayOffer(to caller: Q2QAddress, now: Date) -> Bool {
         state.withLock { state in
-            Self.expireOffers(&state, now: now)
-            return state.offersPerCaller[caller, default: 0] < limits.offersPerCaller
+            state.offers.expire(now: now)
+            return state.offers.count(of: caller) < limits.offersPerCaller
         }
     }
 
     /// Remembers that `connection`'s node offered `id` to `caller`.
     func remember(offer id: String, from connection: AMPConnection, to caller: Q2QAddress, now: Date) {
         state.withLock { state in
-            Self.expireOffers(&state, now: now)
-            guard state.offers[id] == nil else { return }
-            let expires = now + Self.offerLifetime
-            state.offers[id] = Offer(connection: connection, caller: caller, expires: expires)
-            state.offerOrder.append((id, expires))
-            state.offersPerCaller[caller, default: 0] += 1
+            state.offers.expire(now: now)
+            state.offers.insert(id, owner: caller, expires: now + Self.offerLifetime, value: connection)
         }
     }
 
@@ -110,25 +98,11 @@ final class RelayTable: Sendable {
     /// (an offer opens one relayed channel), and only for the caller it was made to.
     func takeOffer(_ id: String, for caller: Q2QAddress, now: Date) -> AMPConnection? {
         state.withLock { state in
-            Self.expireOffers(&state, now: now)
-            guard let offer = state.offers[id], offer.caller == caller else { return nil }
-            Self.dropOffer(id, &state)
-            return offer.connection
+            state.offers.expire(now: now)
+            guard let offer = state.offers.live(id, now: now), offer.owner == caller else { return nil }
+            state.offers.remove(id)
+            return offer.value
         }
-    }
-
-    /// Offers expire in the order they were made: drop those at the front that have.
-    private static func expireOffers(_ state: inout State, now: Date) {
-        while let first = state.offerOrder.first, first.expires <= now {
-            state.offerOrder.removeFirst()
-            if let offer = state.offers[first.id], offer.expires <= now { dropOffer(first.id, &state) }
-        }
-    }
-
-    private static func dropOffer(_ id: String, _ state: inout State) {
-        guard let offer = state.offers.removeValue(forKey: id) else { return }
-        let left = state.offersPerCaller[offer.caller, default: 1] - 1
-        state.offersPerCaller[offer.caller] = left > 0 ? left : nil
     }
 
     // MARK: Opening channels
@@ -338,9 +312,7 @@ final class RelayTable: Sendable {
                 Self.unsplice(end, route, &state)
                 orphans.append((route.to, route.toID))
             }
-            for (offerID, offer) in state.offers where offer.connection === connection {
-                Self.dropOffer(offerID, &state)
-            }
+            state.offers.removeAll { $0.value === connection }
             return orphans
         }
         for (other, otherID) in orphans {
