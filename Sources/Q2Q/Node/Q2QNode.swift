@@ -214,6 +214,15 @@ public final class Q2QNode: Sendable {
     /// answer a call (`inbound` waits for the listener, which has 5 s at the server).
     static let presenceCallTimeout: Duration = .seconds(20)
 
+    /// `command` on a presence connection, given up after ``presenceCallTimeout``: a
+    /// server that accepts and then says nothing must not hold a node for good (review L8).
+    private func callServer<Command: AMPCommand>(_ connection: AMPConnection, _ command: Command.Type,
+                                                 _ arguments: Command.Arguments) async throws -> Command.Response {
+        try await withTimeout(Self.presenceCallTimeout, "\(Command.name) at the presence server") {
+            try await connection.call(command, arguments)
+        }
+    }
+
     /// The multiplexer of a presence connection (made on first use; its channels close
     /// with the connection).
     func multiplexer(for connection: AMPConnection) -> VirtualChannelMultiplexer {
@@ -268,9 +277,7 @@ public final class Q2QNode: Sendable {
         return try await withTaskCancellationHandler {
             let sendCredit: Int
             do {
-                let answer = try await withTimeout(Self.presenceCallTimeout, "opening a relayed channel") {
-                    try await connection.call(Virtual.self, .init(id: channel.id, listener: ticket.id, window: window))
-                }
+                let answer = try await callServer(connection, Virtual.self, .init(id: channel.id, listener: ticket.id, window: window))
                 guard let granted = answer.window, ChannelWindow.isValid(granted) else {
                     throw ConnectionError.notFound("the presence server relayed without a flow-control window")
                 }
@@ -368,10 +375,7 @@ public final class Q2QNode: Sendable {
     private func register(_ listener: Q2QListener) async throws -> AMPConnection {
         let connection = try await link(as: listener.identity, to: listener.address.domain)
         do {
-            let arguments = listenArguments(for: listener, on: connection)
-            _ = try await withTimeout(Self.presenceCallTimeout, "listen at the presence server of \(listener.address.domain)") {
-                try await connection.call(Listen.self, arguments)
-            }
+            _ = try await callServer(connection, Listen.self, listenArguments(for: listener, on: connection))
         } catch let error as PresenceError {
             throw Q2QNodeError("the presence server of \(listener.address.domain) refused listen: \(error.errorDescription)")
         }
@@ -587,9 +591,7 @@ public final class Q2QNode: Sendable {
     /// (empty from a server that does not know `direct-paths`).
     private func directPaths(as identity: Q2QIdentity, to: Q2QAddress, service: String) async throws -> [HostPort] {
         let connection = try await link(as: identity, to: to.domain)
-        let answer = try await withTimeout(Self.presenceCallTimeout, "direct-paths at the presence server of \(to.domain)") {
-            try await connection.call(DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
-        }
+        let answer = try await callServer(connection, DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
         return answer.methods.compactMap(\.tcpAddress)
     }
 
@@ -617,9 +619,8 @@ public final class Q2QNode: Sendable {
         let mapping = try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil }
         let offers: [ListenerOffer]
         do {
-            offers = try await withTimeout(Self.presenceCallTimeout, "inbound at the presence server of \(to.domain)") {
-                try await connection.call(Inbound.self, .init(from: identity.address, to: to, service: service, udpSource: mapping)).listeners
-            }
+            offers = try await callServer(connection, Inbound.self, .init(from: identity.address, to: to, service: service,
+                                                                          udpSource: mapping)).listeners
         } catch let error as ConnectionError {
             throw Q2QNodeError(error.errorDescription)
         }
