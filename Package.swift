@@ -114,7 +114,16 @@ let package = Package(
             ]
         ),
         // Real child processes for integration tests (the vertex CLI, Twisted peers).
-        .target(name: "VertexTestSupport", dependencies: ["PTCPSimulator"], path: "Tests/VertexTestSupport"),
+        .target(
+            name: "VertexTestSupport",
+            dependencies: [
+                "PTCPSimulator",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/VertexTestSupport"
+        ),
         // PTCP throughput: the core on a simulated link, and real endpoints (scripts/bench/ptcp-vs-tcp).
         .executableTarget(
             name: "PTCPBench",

@@ -3,6 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import Testing
+import VertexTestSupport
 
 /// The golden `bad_input` vectors, sent over real loopback TCP to our server: it must
 /// answer and close exactly when Twisted's server did.
@@ -18,7 +19,7 @@ struct BadInputTests {
         let twistedClosed = tcp["server_closed"].bool!
         // Where a close is expected it ends the wait, so that wait can be long (other
         // suites load the machine); where none is, we wait out the window.
-        let result = try await RawPeer.exchange(port: server.port!, bytes: input, byteByByte: name.hasSuffix("byte-by-byte"),
+        let result = try await RawSocket.exchange(port: server.port!, bytes: input, byteByByte: name.hasSuffix("byte-by-byte"),
                                                window: .seconds(twistedClosed ? 30 : 2))
         let twistedResponse = tcp["response_hex"].string!
         #expect(result.closed == twistedClosed, "closed")
@@ -42,12 +43,12 @@ struct BadInputTests {
             for round in 0..<4 {
                 for input in inputs {
                     group.addTask {
-                        _ = try await RawPeer.exchange(port: port, bytes: input, byteByByte: false, window: .milliseconds(300))
+                        _ = try await RawSocket.exchange(port: port, bytes: input, byteByByte: false, window: .milliseconds(300))
                     }
                 }
                 // Half-open connections that never finish a box.
                 group.addTask {
-                    let channel = try await RawPeer.connect(port: port)
+                    let channel = try await RawSocket.connect(port: port)
                     try await channel.channel.writeAndFlush(ByteBuffer(bytes: [0x00, 0x05, 0x61]))
                     _ = round
                     try await Task.sleep(for: .milliseconds(300))
@@ -81,7 +82,7 @@ struct BadInputTests {
         for key in ["a", "b"] {
             bytes += [0, 1] + Array(key.utf8) + [0xFF, 0xFF] + [UInt8](repeating: 0x78, count: 65535)
         }
-        let result = try await RawPeer.exchange(port: server.port!, bytes: bytes, byteByByte: false, window: .seconds(60))
+        let result = try await RawSocket.exchange(port: server.port!, bytes: bytes, byteByByte: false, window: .seconds(60))
         #expect(result.closed, "server side: \(serverEvents.withLockedValue { $0 }); gave up at \(ContinuousClock.now - start)")
         #expect(result.bytes.isEmpty)
     }

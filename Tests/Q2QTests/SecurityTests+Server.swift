@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 @testable import Q2Q
 import Testing
+import VertexTestSupport
 
 /// The review's medium findings at the presence server (M1, M3, M4) and at the nodes'
 /// links to it (M2's relay offers, M6).
@@ -146,10 +147,9 @@ extension SecurityTests {
             #expect(domain.server.relayedChannelCount == 1)
             // carol sends no ClientHello on it; bob's direct port gets a connection that says nothing.
             let port = try #require(listener.port)
-            let silent = try await RawSocket.connect(port: port)
             // Closed after 1 s; the window leaves room for a loaded machine (a TLS close
             // before any handshake may also wait for NIOSSL's shutdown timeout, 5 s).
-            let (_, closed) = try await silent.exchange(ByteBuffer(), window: .seconds(20))
+            let (_, closed) = try await RawSocket.exchange(port: port, bytes: [], window: .seconds(20))
             #expect(closed, "the direct port kept a silent connection")
             let deadline = ContinuousClock.now + .seconds(10)
             while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
@@ -187,10 +187,8 @@ extension SecurityTests {
             let bobNode = try await makeNode(Self.bob.description, in: domain)
             let listener = try await bobNode.listen(as: Self.bob, service: "echo")
             let link = try await Self.link(bobNode, as: Self.bob)
-            let stalled = try await RawSocket.connect(port: domain.port)
-            var half = ByteBuffer()
-            half.writeBytes([0, 8] + Array("_command".utf8) + [0, 40])   // a key, then a value that never comes
-            let (_, closed) = try await stalled.exchange(half, window: .seconds(30))
+            let half: [UInt8] = [0, 8] + Array("_command".utf8) + [0, 40]   // a key, then a value that never comes
+            let (_, closed) = try await RawSocket.exchange(port: domain.port, bytes: half, window: .seconds(30))
             #expect(closed, "the server kept a connection that never authenticated")
             try await Task.sleep(for: .seconds(2))
             // bob's presence connection authenticated: still there, still listening.

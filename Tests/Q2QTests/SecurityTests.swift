@@ -3,7 +3,6 @@ import Crypto
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOPosix
 @testable import Q2Q
 import Testing
 import VertexTestSupport
@@ -76,8 +75,7 @@ struct SecurityTests {
             var bytes = try Self.request("secure", Secure.Arguments(from: nil, to: try Q2QAddress("example.test"), authorize: false), tag: "1")
             var sign = try Self.request("sign", Sign.Arguments(certificateRequest: csr, password: Array("s3cret".utf8)), tag: "2")
             bytes.writeBuffer(&sign)
-            let socket = try await RawSocket.connect(port: domain.port)
-            let (received, _) = try await socket.exchange(bytes, window: .seconds(2))
+            let (received, _) = try await RawSocket.exchange(port: domain.port, bytes: Array(bytes.readableBytesView), window: .seconds(2))
             // The answer to secure comes back in clear; nothing that answers sign does
             // (what follows it is TLS, and our bytes were no ClientHello).
             let text = String(decoding: received, as: UTF8.self)
@@ -199,32 +197,5 @@ struct SecurityTests {
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
               let kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return nil }
         return kilobytes * 1024
-    }
-}
-
-/// A plain TCP socket on loopback that writes exact bytes and reads what comes back.
-enum RawSocket {
-    static func connect(port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
-        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port) { channel in
-            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
-        }
-    }
-}
-
-extension NIOAsyncChannel<ByteBuffer, ByteBuffer> {
-    /// Writes `bytes` in one write and reads for `window` (or until the peer closes).
-    func exchange(_ bytes: ByteBuffer, window: Duration) async throws -> (bytes: [UInt8], closed: Bool) {
-        let timedOut = NIOLockedValueBox(false)
-        let timer = channel.eventLoop.scheduleTask(in: TimeAmount(window)) { [channel] in
-            timedOut.withLockedValue { $0 = true }
-            channel.close(promise: nil)
-        }
-        var collected: [UInt8] = []
-        try? await executeThenClose { inbound, outbound in
-            try await outbound.write(bytes)
-            for try await chunk in inbound { collected += chunk.readableBytesView }
-        }
-        timer.cancel()
-        return (collected, !timedOut.withLockedValue { $0 })
     }
 }

@@ -4,19 +4,12 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Synchronization
+import VertexTestSupport
 
-typealias RawChannel = NIOAsyncChannel<ByteBuffer, ByteBuffer>
-
-/// Plain TCP sockets on loopback that write and read exact bytes, to see what our AMP
-/// side does with input a well-behaved peer would never send.
+/// Raw peers of our AMP side: a listener that accepts plain sockets, and the exchanges
+/// with our client that the tests check byte by byte (``RawSocket`` writes to our server).
 enum RawPeer {
     static let group = MultiThreadedEventLoopGroup.singleton
-
-    static func connect(port: Int) async throws -> RawChannel {
-        try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
-            channel.eventLoop.makeCompletedFuture { try RawChannel(wrappingChannelSynchronously: channel) }
-        }
-    }
 
     /// Listens on loopback; `body` gets the port and an iterator of accepted sockets.
     static func withListener<T: Sendable>(
@@ -33,42 +26,6 @@ enum RawPeer {
             var iterator = inbound.makeAsyncIterator()
             return try await body(port, &iterator)
         }
-    }
-
-    /// Reads what arrives within `window`, and whether the peer closed.
-    static func readAll(_ channel: RawChannel, window: Duration) async throws -> (bytes: [UInt8], closed: Bool) {
-        let timedOut = NIOLockedValueBox(false)
-        // Decided on the event loop: whether the peer had closed when the window ends.
-        // (Deciding where the bytes are read would count a busy test machine's late
-        // task as a peer that never closed.)
-        let timer = channel.channel.eventLoop.scheduleTask(in: TimeAmount(window)) {
-            guard channel.channel.isActive else { return }
-            timedOut.withLockedValue { $0 = true }
-            channel.channel.close(promise: nil)
-        }
-        var collected: [UInt8] = []
-        try? await channel.executeThenClose { inbound, _ in
-            // A reset counts as closed, like an orderly close.
-            for try await chunk in inbound {
-                collected += chunk.readableBytesView
-            }
-        }
-        timer.cancel()
-        return (collected, !timedOut.withLockedValue { $0 })
-    }
-
-    /// Sends `bytes` to our AMP server (in one write, or one byte per write) and returns
-    /// what it answered within `window`, and whether it closed the connection.
-    static func exchange(port: Int, bytes: [UInt8], byteByByte: Bool, window: Duration) async throws -> (bytes: [UInt8], closed: Bool) {
-        let channel = try await connect(port: port)
-        if byteByByte {
-            for byte in bytes {
-                try await channel.channel.writeAndFlush(ByteBuffer(bytes: [byte]))
-            }
-        } else {
-            try await channel.channel.writeAndFlush(ByteBuffer(bytes: bytes))
-        }
-        return try await readAll(channel, window: window)
     }
 
     /// Makes `count` sequential calls from our client and returns the `_ask` tags the
