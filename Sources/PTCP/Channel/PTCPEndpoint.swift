@@ -229,7 +229,8 @@ final class PTCPDispatcher: ChannelInboundHandler {
             }
             deliver(envelope.data, to: channel)
             // Only a caller that got our SYN-ACK knows our connection id: its address is real.
-            if unvalidated.remove(id) != nil { open(channel) }
+            // (Checked only during a flood: an empty set costs established traffic nothing.)
+            if !unvalidated.isEmpty, unvalidated.remove(id) != nil { open(channel) }
             return
         }
         guard let packet = try? PTCPPacket(decoding: bytes), let handshake = packet.handshake else {
