@@ -70,8 +70,8 @@ public enum FileReceiver {
             // The SHA-256 of each held part, kept to go on with what arrives (so no file
             // is read again after it is received).
             var heldHashers: [SHA256?] = []
-            for file in offer.files {
-                let partial = target.partialURL(for: file.name, from: stream.peer, sha256: file.sha256)
+            let partials = offer.files.map { target.partialURL(for: $0.name, from: stream.peer, sha256: $0.sha256) }
+            for (file, partial) in zip(offer.files, partials) {
                 let size = ((try? FileManager.default.attributesOfItem(atPath: partial.path))?[.size] as? NSNumber)?.int64Value ?? 0
                 if size > 0, size <= file.size, let hasher = try? FileDigest.hasher(of: partial) {
                     held.append(.init(bytes: size, sha256: FileDigest.hex(hasher.finalize())))
@@ -99,7 +99,7 @@ public enum FileReceiver {
             var verified: [Bool] = []
             var finals: [URL] = []
             for (index, file) in offer.files.enumerated() {
-                let partial = target.partialURL(for: file.name, from: stream.peer, sha256: file.sha256)
+                let partial = partials[index]
                 var hasher = start.offsets[index] > 0 ? heldHashers[index]! : SHA256()
                 do {
                     try target.prepare(file.name)
