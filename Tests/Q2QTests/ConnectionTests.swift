@@ -121,7 +121,7 @@ struct ConnectionTests {
                 let stream = try await DirectPaths.dial(
                     address, as: try await aliceNode.identity(Self.alice), peer: Self.bob,
                     authority: try #require(await aliceNode.authority(for: domain.name)),
-                    listener: { ListenerClaim("not-an-offer") }, service: "echo", group: aliceNode.group, logger: aliceNode.logger)
+                    listener: { ListenerClaim("not-an-offer", adoption: .bytes) }, service: "echo", group: aliceNode.group, logger: aliceNode.logger).stream
                 let error = await #expect(throws: AMPRemoteError.self) {
                     try await stream.channel.executeThenClose { inbound, outbound in
                         // The refusal may have closed the stream already: then this write fails.

@@ -25,10 +25,10 @@ extension SecurityTests {
         // In TLS 1.3 the dialling side is done before the listener has checked its
         // certificate: the refusal is the stream's end.
         if let stranger = try? await DirectPaths.dial(HostPort(host: "127.0.0.1", port: port), as: identity, peer: bob, authority: bobAuthority,
-                                                      listener: { ListenerClaim("00") }, service: "echo",
+                                                      listener: { ListenerClaim("00", adoption: .bytes) }, service: "echo",
                                                       group: MultiThreadedEventLoopGroup.singleton, logger: bobNode.logger) {
             let ended = try? await withTimeout(.seconds(10), "the refused path ending") {
-                try? await stranger.channel.executeThenClose { inbound, _ in for try await _ in inbound {} }
+                try? await stranger.stream.channel.executeThenClose { inbound, _ in for try await _ in inbound {} }
                 return true
             }
             #expect(ended == true)
@@ -73,7 +73,7 @@ extension SecurityTests {
             let authority = try #require(domain.server.authority(for: "example.test")).certificate
             let error = await #expect(throws: Q2QNodeError.self) {
                 _ = try await DirectPaths.dial(HostPort(host: "localhost", port: domain.port), as: identity, peer: Self.bob, authority: authority,
-                                               listener: { ListenerClaim("00") }, service: "echo",
+                                               listener: { ListenerClaim("00", adoption: .bytes) }, service: "echo",
                                                group: MultiThreadedEventLoopGroup.singleton, logger: aliceNode.logger)
             }
             #expect(error?.description.contains("names a host") == true)

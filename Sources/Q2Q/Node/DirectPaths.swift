@@ -30,7 +30,7 @@ enum DirectPaths {
     /// gets no answer, and another method has usually won by then).
     static func dial(_ address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
                      listener ticket: @escaping @Sendable () async throws -> ListenerClaim, service: String, group: any EventLoopGroup, logger: Logger,
-                     connectTimeout: TimeAmount = .seconds(10)) async throws -> Q2QStream {
+                     connectTimeout: TimeAmount = .seconds(10)) async throws -> Q2QPath {
         // Paths come from peers and their servers: only addresses are dialled, never a
         // name some resolver would turn into whatever it likes (review L3).
         guard address.hostIsIPAddress else {

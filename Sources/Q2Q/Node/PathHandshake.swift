@@ -52,7 +52,7 @@ enum PathHandshake {
     /// Closes the path on failure.
     static func claim(on channel: any Channel, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
                       listener ticket: @escaping @Sendable () async throws -> ListenerClaim, service: String, method: Q2QMethod,
-                      logger: Logger) async throws -> Q2QStream {
+                      logger: Logger) async throws -> Q2QPath {
         let connector: Connector
         do {
             let tls = try connectorTLS(as: identity)
@@ -63,7 +63,8 @@ enum PathHandshake {
             channel.close(promise: nil)
             throw error
         }
-        return try await claim(ticket, over: connector, on: channel, as: identity, peer: peer, service: service, method: method)
+        return try await claim(ticket, over: connector, on: channel, as: identity, peer: peer, service: service, method: method,
+                               logger: logger)
     }
 
     /// The connecting side's TLS and AMP on a path, before the claim.
@@ -102,9 +103,9 @@ enum PathHandshake {
     /// for the answer (see the type's comment). Closes the path on failure, and when
     /// the task is cancelled (a race that another path won).
     static func claim(_ ticket: @escaping @Sendable () async throws -> ListenerClaim, over connector: Connector, on channel: any Channel, as identity: Q2QIdentity,
-                      peer: Q2QAddress, service: String, method: Q2QMethod) async throws -> Q2QStream {
+                      peer: Q2QAddress, service: String, method: Q2QMethod, logger: Logger) async throws -> Q2QPath {
         do {
-            let handoff = channel.eventLoop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
+            let handoff = channel.eventLoop.makePromise(of: Q2QPath.End.self)
             try await withTaskCancellationHandler {
                 do {
                     try await connector.handshake.get()
@@ -113,7 +114,7 @@ enum PathHandshake {
                     let claim = try await ticket()
                     guard claim.take() else { throw Q2QNodeError("another path claimed this listener offer first") }
                     try await connector.connection.switchProtocolPipelined(RetrieveConnection.self, .init(identifier: claim.id)) { channel in
-                        handoff.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration))
+                        handoff.succeed(try claim.adoption.adopt(channel, peer: peer, isListener: false, logger: logger))
                     }
                 } catch {
                     handoff.fail(error)
@@ -122,8 +123,8 @@ enum PathHandshake {
             } onCancel: {
                 channel.close(promise: nil)
             }
-            return Q2QStream(channel: try await handoff.futureResult.get(), local: identity.address, peer: peer,
-                             service: service, method: method)
+            return Q2QPath(end: try await handoff.futureResult.get(), local: identity.address, peer: peer,
+                           service: service, method: method)
         } catch {
             // Not awaited: a TLS close waits up to 5 s for the peer's close_notify, and
             // a losing attempt must not hold up the race that beat it.
@@ -138,10 +139,13 @@ enum PathHandshake {
 /// peer may send the claim; the others have lost the race.
 final class ListenerClaim: Sendable {
     let id: String
+    /// What the path that claims it becomes.
+    let adoption: PathAdoption
     private let taken = Atomic<Bool>(false)
 
-    init(_ id: String) {
+    init(_ id: String, adoption: PathAdoption) {
         self.id = id
+        self.adoption = adoption
     }
 
     /// True for the first caller only.

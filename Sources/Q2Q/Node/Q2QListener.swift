@@ -55,14 +55,21 @@ public final class Q2QListener: Sendable {
     /// original's verify hook); nil accepts every verified caller.
     let authorize: (@Sendable (Q2QAddress) async -> Bool)?
 
+    /// What each claimed path becomes; AMP paths go to `adopted`, not to ``connections``.
+    let adoption: PathAdoption
+    private let adopted: (@Sendable (Q2QPath) -> Void)?
+
     init(identity: Q2QIdentity, service: String, description: String, node: Q2QNode,
-         authorize: (@Sendable (Q2QAddress) async -> Bool)? = nil) {
+         authorize: (@Sendable (Q2QAddress) async -> Bool)? = nil,
+         adoption: PathAdoption = .bytes, adopted: (@Sendable (Q2QPath) -> Void)? = nil) {
         self.identity = identity
         self.address = identity.address
         self.service = service
         self.description = description
         self.node = node
         self.authorize = authorize
+        self.adoption = adoption
+        self.adopted = adopted
         (connections, continuation) = AsyncStream.makeStream(of: Q2QStream.self)
     }
 
@@ -188,12 +195,14 @@ public final class Q2QListener: Sendable {
         } else {
             local.map(Q2QMethod.tcp) ?? .unknown("tcp")
         }
-        let stream: @Sendable (NIOAsyncChannel<ByteBuffer, ByteBuffer>) -> Q2QStream = { [address, service] channel in
-            Q2QStream(channel: channel, local: address, peer: peer, service: service, method: method)
-        }
-        let continuation = self.continuation
-        return (AMPEmpty(), { channel in
-            continuation.yield(stream(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: Q2QStream.channelConfiguration)))
+        let (continuation, adoption, adopted, logger) = (self.continuation, self.adoption, self.adopted, node.logger)
+        return (AMPEmpty(), { [address, service] channel in
+            let end = try adoption.adopt(channel, peer: peer, isListener: true, logger: logger)
+            let path = Q2QPath(end: end, local: address, peer: peer, service: service, method: method)
+            switch end {
+            case .bytes: continuation.yield(path.stream)
+            case .amp: adopted?(path)
+            }
         })
     }
 

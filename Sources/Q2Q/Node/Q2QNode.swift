@@ -34,6 +34,9 @@ public struct Q2QNodeConfiguration: Sendable {
     /// to an accepted claim (TLS and `Retrieve-Connection`) before it is closed: a caller
     /// that connects and says nothing holds no descriptor or relay slot for long.
     public var pathClaimTimeout: Duration = .seconds(10)
+    /// How long a cached AMP connection (``Q2QNode/withAMPConnection(from:to:service:methods:_:)``)
+    /// stays open with nobody using it.
+    public var ampIdleTimeout: Duration = .seconds(60)
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
@@ -73,6 +76,11 @@ public final class Q2QNode: Sendable {
     private let multiplexers = Mutex<[ObjectIdentifier: VirtualChannelMultiplexer]>([:])
     /// The `tcp@` path that last won for each (from, to, service), tried first next time.
     private let rememberedPaths = Mutex<[RememberedPathKey: HostPort]>([:])
+    /// One AMP connection per (local, peer, service), shared by every caller.
+    let ampConnections: AMPConnectionCache
+    /// The responders of each AMP listener (``serveAMP``), also used on the connections
+    /// this node opens as that address to that service.
+    let ampResponders = Mutex<[ListenerKey: @Sendable (Q2QAddress) -> AMPResponders]>([:])
 
     /// The `tcp@` path a connection from `from` to `to`'s `service` tries first.
     func rememberedPath(from: Q2QAddress, to: Q2QAddress, service: String) -> HostPort? {
@@ -98,6 +106,7 @@ public final class Q2QNode: Sendable {
         self.group = group
         self.logger = logger
         self.client = PresenceClient(store: store, group: group, logger: logger)
+        self.ampConnections = AMPConnectionCache(idleTimeout: configuration.ampIdleTimeout)
     }
 
     public convenience init(home: URL, configuration: Q2QNodeConfiguration = .init()) throws {
@@ -270,7 +279,7 @@ public final class Q2QNode: Sendable {
     /// The relay attempt: a virtual channel through the presence server to the node
     /// that offered the id, then ``PathHandshake``.
     private func dialRelayed(over connection: AMPConnection, listener ticket: ListenerClaim, as identity: Q2QIdentity,
-                             peer: Q2QAddress, authority: Q2QCertificate, service: String) async throws -> Q2QStream {
+                             peer: Q2QAddress, authority: Q2QCertificate, service: String) async throws -> Q2QPath {
         let mux = multiplexer(for: connection)
         let window = configuration.relayWindow
         let channel = try await connection.channel.eventLoop.submit { mux.makeChannel(receiveWindow: window) }.get()
@@ -305,9 +314,17 @@ public final class Q2QNode: Sendable {
     /// so and never reach ``Q2QListener/connections``.
     public func listen(as address: Q2QAddress, service: String, description: String = "",
                        authorize: (@Sendable (Q2QAddress) async -> Bool)? = nil) async throws -> Q2QListener {
+        try await listen(as: address, service: service, description: description, authorize: authorize, adoption: .bytes)
+    }
+
+    /// ``listen(as:service:description:authorize:)``, with each claimed path adopted as
+    /// `adoption` says; AMP paths are handed to `adopted`.
+    func listen(as address: Q2QAddress, service: String, description: String, authorize: (@Sendable (Q2QAddress) async -> Bool)?,
+                adoption: PathAdoption, adopted: (@Sendable (Q2QPath) -> Void)? = nil) async throws -> Q2QListener {
         let identity = try await identity(address)
         let key = ListenerKey(address: address, service: service)
-        let listener = Q2QListener(identity: identity, service: service, description: description, node: self, authorize: authorize)
+        let listener = Q2QListener(identity: identity, service: service, description: description, node: self, authorize: authorize,
+                                   adoption: adoption, adopted: adopted)
         let added = listeners.withLock { listeners in
             guard listeners[key] == nil else { return false }
             listeners[key] = listener
@@ -502,12 +519,18 @@ public final class Q2QNode: Sendable {
     /// answers at once to `direct-paths`. They run their TCP and TLS handshakes while
     /// `inbound` asks the listener, and claim the id of its offer when it arrives.
     public func connect(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy = .auto) async throws -> Q2QStream {
+        try await connectPath(from: from, to: to, service: service, methods: methods, adoption: .bytes).stream
+    }
+
+    /// ``connect(from:to:service:methods:)``, with the path adopted as `adoption` says.
+    func connectPath(from: Q2QAddress, to: Q2QAddress, service: String, methods: Q2QMethodPolicy,
+                     adoption: PathAdoption) async throws -> Q2QPath {
         let identity = try await identity(from)
         let key = RememberedPathKey(from: from, to: to, service: service)
         let remembered = configuration.remembersPaths && methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
         // A late success is closed without waiting for TLS's close_notify.
-        let racer = MethodRacer<Q2QStream>(stagger: configuration.stagger) { late in late.channel.channel.close(promise: nil) }
-        let stream: Q2QStream
+        let racer = MethodRacer<Q2QPath>(stagger: configuration.stagger) { late in late.channel.close(promise: nil) }
+        let stream: Q2QPath
         do {
             if methods.allows(name: "tcp"), let authority = try? await store.pinnedAuthority(for: to.domain) {
                 // A path remembered, or else those the presence server has from the
@@ -517,13 +540,13 @@ public final class Q2QNode: Sendable {
                 } else {
                     { [self] in try await directPaths(as: identity, to: to, service: service) }
                 }
-                stream = try await connect(as: identity, to: to, service: service, methods: methods, early: early,
-                                           authority: authority, remembering: key, racer: racer)
+                stream = try await connect(as: identity, to: to, service: service, methods: methods, adoption: adoption,
+                                           early: early, authority: authority, remembering: key, racer: racer)
             } else {
-                let introduction = try await introduce(identity, to: to, service: service, methods: methods)
+                let introduction = try await introduce(identity, to: to, service: service, methods: methods, adoption: adoption)
                 stream = try await racer.race(attempts(for: introduction, skipping: [])).0
             }
-        } catch let failure as MethodRacer<Q2QStream>.AllFailed {
+        } catch let failure as MethodRacer<Q2QPath>.AllFailed {
             throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
         }
         if let address = stream.method.tcpAddress { rememberedPaths.withLock { $0[key] = address } }
@@ -536,15 +559,15 @@ public final class Q2QNode: Sendable {
     /// answer and the race of every other method it offers. An early path claims the id
     /// of the offer that names it.
     private func connect(as identity: Q2QIdentity, to: Q2QAddress, service: String, methods: Q2QMethodPolicy,
-                         early: @escaping @Sendable () async throws -> [HostPort], authority: Q2QCertificate,
-                         remembering key: RememberedPathKey, racer: MethodRacer<Q2QStream>) async throws -> Q2QStream {
-        let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods) }
+                         adoption: PathAdoption, early: @escaping @Sendable () async throws -> [HostPort], authority: Q2QCertificate,
+                         remembering key: RememberedPathKey, racer: MethodRacer<Q2QPath>) async throws -> Q2QPath {
+        let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods, adoption: adoption) }
         let earlyPaths = Task { (try? await early()) ?? [] }
         defer {
             introduction.cancel()
             earlyPaths.cancel()
         }
-        let direct = MethodRacer<Q2QStream>.Attempt(label: "early tcp") { [self] in
+        let direct = MethodRacer<Q2QPath>.Attempt(label: "early tcp") { [self] in
             let addresses = await earlyPaths.value
             guard !addresses.isEmpty else { throw Q2QNodeError("no tcp path known before inbound") }
             return try await racer.race(addresses.map { address in
@@ -554,7 +577,7 @@ public final class Q2QNode: Sendable {
                 }
             }).0
         }
-        let others = MethodRacer<Q2QStream>.Attempt(label: "inbound") { [self] in
+        let others = MethodRacer<Q2QPath>.Attempt(label: "inbound") { [self] in
             let introduction = try await introduction.value
             return try await racer.race(attempts(for: introduction, skipping: Set(await earlyPaths.value))).0
         }
@@ -571,7 +594,7 @@ public final class Q2QNode: Sendable {
     /// names this path; a remembered path that fails is forgotten.
     private func dialEarly(_ address: HostPort, as identity: Q2QIdentity, to: Q2QAddress, service: String,
                            authority: Q2QCertificate, offers: @escaping @Sendable () async throws -> [(offer: ListenerOffer, claim: ListenerClaim)],
-                           forgetting key: RememberedPathKey) async throws -> Q2QStream {
+                           forgetting key: RememberedPathKey) async throws -> Q2QPath {
         do {
             return try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: {
                 guard let offer = try await offers().first(where: { $0.offer.methods.contains(.tcp(address)) }) else {
@@ -610,7 +633,7 @@ public final class Q2QNode: Sendable {
 
     /// Asks `to`'s presence server (`inbound`) for its listeners of `service`.
     private func introduce(_ identity: Q2QIdentity, to: Q2QAddress, service: String,
-                           methods: Q2QMethodPolicy) async throws -> Introduction {
+                           methods: Q2QMethodPolicy, adoption: PathAdoption) async throws -> Introduction {
         // Our UDP mapping is learnt (or taken from the cache) while the presence
         // connection is made, so that the listener can seed its NAT towards it; with
         // no answer soon after (UDP blocked), we go on without PTCP.
@@ -628,7 +651,7 @@ public final class Q2QNode: Sendable {
             throw Q2QNodeError("the CA of \(to.domain) is not pinned")
         }
         return Introduction(identity: identity, to: to, service: service, methods: methods,
-                            offers: offers.map { ($0, ListenerClaim($0.identifier)) }, connection: connection,
+                            offers: offers.map { ($0, ListenerClaim($0.identifier, adoption: adoption)) }, connection: connection,
                             authority: authority, udpPort: udpPort, mapping: mapping)
     }
 
@@ -636,10 +659,10 @@ public final class Q2QNode: Sendable {
     /// (`tcp@` paths already being tried). Direct paths start together (with the wait for
     /// a listener that connects back at once), then the listener asked to connect back
     /// by bind-udp, the relay last.
-    private func attempts(for introduction: Introduction, skipping: Set<HostPort>) throws -> [MethodRacer<Q2QStream>.Attempt] {
+    private func attempts(for introduction: Introduction, skipping: Set<HostPort>) throws -> [MethodRacer<Q2QPath>.Attempt] {
         let (identity, to, service, authority, connection) = (introduction.identity, introduction.to, introduction.service,
                                                               introduction.authority, introduction.connection)
-        var attempts: [MethodRacer<Q2QStream>.Attempt] = []
+        var attempts: [MethodRacer<Q2QPath>.Attempt] = []
         for (offer, id) in introduction.offers {
             for method in offer.methods where introduction.methods.allows(method) {
                 switch method {
@@ -695,6 +718,7 @@ public final class Q2QNode: Sendable {
     /// Closes every listener and presence connection.
     public func shutdown() async {
         for listener in listeners.withLock({ Array($0.values) }) { await listener.close() }
+        await ampConnections.closeAll()
         await links.closeAll()
         await udp.close()
     }

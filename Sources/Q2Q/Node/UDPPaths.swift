@@ -95,7 +95,7 @@ extension Q2QNode {
     /// A `ptcp@` attempt: PTCP from the shared port to the listener's mapping (its NAT
     /// was seeded towards ours when it answered `inbound`), then ``PathHandshake``.
     func dialPTCP(_ address: HostPort, from port: UDPPort, as identity: Q2QIdentity, peer: Q2QAddress,
-                  authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QStream {
+                  authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QPath {
         // TLS is in place before the PTCP channel starts, so its first flight rides in the SYN.
         let tls = try PathHandshake.connectorTLS(as: identity)
         let installed = NIOLockedValueBox<PathHandshake.Connector?>(nil)
@@ -107,7 +107,7 @@ extension Q2QNode {
         }
         guard let connector = installed.withLockedValue({ $0 }) else { throw ChannelError.inappropriateOperationForState }
         return try await PathHandshake.claim({ ticket }, over: connector, on: channel, as: identity, peer: peer,
-                                             service: service, method: .ptcp(address))
+                                             service: service, method: .ptcp(address), logger: logger)
     }
 
     /// An `rptcp@` attempt, the listener connecting back: a fresh UDP port seeds our NAT
@@ -116,7 +116,7 @@ extension Q2QNode {
     /// connection that arrives runs ``PathHandshake`` with us as the TLS client. The
     /// fresh port lives as long as the stream.
     func dialReversePTCP(_ address: HostPort, publicHost: String, over connection: AMPConnection, as identity: Q2QIdentity,
-                         peer: Q2QAddress, authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QStream {
+                         peer: Q2QAddress, authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QPath {
         let port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
         do {
             port.seed(towards: try address.peerSocketAddress())
@@ -175,7 +175,7 @@ extension Q2QNode {
     /// The other half of an early connect-back: the connection the listener at
     /// `address` (its `rptcp@` mapping) opened to our shared port, claimed as TLS client.
     func takeConnectBack(from address: HostPort, as identity: Q2QIdentity, peer: Q2QAddress, authority: Q2QCertificate,
-                         listener ticket: ListenerClaim, service: String) async throws -> Q2QStream {
+                         listener ticket: ListenerClaim, service: String) async throws -> Q2QPath {
         guard let channel = await udp.connectBacks.take(from: address.host, timeout: .seconds(3)) else {
             throw Q2QNodeError("\(peer) did not connect back")
         }
