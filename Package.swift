@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Q2Q", targets: ["Q2Q"]),
         .library(name: "PTCP", targets: ["PTCP"]),
         .library(name: "VertexApps", targets: ["VertexApps"]),
+        .library(name: "Sigma", targets: ["Sigma"]),
         .executable(name: "vertex", targets: ["vertex"]),
         .executable(name: "amp-bench", targets: ["AMPBench"]),
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
@@ -90,6 +91,22 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // Sigma: shares named by BEP 52 hash-tree roots, fetched from a swarm of peers over
+        // the connection cache, every piece verified locally.
+        .target(
+            name: "Sigma",
+            dependencies: [
+                "CVertexSystem",
+                "AMP",
+                "Q2Q",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            // Hashing and piece bookkeeping run per 16 KiB: optimised in debug builds too,
+            // so that the tests' swarms are not held up by the unoptimised build.
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
         .executableTarget(
             name: "vertex",
             dependencies: [
@@ -97,6 +114,7 @@ let package = Package(
                 "AMP",
                 "Q2Q",
                 "VertexApps",
+                "Sigma",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -160,6 +178,7 @@ let package = Package(
             dependencies: [
                 "Q2Q",
                 "VertexApps",
+                "Sigma",
                 "AMP",
                 "VertexTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
