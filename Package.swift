@@ -96,9 +96,9 @@ let package = Package(
         .target(
             name: "Sigma",
             dependencies: [
-                "CVertexSystem",
                 "AMP",
                 "Q2Q",
+                "VertexApps",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

@@ -8,10 +8,10 @@ import Q2Q
 /// (``FileTransferMessage/isSafePath(_:)``); what remains is what is on disk: a
 /// component that exists must be a real directory (a symbolic link could lead out), and
 /// nothing is overwritten.
-struct ReceiveDirectory {
-    let root: URL
+public struct ReceiveDirectory: Sendable {
+    public let root: URL
 
-    init(_ root: URL) {
+    public init(_ root: URL) {
         self.root = root.standardizedFileURL
     }
 
@@ -80,7 +80,7 @@ struct ReceiveDirectory {
     /// Moves a verified partial file to its name, unless something is there already: on
     /// Linux in one step (renameat2 with RENAME_NOREPLACE), so nothing that appears
     /// between a check and the rename is replaced. `false` when the name is taken.
-    static func place(_ partial: URL, at final: URL) throws -> Bool {
+    public static func place(_ partial: URL, at final: URL) throws -> Bool {
         if vertex_rename_noreplace(partial.path, final.path) == 0 { return true }
         switch errno {
         case EEXIST:
@@ -96,16 +96,16 @@ struct ReceiveDirectory {
     }
 
     /// Bytes free for us in the directory's file system, when the system says.
-    func availableBytes() -> Int64? {
+    public func availableBytes() -> Int64? {
         var status = statvfs()
         guard statvfs(root.path, &status) == 0 else { return nil }
         return Int64(status.f_bavail) * Int64(status.f_frsize)
     }
 
-    enum Kind { case directory, symbolicLink, other }
+    public enum Kind: Sendable { case directory, symbolicLink, other }
 
     /// What is at `url`, without following a symbolic link; `nil` when nothing is.
-    static func kind(of url: URL) -> Kind? {
+    public static func kind(of url: URL) -> Kind? {
         var status = stat()
         guard lstat(url.path, &status) == 0 else { return nil }
         switch status.st_mode & S_IFMT {
