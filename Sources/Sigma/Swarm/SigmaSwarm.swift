@@ -14,7 +14,7 @@ import Q2Q
 /// it is written as held. Uploading serves each requester's queue, all of them sharing
 /// the node's upload cap block by block.
 public actor SigmaSwarm {
-    public let manifest: ShareManifest
+    public nonisolated let manifest: ShareManifest
     public nonisolated let id: ShareID
     let layout: PieceLayout
     let files: ShareFiles
