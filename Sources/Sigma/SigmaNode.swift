@@ -159,7 +159,7 @@ public final class SigmaNode: Sendable {
                     do {
                         let connection = try await context.connection(to: receiver)
                         _ = try await connection.call(PutShare.self, .init(share: manifest.id.description, kind: manifest.kind.rawValue,
-                                                                           name: manifest.name, size: manifest.totalSize,
+                                                                           name: manifest.name, size: Int(manifest.totalSize),
                                                                            peers: receivers.filter { $0 != receiver }))
                         return (receiver, nil)
                     } catch let error as SigmaError {
@@ -183,7 +183,7 @@ public final class SigmaNode: Sendable {
             throw .notAllowed("\(address) does not take shares from \(peer) (they can run: vertex authorize \(address) \(peer))")
         }
         guard let id = ShareID(hex: arguments.share), let kind = ShareManifest.Kind(rawValue: arguments.kind),
-              arguments.size >= 0, arguments.size <= ShareManifest.maximumFileSize else {
+              arguments.size >= 0, Int64(arguments.size) <= ShareManifest.maximumFileSize else {
             throw .badRequest("malformed Put")
         }
         do {
@@ -196,7 +196,7 @@ public final class SigmaNode: Sendable {
             await existing.learn(of: peer)
             return AMPEmpty()
         }
-        let link = ShareLink(id: id, kind: kind, name: arguments.name, size: arguments.size, holders: [peer] + others)
+        let link = ShareLink(id: id, kind: kind, name: arguments.name, size: Int64(arguments.size), holders: [peer] + others)
         Task { () async in
             do throws(ShareError) {
                 let swarm = try await fetch(link, into: receiving.directory, access: ShareAccess(allowed: Set([peer] + others)))

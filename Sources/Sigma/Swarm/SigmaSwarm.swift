@@ -78,7 +78,7 @@ public actor SigmaSwarm {
         let held = have.setIndices.reduce(Int64(0)) { $0 + Int64(files.layout.extent(of: $1).length) }
         statistics = SwarmStatistics(pieces: have.count, piecesHeld: have.setCount, piecesResumed: resumed,
                                      bytesTotal: manifest.totalSize, bytesHeld: held, bytesDownloaded: 0, bytesUploaded: 0,
-                                     piecesRejected: 0, peers: 0, peersBanned: 0)
+                                     piecesRejected: 0, peers: 0, peersComplete: 0, peersBanned: 0)
     }
 
     /// Starts the swarm's timers; when downloading, joins `holders`.
@@ -101,6 +101,7 @@ public actor SigmaSwarm {
     public var currentStatistics: SwarmStatistics {
         var statistics = statistics
         statistics.peers = peers.values.filter(\.joined).count
+        statistics.peersComplete = peers.values.filter { $0.joined && $0.mask.isComplete }.count
         statistics.peersBanned = banned.count
         return statistics
     }

@@ -50,5 +50,7 @@ public struct SwarmStatistics: Sendable, Codable {
     /// Pieces that failed verification.
     public var piecesRejected: Int
     public var peers: Int
+    /// Peers that hold the whole share, as far as we know.
+    public var peersComplete: Int
     public var peersBanned: Int
 }

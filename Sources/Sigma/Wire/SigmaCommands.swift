@@ -20,7 +20,7 @@ public enum PutShare: AMPCommand {
         public var share: String
         public var kind: String
         public var name: String
-        public var size: Int64
+        public var size: Int
         public var peers: [Q2QAddress]?
     }
     public typealias Failure = SigmaError
