@@ -79,7 +79,11 @@ extension SigmaSwarm {
     /// `Data` from `peer`: a block of a piece we asked it for. Blocks are checked against
     /// the piece's extent; the piece, once whole, against the hash tree.
     func received(data body: ByteBuffer, piece: Int, offset: Int, from peer: Q2QAddress) {
-        guard var state = peers[peer] else { return }
+        guard var state = peers[peer] else {
+            // Per message at debug only: a dropped peer that keeps sending must not flood the log.
+            context.logger.debug("sigma: Data from \(peer), not a peer of this share, dropped", metadata: ["share": "\(id)"])
+            return
+        }
         guard piece >= 0, piece < layout.pieceCount else {
             return violation(by: peer, "Data of piece \(piece), past the share's \(layout.pieceCount)")
         }

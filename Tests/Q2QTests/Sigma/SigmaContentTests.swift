@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import Q2Q
 @testable import Sigma
 import Testing
 import VertexTestSupport
@@ -89,5 +91,58 @@ struct SigmaContentTests {
             _ = try? ShareManifest.decode(Array(text.utf8))
             _ = try? ShareManifest.decode(bytes)
         }
+    }
+}
+
+@Suite("Sigma have-maps and piece picking")
+struct SigmaPickerTests {
+    @Test("property: BitArray round-trips through its AMP encoding; random bytes are refused or decoded, never crash")
+    func bitArrays() throws {
+        var random = SplitMix64(seed: 7)
+        for _ in 0..<500 {
+            let count = Int(random.next() % 300)
+            var array = BitArray(count: count)
+            for index in 0..<count where random.next() % 3 == 0 { array[index] = true }
+            var buffer = ByteBuffer()
+            try array.encodeAMPArgument(into: &buffer)
+            let decoded = try BitArray.decodeAMPArgument(from: buffer)
+            #expect(decoded == array && decoded.setCount == array.setIndices.count)
+
+            var noise = ByteBuffer()
+            noise.writeString("\(random.next() % 40):")
+            for _ in 0..<Int(random.next() % 8) { noise.writeInteger(UInt8(truncatingIfNeeded: random.next())) }
+            if let parsed = try? BitArray.decodeAMPArgument(from: noise) {
+                #expect(parsed.packed.count == (parsed.count + 7) / 8)
+            }
+        }
+        // Pad bits set, or a length that does not match: refused.
+        #expect(BitArray(count: 3, packed: [0xFF]) == nil)
+        #expect(BitArray(count: 9, packed: [0xFF]) == nil)
+    }
+
+    @Test("rarest first, nothing asked twice until the endgame, then at most two holders per piece")
+    func picking() throws {
+        var random = SplitMix64(seed: 3)
+        var picker = PiecePicker(have: BitArray(count: 8), random: &random)
+        let a = try Q2QAddress("a@example.test"), b = try Q2QAddress("b@example.test"), c = try Q2QAddress("c@example.test")
+        let all = BitArray(count: 8, filled: true)
+        var rare = BitArray(count: 8)
+        rare[5] = true
+        picker.peerJoined(all)
+        picker.peerJoined(all)
+        picker.peerJoined(rare)
+        // Piece 5 is held by three peers, the others by two: 5 comes last.
+        let first = picker.pick(for: a, holding: all, count: 7)
+        #expect(Set(first) == Set(0..<8).subtracting([5]))
+        for piece in first { picker.requested(piece, from: a) }
+        #expect(picker.pick(for: b, holding: all, count: 4) == [5])
+        picker.requested(5, from: b)
+        // Everything is in flight: the endgame asks another holder, once.
+        let endgame = picker.pick(for: c, holding: all, count: 8)
+        #expect(!endgame.isEmpty && endgame.allSatisfy { first.contains($0) || $0 == 5 })
+        for piece in endgame { picker.requested(piece, from: c) }
+        #expect(picker.pick(for: c, holding: all, count: 8).isEmpty, "no piece asked of more than two peers")
+        let cancelled = picker.verified(endgame[0])
+        #expect(Set(cancelled).count == 2 && picker.have[endgame[0]])
     }
 }
