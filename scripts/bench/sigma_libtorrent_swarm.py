@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """libtorrent's side of scripts/bench/sigma-vs-libtorrent.
 
-    sigma_libtorrent_swarm.py FILE PEERS RATE WORKDIR
+    sigma_libtorrent_swarm.py FILE PEERS RATE WORKDIR [PRESET]
+
+PRESET is how the sessions are tuned: `default` (libtorrent's defaults), `hps`
+(libtorrent's own high_performance_seed settings pack on every session) or
+`hps+super` (that, and super-seeding on the seeder).
 
 One seeder and PEERS downloaders, each a process of its own with one libtorrent 2.x
 session on loopback: TCP only (no uTP), no tracker, DHT, LSD, UPnP or NAT-PMP; every
@@ -23,15 +27,16 @@ warnings.simplefilter("ignore", DeprecationWarning)
 import libtorrent as lt  # noqa: E402
 
 
-def session(port, rate):
-    settings = {
+def session(port, rate, preset):
+    settings = lt.high_performance_seed() if preset.startswith("hps") else {}
+    settings.update({
         "listen_interfaces": f"127.0.0.1:{port}",
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
         "upload_rate_limit": rate, "download_rate_limit": 0,
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
-    }
+    })
     ses = lt.session(settings)
     # Loopback peers would be in the local peer class, which has no rate limit.
     peer_filter = lt.ip_filter()
@@ -49,13 +54,15 @@ def make_torrent(path, out):
         f.write(lt.bencode(torrent.generate()))
 
 
-def peer_main(role, torrent_path, save_path, port, rate, peer_ports):
-    ses = session(port, rate)
+def peer_main(role, torrent_path, save_path, port, rate, peer_ports, preset):
+    ses = session(port, rate, preset)
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(torrent_path)
     params.save_path = save_path
     if role == "seed":
         params.flags |= lt.torrent_flags.seed_mode
+        if preset.endswith("+super"):
+            params.flags |= lt.torrent_flags.super_seeding
     handle = ses.add_torrent(params)
     print(json.dumps({"event": "ready"}), flush=True)
     for p in peer_ports:
@@ -92,9 +99,10 @@ def free_port():
 def main():
     if sys.argv[1] == "--peer":
         role, torrent_path, save_path, port, rate = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
-        peer_main(role, torrent_path, save_path, port, rate, [int(p) for p in sys.argv[7].split(",")])
+        peer_main(role, torrent_path, save_path, port, rate, [int(p) for p in sys.argv[7].split(",")], sys.argv[8])
         return
     path, peers, rate, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    preset = sys.argv[5] if len(sys.argv) > 5 else "default"
     size = os.path.getsize(path)
     os.makedirs(work, exist_ok=True)
     torrent_path = os.path.join(work, "file.torrent")
@@ -103,7 +111,7 @@ def main():
     port_list = ",".join(map(str, ports))
     me = os.path.abspath(__file__)
     seed = subprocess.Popen([sys.executable, me, "--peer", "seed", torrent_path, os.path.dirname(os.path.abspath(path)),
-                             str(ports[0]), str(rate), port_list], stdout=subprocess.PIPE, text=True)
+                             str(ports[0]), str(rate), port_list, preset], stdout=subprocess.PIPE, text=True)
     assert json.loads(seed.stdout.readline())["event"] == "ready"
     start = time.monotonic()
     downloaders = []
@@ -111,7 +119,7 @@ def main():
         save = os.path.join(work, f"p{i}")
         os.makedirs(save, exist_ok=True)
         downloaders.append(subprocess.Popen([sys.executable, me, "--peer", "get", torrent_path, save, str(ports[i + 1]),
-                                             str(rate), port_list], stdout=subprocess.PIPE, text=True))
+                                             str(rate), port_list, preset], stdout=subprocess.PIPE, text=True))
     results = []
     for d in downloaders:
         assert json.loads(d.stdout.readline())["event"] == "ready"
@@ -129,7 +137,7 @@ def main():
     tmin = size / rate
     cpu = sum(r["cpu"] for r in results)
     received = sum(r["received"] for r in results)
-    print(f"{'libtorrent':10s} all done in {elapsed:6.2f} s = {elapsed / tmin:4.2f} x T_min; seeder uploaded {uploaded / size:4.2f} x F; "
+    print(f"{'lt ' + preset:12s} all done in {elapsed:6.2f} s = {elapsed / tmin:4.2f} x T_min; seeder uploaded {uploaded / size:4.2f} x F; "
           f"{cpu / (received / 2**30):5.2f} CPU s per GiB received (libtorrent {lt.__version__})")
 
 
