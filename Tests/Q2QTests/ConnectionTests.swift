@@ -212,15 +212,22 @@ struct ConnectionTests {
 
     @Test("the listener re-registers within 5 s after the presence server restarts")
     func serverRestart() async throws {
-        let domain = try await TestDomain.start()
+        // A port below the ephemeral range (32768 and up on Linux): once freed, no other
+        // test's outgoing connection can be handed it as its local port before the restart
+        // binds it again.
+        var belowEphemeral: TestDomain?
+        for _ in 0..<50 where belowEphemeral == nil {
+            let port = Int.random(in: 20_000..<32_000)
+            belowEphemeral = try? await TestDomain.start(configure: { $0.port = port })
+        }
+        let domain = try #require(belowEphemeral)
         let bobNode = try await makeNode("bob@example.test", in: domain)
         let aliceNode = try await makeNode("alice@example.test", in: domain)
         let listener = try await bobNode.listen(as: Self.bob, service: "echo")
         let echoing = echo(listener)
         let port = domain.port
         await domain.server.close()
-        // Another test's outgoing connection may hold the freed port as its local port for
-        // a moment (the kernel hands ephemeral ports out again): try again for a while.
+        // Should anything else bind it meanwhile, try again for a while.
         var started: PresenceServer?
         let binding = ContinuousClock.now
         while started == nil {

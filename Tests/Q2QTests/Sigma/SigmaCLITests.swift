@@ -3,7 +3,9 @@ import Testing
 import VertexTestSupport
 
 /// `vertex sigma` as real processes against a real `vertex server` on loopback.
-@Suite("vertex sigma processes")
+/// One test at a time: each runs several debug-built processes doing TLS, and the
+/// machine is shared with every other suite.
+@Suite("vertex sigma processes", .serialized)
 struct SigmaCLITests {
     /// A server with `users` registered on example.test, each with a home; `body` gets a
     /// path helper inside a scratch directory.
@@ -62,9 +64,9 @@ struct SigmaCLITests {
     func fourDownloaders() async throws {
         let peers = ["p1", "p2", "p3", "p4"]
         try await Self.withUsers(["seed"] + peers) { path in
-            let size = 12 << 20
+            let size = 5 << 20
             try Data(pseudoRandomBytes(size, seed: 11)).write(to: URL(fileURLWithPath: path("film.bin")))
-            let rate = ["--limit-rate", "6M"]
+            let rate = ["--limit-rate", "2M"]
             let (seeder, link) = try await Self.share(path, path("film.bin"), as: "seed",
                                                       peers.flatMap { ["--allow", "\($0)@example.test"] } + rate)
             let getters = try peers.map { try Self.get(path, link, as: $0, ["--seed"] + rate) }
@@ -91,12 +93,12 @@ struct SigmaCLITests {
     func seederLeaves() async throws {
         let peers = ["p1", "p2", "p3"]
         try await Self.withUsers(["seed"] + peers) { path in
-            try Data(pseudoRandomBytes(6 << 20, seed: 12)).write(to: URL(fileURLWithPath: path("film.bin")))
+            try Data(pseudoRandomBytes(3 << 20, seed: 12)).write(to: URL(fileURLWithPath: path("film.bin")))
             let (seeder, link) = try await Self.share(path, path("film.bin"), as: "seed",
-                                                      ["--public", "--until-distributed", "--limit-rate", "8M"])
+                                                      ["--public", "--until-distributed", "--limit-rate", "4M"])
             // The downloaders upload slower than the seeder: it has handed out every piece
             // long before they have traded them all.
-            let getters = try peers.map { try Self.get(path, link, as: $0, ["--seed", "--limit-rate", "1M"]) }
+            let getters = try peers.map { try Self.get(path, link, as: $0, ["--seed", "--limit-rate", "500k"]) }
             let left = try await Self.report(seeder, timeout: .seconds(60))
             #expect(left["event"] as? String == "stopped")
             #expect(await seeder.exited.value == 0)
@@ -114,12 +116,19 @@ struct SigmaCLITests {
     @Test("a downloader killed at a random point and started again finishes without fetching its verified pieces again")
     func resume() async throws {
         try await Self.withUsers(["seed", "p1"]) { path in
-            let size = 8 << 20
+            let size = 4 << 20
             try Data(pseudoRandomBytes(size, seed: 13)).write(to: URL(fileURLWithPath: path("film.bin")))
-            let (seeder, link) = try await Self.share(path, path("film.bin"), as: "seed", ["--allow", "p1@example.test", "--limit-rate", "2M"])
+            let (seeder, link) = try await Self.share(path, path("film.bin"), as: "seed", ["--allow", "p1@example.test", "--limit-rate", "1M"])
             let first = try Self.get(path, link, as: "p1")
-            // Somewhere in the middle: the transfer takes about 4 s at 2 MB/s.
-            try await Task.sleep(for: .milliseconds(Int.random(in: 1_500...3_000)))
+            // Somewhere in the middle (the transfer takes about 4 s at 1 MB/s): once the
+            // saved have-map shows progress, after a random moment more.
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                let partial = (try? FileManager.default.contentsOfDirectory(atPath: path("in-p1")))?.first { $0.hasSuffix(".sigma-partial") }
+                if let partial, let have = FileManager.default.contents(atPath: path("in-p1/\(partial)/have")), have.contains(where: { $0 != 0 }) { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...1_000)))
             first.signal(SIGKILL)
             _ = await first.exited.value
             let partial = try FileManager.default.contentsOfDirectory(atPath: path("in-p1"))
