@@ -155,7 +155,7 @@ struct ReceiveCommand: AsyncParsableCommand {
     @OptionGroup var node: NodeOptions
 
     func run() async throws {
-        let directory = try receiveDirectory()
+        let directory = try downloadDirectory(to)
         let store = try node.home.openStore()
         let trusted = Set(try await store.authorizedSenders(for: address) + acceptFrom)
         let q2q = try node.openNode()
@@ -202,23 +202,6 @@ struct ReceiveCommand: AsyncParsableCommand {
         }
         await listener.close()
         await q2q.shutdown()
-    }
-
-    /// The target directory: --to, which must exist, or the default, made if missing.
-    private func receiveDirectory() throws -> URL {
-        let directory = to.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? Self.defaultDirectory
-        if to == nil, !FileManager.default.fileExists(atPath: directory.path) {
-            do {
-                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw CLIError("cannot create \(directory.path): \(error.localizedDescription)")
-            }
-        }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw CLIError("\(directory.path) is not a directory")
-        }
-        return directory
     }
 
     /// One transfer, reported on the terminal; whether it completed.
@@ -269,6 +252,24 @@ struct ReceiveCommand: AsyncParsableCommand {
             return answer.map { ["y", "yes"].contains($0.trimmingCharacters(in: .whitespaces).lowercased()) } ?? false
         }
     }
+}
+
+/// Where received files go: --to, which must exist, or ~/Downloads/vertex, made if
+/// missing (vertex receive, vertex sigma get and receive).
+func downloadDirectory(_ to: String?) throws -> URL {
+    let directory = to.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? ReceiveCommand.defaultDirectory
+    if to == nil, !FileManager.default.fileExists(atPath: directory.path) {
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw CLIError("cannot create \(directory.path): \(error.localizedDescription)")
+        }
+    }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw CLIError("\(directory.path) is not a directory")
+    }
+    return directory
 }
 
 struct AuthorizeCommand: AsyncParsableCommand {

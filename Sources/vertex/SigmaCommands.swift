@@ -401,23 +401,6 @@ extension SigmaNode {
     }
 }
 
-/// --to, which must exist, or ~/Downloads/vertex, made if missing.
-func downloadDirectory(_ to: String?) throws -> URL {
-    let directory = to.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? ReceiveCommand.defaultDirectory
-    if to == nil, !FileManager.default.fileExists(atPath: directory.path) {
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw CLIError("cannot create \(directory.path): \(error.localizedDescription)")
-        }
-    }
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw CLIError("\(directory.path) is not a directory")
-    }
-    return directory
-}
-
 /// A swarm's progress on standard error: a redrawn line on a terminal (bytes, rates,
 /// peers), a plain line every few seconds otherwise.
 final class SwarmProgress: Sendable {

@@ -40,6 +40,31 @@ struct CLITests {
         try await ChildProcess.run(vertex, arguments, input: input)
     }
 
+    /// A `vertex server` on loopback with `users` registered on example.test, each with a
+    /// home (`home-USER`); `body` gets a path helper inside a scratch directory.
+    static func withUsers(_ users: [String], _ body: (_ path: (String) -> String) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        try "pw\n".write(toFile: path("password"), atomically: true, encoding: .utf8)
+        let server = try await ServerProcess.start(data: directory.appendingPathComponent("data"),
+                                                   log: directory.appendingPathComponent("server.log"))
+        for user in users {
+            #expect(try await vertex(["user", "add", "\(user)@example.test", "--data", path("data"), "--password-file", path("password")]).status == 0)
+            _ = try await vertex(["servers", "set", "example.test", "127.0.0.1:\(server.port)", "--home", path("home-\(user)")])
+            let registered = try await vertex(["register", "\(user)@example.test", "--password-file", path("password"), "--home", path("home-\(user)")])
+            #expect(registered.status == 0, "\(registered.stderr)")
+        }
+        do {
+            try await body(path)
+            await server.process.stop()
+        } catch {
+            await server.process.stop()
+            throw error
+        }
+    }
+
     @Test("server, user add, register (wrong then right password), identity, whoami, revoke, restart keeps the CA")
     func acceptance() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-cli-\(UUID().uuidString)")

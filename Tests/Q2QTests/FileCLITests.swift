@@ -8,26 +8,7 @@ import VertexTestSupport
 struct FileCLITests {
     /// A server with alice and bob registered, each with a home; `body` gets a path helper.
     static func withUsers(_ body: (_ path: (String) -> String) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-files-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
-        try "pw\n".write(toFile: path("password"), atomically: true, encoding: .utf8)
-        let server = try await CLITests.ServerProcess.start(data: directory.appendingPathComponent("data"),
-                                                            log: directory.appendingPathComponent("server.log"))
-        for user in ["alice", "bob"] {
-            #expect(try await CLITests.vertex(["user", "add", "\(user)@example.test", "--data", path("data"), "--password-file", path("password")]).status == 0)
-            _ = try await CLITests.vertex(["servers", "set", "example.test", "127.0.0.1:\(server.port)", "--home", path("home-\(user)")])
-            let registered = try await CLITests.vertex(["register", "\(user)@example.test", "--password-file", path("password"), "--home", path("home-\(user)")])
-            #expect(registered.status == 0, "\(registered.stderr)")
-        }
-        do {
-            try await body(path)
-            await server.process.stop()
-        } catch {
-            await server.process.stop()
-            throw error
-        }
+        try await CLITests.withUsers(["alice", "bob"], body)
     }
 
     static func receive(_ path: (String) -> String, into inbox: String, _ extra: [String] = []) async throws -> ChildProcess {

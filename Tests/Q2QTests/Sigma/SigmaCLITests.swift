@@ -7,31 +7,6 @@ import VertexTestSupport
 /// machine is shared with every other suite.
 @Suite("vertex sigma processes", .serialized)
 struct SigmaCLITests {
-    /// A server with `users` registered on example.test, each with a home; `body` gets a
-    /// path helper inside a scratch directory.
-    static func withUsers(_ users: [String], _ body: (_ path: (String) -> String) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-sigma-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
-        try "pw\n".write(toFile: path("password"), atomically: true, encoding: .utf8)
-        let server = try await CLITests.ServerProcess.start(data: directory.appendingPathComponent("data"),
-                                                            log: directory.appendingPathComponent("server.log"))
-        for user in users {
-            #expect(try await CLITests.vertex(["user", "add", "\(user)@example.test", "--data", path("data"), "--password-file", path("password")]).status == 0)
-            _ = try await CLITests.vertex(["servers", "set", "example.test", "127.0.0.1:\(server.port)", "--home", path("home-\(user)")])
-            let registered = try await CLITests.vertex(["register", "\(user)@example.test", "--password-file", path("password"), "--home", path("home-\(user)")])
-            #expect(registered.status == 0, "\(registered.stderr)")
-        }
-        do {
-            try await body(path)
-            await server.process.stop()
-        } catch {
-            await server.process.stop()
-            throw error
-        }
-    }
-
     /// `vertex sigma share` as `user`; returns the process and the link it printed.
     static func share(_ path: (String) -> String, _ file: String, as user: String, _ extra: [String]) async throws -> (ChildProcess, String) {
         let process = try ChildProcess(CLITests.vertex, ["sigma", "share", file, "--as", "\(user)@example.test", "--json",
@@ -63,7 +38,7 @@ struct SigmaCLITests {
     @Test("one seeder and four downloaders, every upload capped alike: all finish byte-exact, and the seeder uploads less than 1.5× the file")
     func fourDownloaders() async throws {
         let peers = ["p1", "p2", "p3", "p4"]
-        try await Self.withUsers(["seed"] + peers) { path in
+        try await CLITests.withUsers(["seed"] + peers) { path in
             let size = 5 << 20
             try Data(pseudoRandomBytes(size, seed: 11)).write(to: URL(fileURLWithPath: path("film.bin")))
             let rate = ["--limit-rate", "2M"]
@@ -92,7 +67,7 @@ struct SigmaCLITests {
     @Test("the seeder leaves once every piece is somewhere in the swarm (--until-distributed); the others still finish")
     func seederLeaves() async throws {
         let peers = ["p1", "p2", "p3"]
-        try await Self.withUsers(["seed"] + peers) { path in
+        try await CLITests.withUsers(["seed"] + peers) { path in
             try Data(pseudoRandomBytes(3 << 20, seed: 12)).write(to: URL(fileURLWithPath: path("film.bin")))
             let (seeder, link) = try await Self.share(path, path("film.bin"), as: "seed",
                                                       ["--public", "--until-distributed", "--limit-rate", "4M"])
@@ -115,7 +90,7 @@ struct SigmaCLITests {
 
     @Test("a downloader killed at a random point and started again finishes without fetching its verified pieces again")
     func resume() async throws {
-        try await Self.withUsers(["seed", "p1"]) { path in
+        try await CLITests.withUsers(["seed", "p1"]) { path in
             let size = 4 << 20
             try Data(pseudoRandomBytes(size, seed: 13)).write(to: URL(fileURLWithPath: path("film.bin")))
             let (seeder, link) = try await Self.share(path, path("film.bin"), as: "seed", ["--allow", "p1@example.test", "--limit-rate", "1M"])
@@ -153,7 +128,7 @@ struct SigmaCLITests {
 
     @Test("push: receivers that authorized the pusher fetch from it and from each other; one that did not refuses")
     func push() async throws {
-        try await Self.withUsers(["alice", "bob", "carol", "dave"]) { path in
+        try await CLITests.withUsers(["alice", "bob", "carol", "dave"]) { path in
             let tree = path("album")
             try FileManager.default.createDirectory(atPath: tree + "/disc 1", withIntermediateDirectories: true)
             try Data(pseudoRandomBytes(3 << 20, seed: 14)).write(to: URL(fileURLWithPath: tree + "/disc 1/a.flac"))
