@@ -5,14 +5,16 @@ import NIOSSL
 import PTCP
 import Synchronization
 
-/// Incoming streams for one address and service. Created by ``Q2QNode/listen(as:service:description:)``;
-/// registered with the address's presence server, and re-registered when that
+/// Incoming streams for one address and service. Created by ``Q2QNode/listen(as:service:description:authorize:)``
+/// (byte streams, on ``connections``) or ``Q2QNode/serveAMP(as:service:description:authorize:responders:)``
+/// (AMP connections, answered by their responders and kept in the node's connection
+/// cache); registered with the address's presence server, and re-registered when that
 /// connection is lost, until ``close()``.
 public final class Q2QListener: Sendable {
     public let address: Q2QAddress
     public let service: String
     public let description: String
-    /// Verified incoming streams, until the listener closes.
+    /// Verified incoming streams, until the listener closes (none for an AMP listener).
     public let connections: AsyncStream<Q2QStream>
 
     let identity: Q2QIdentity

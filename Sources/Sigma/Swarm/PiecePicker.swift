@@ -41,17 +41,8 @@ struct PiecePicker {
 
     func availabilityOf(_ piece: Int) -> Int { Int(availability[piece]) }
 
-    /// Whether every piece we lack is held by some peer (or in hand).
-    var everyPieceAvailable: Bool {
-        for index in 0..<pieceCount where !have[index] && availability[index] == 0 { return false }
-        return true
-    }
-
     /// Whether every piece is held by some peer other than us.
     var everyPieceElsewhere: Bool { !availability.contains(0) }
-
-    func isInFlight(_ piece: Int) -> Bool { inFlight[piece] != nil }
-    func holders(ofRequest piece: Int) -> [PeerKey] { inFlight[piece] ?? [] }
 
     /// Up to `count` pieces to ask `peer` for, among those its have-map shows: rarest
     /// first, none in flight; in the endgame (nothing else left to ask anyone), pieces

@@ -235,7 +235,10 @@ public actor SigmaSwarm {
             context.logger.info("sigma: introduction ignored", metadata: ["from": "\(peer)", "share": "\(id)"])
             return
         }
-        guard newcomer != context.address, !banned.contains(newcomer), peers.count < Self.maximumPeers else { return }
+        // Bounded: each introduction may make us dial someone, and an admitted peer must
+        // not be able to make us dial without end.
+        guard newcomer != context.address, !banned.contains(newcomer), peers.count < Self.maximumPeers,
+              introduced.count < 2 * Self.maximumPeers || introduced.contains(newcomer) else { return }
         introduced.insert(newcomer)
         learn(of: newcomer)
     }
