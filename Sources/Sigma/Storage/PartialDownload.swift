@@ -84,6 +84,11 @@ public struct PartialDownload: Sendable {
         }
     }
 
+    /// Removes the partial directory (a download given up with nothing in it).
+    public func discard() {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
     /// Puts the verified share under its name and removes the partial directory.
     /// Returns the share's final URL.
     public func finish(_ files: ShareFiles) throws(ShareError) -> URL {

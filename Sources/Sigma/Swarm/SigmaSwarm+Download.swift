@@ -194,6 +194,9 @@ extension SigmaSwarm {
     func fail(_ error: ShareError) {
         guard failure == nil else { return }
         failure = error
+        // A download that got nothing leaves nothing behind; one that got some keeps it
+        // for the next attempt to resume.
+        if picker.have.setCount == 0, let partial { partial.discard() }
         context.logger.error("sigma: \(error)", metadata: ["share": "\(id)"])
         let waiters = completionWaiters
         completionWaiters = []

@@ -155,6 +155,7 @@ public actor SigmaSwarm {
     func join(_ peer: Q2QAddress, attempts: Int = 5) async {
         guard peers[peer] == nil || peers[peer]?.joined == false else { return }
         if peers[peer] == nil { peers[peer] = SwarmPeer(pieceCount: layout.pieceCount) }
+        var problem = "no answer"
         for attempt in 1...attempts {
             guard !closed, !banned.contains(peer), peers[peer]?.joined == false else { return }
             do {
@@ -174,13 +175,19 @@ public actor SigmaSwarm {
                     continue
                 }
                 context.logger.notice("sigma: \(peer) refused to share", metadata: ["share": "\(id)", "error": "\(error)"])
+                problem = "\(error)"
                 break
             } catch {
                 context.logger.info("sigma: cannot reach \(peer)", metadata: ["share": "\(id)", "error": "\(error)"])
+                problem = "\(error)"
                 if attempt < attempts { try? await Task.sleep(for: .seconds(1)) }
             }
         }
         if peers[peer]?.joined == false { peers[peer] = nil }
+        // A download left with nobody to fetch from says so instead of waiting forever.
+        if !picker.isComplete, peers.isEmpty, location == nil {
+            fail(.io("no holder of \(manifest.name) can be reached (\(peer): \(problem))"))
+        }
     }
 
     /// `Get` from `peer`: its have-map for ours.

@@ -164,6 +164,19 @@ struct SigmaCLITests {
         }
     }
 
+    @Test("a link whose holder is not there: get ends with a one-line error naming the holder, nothing left behind")
+    func holderAbsent() async throws {
+        try await CLITests.withUsers(["seed", "p1"]) { path in
+            let link = "sigma:\(String(repeating: "5a", count: 32))?kind=file&name=gone.bin&size=1000&from=seed%40example.test"
+            try FileManager.default.createDirectory(atPath: path("in-p1"), withIntermediateDirectories: true)
+            let run = try await ChildProcess.run(CLITests.vertex, ["sigma", "get", link, "--as", "p1@example.test", "--to", path("in-p1"),
+                                                                   "--home", path("home-p1")], timeout: .seconds(60))
+            #expect(run.status != 0)
+            #expect(run.stderr.contains("no holder of gone.bin can be reached") && run.stderr.contains("seed@example.test"), "\(run.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: path("in-p1")).isEmpty)
+        }
+    }
+
     @Test("bad command lines get one-line errors: a share without --allow or --public, a malformed link")
     func badCommandLines() async throws {
         let noAudience = try await CLITests.vertex(["sigma", "share", "/etc/hostname", "--as", "a@example.test"])
