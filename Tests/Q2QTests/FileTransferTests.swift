@@ -211,7 +211,9 @@ struct FileTransferTests {
             try await Self.withRawSender(in: domain, options: .init(idleTimeout: .seconds(1))) { _, _, receiving in
                 let started = ContinuousClock.now
                 #expect(await receiving.value != nil)
-                #expect(ContinuousClock.now - started < .seconds(10))
+                // Well under the default 60 s: the 1 s timeout ended it (a loaded machine
+                // has taken more than 10 s to get there).
+                #expect(ContinuousClock.now - started < .seconds(30))
             }
         }
     }
