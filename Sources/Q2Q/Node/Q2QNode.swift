@@ -37,6 +37,11 @@ public struct Q2QNodeConfiguration: Sendable {
     /// How long a cached AMP connection (``Q2QNode/withAMPConnection(from:to:service:methods:_:)``)
     /// stays open with nobody using it.
     public var ampIdleTimeout: Duration = .seconds(60)
+    /// How long a `ptcp@` attempt waits when the same listener offers a `tcp@` path too.
+    /// Where both work (a LAN, loopback, a public listener) their handshakes finish
+    /// within a millisecond of each other, and kernel TCP should win: PTCP costs more CPU
+    /// per byte. Behind NATs, where only PTCP works, this is all it costs.
+    public var tcpHeadStart: Duration = .milliseconds(50)
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
@@ -65,6 +70,8 @@ public struct Q2QNodeConfiguration: Sendable {
 public final class Q2QNode: Sendable {
     public let store: any NodeStore
     public let configuration: Q2QNodeConfiguration
+    /// The event loops its connections run on (apps may run their own state there too).
+    public var eventLoopGroup: any EventLoopGroup { group }
     let client: PresenceClient
     let fetcher = AuthorityFetcher()
     let group: any EventLoopGroup
@@ -674,9 +681,12 @@ public final class Q2QNode: Sendable {
                     })
                 case .ptcp(let address):
                     guard let udpPort = introduction.udpPort else { continue }
+                    let tcpOffered = offer.methods.contains { $0.tcpAddress != nil && introduction.methods.allows($0) }
+                    let headStart = tcpOffered ? configuration.tcpHeadStart : .zero
                     attempts.append(.init(label: method.description, wave: 0) { [self] in
-                        try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
-                                           listener: id, service: service)
+                        if headStart > .zero { try await Task.sleep(for: headStart) }
+                        return try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
+                                                  listener: id, service: service)
                     })
                 case .rptcp(let address):
                     guard let publicHost = introduction.mapping?.host else { continue }

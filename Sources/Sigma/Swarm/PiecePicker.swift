@@ -14,6 +14,8 @@ struct PiecePicker {
     private var availability: [UInt16]
     /// The peers each in-flight piece was asked of.
     private var inFlight: [Int: [PeerKey]] = [:]
+    /// How many peers each piece is asked of now (the scan's test, without hashing).
+    private var requests: [UInt8]
     /// A random permutation of the pieces: scanning in this order breaks ties at random.
     private let order: [Int32]
 
@@ -23,6 +25,7 @@ struct PiecePicker {
         pieceCount = have.count
         self.have = have
         availability = [UInt16](repeating: 0, count: have.count)
+        requests = [UInt8](repeating: 0, count: have.count)
         order = (0..<Int32(have.count)).shuffled(using: &random)
     }
 
@@ -54,7 +57,7 @@ struct PiecePicker {
         var worst: UInt16 = .max
         for position in order {
             let piece = Int(position)
-            guard !have[piece], mask[piece], inFlight[piece] == nil else { continue }
+            guard mask[piece], requests[piece] == 0, !have[piece] else { continue }
             let rarity = availability[piece]
             if chosen.count < count {
                 chosen.append((piece, rarity))
@@ -75,18 +78,21 @@ struct PiecePicker {
 
     mutating func requested(_ piece: Int, from peer: PeerKey) {
         inFlight[piece, default: []].append(peer)
+        requests[piece] &+= 1
     }
 
     /// The request of `piece` from `peer` is over (arrived, failed, rejected, cancelled).
     mutating func released(_ piece: Int, from peer: PeerKey) {
-        guard var peers = inFlight[piece] else { return }
-        peers.removeAll { $0 == peer }
+        guard var peers = inFlight[piece], let index = peers.firstIndex(of: peer) else { return }
+        peers.remove(at: index)
+        requests[piece] -= 1
         inFlight[piece] = peers.isEmpty ? nil : peers
     }
 
     /// `piece` verified: held; the peers it was also asked of are returned (to cancel).
     mutating func verified(_ piece: Int) -> [PeerKey] {
         have[piece] = true
+        requests[piece] = 0
         return inFlight.removeValue(forKey: piece) ?? []
     }
 }
