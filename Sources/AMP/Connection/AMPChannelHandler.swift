@@ -539,8 +539,21 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func write(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
-        outbound.writeImmutableBuffer(bytes)
-        afterWrite()
+        guard bytes.readableBytes >= Self.eagerFlushBytes else {
+            outbound.writeImmutableBuffer(bytes)
+            return afterWrite()
+        }
+        // A large box already serialised (a relayed `write`, a Sigma `Data`) goes out as it
+        // is, after what was gathered before it, instead of being copied into the
+        // gathering buffer: a copy of every relayed byte was 2.6 % of a relaying server.
+        flushScheduled = false
+        if outbound.readableBytes > 0 {
+            let gathered = outbound
+            outbound = ByteBuffer()
+            context.write(wrapOutboundOut(gathered), promise: nil)
+        }
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        context.flush()
     }
 
     /// Bytes gathered past which they are sent at once rather than at the end of the
