@@ -1,6 +1,7 @@
 import AMP
 import Foundation
 import NIOCore
+import NIOPosix
 import Q2Q
 
 /// A piece being received from one peer: its blocks may arrive in any order.
@@ -176,18 +177,25 @@ extension SigmaSwarm {
 
     /// Every piece verified: the share goes to its name.
     func complete() async {
-        guard location == nil, failure == nil, let partial else { return }
+        guard location == nil, failure == nil, !finishing, let partial else { return }
+        finishing = true
+        defer { finishing = false }
         flushHaves()
         do {
             try partial.saveHave(picker.have)
             haveDirty = false
-            let url = try partial.finish(files)
+            // fdatasync and renames block: on NIO's thread pool, never on the event loop
+            // the swarm (and other connections) run on.
+            let files = self.files
+            let url = try await NIOThreadPool.singleton.runIfActive { () throws(ShareError) -> URL in try partial.finish(files) }
             location = url
             let waiters = completionWaiters
             completionWaiters = []
             for waiter in waiters { waiter.resume(returning: url) }
-        } catch {
+        } catch let error as ShareError {
             fail(error)
+        } catch {
+            fail(.io("cannot put \(manifest.name) in place: \(error)"))
         }
     }
 

@@ -48,6 +48,8 @@ public actor SigmaSwarm {
     var failure: ShareError?
     var timers: Task<Void, Never>?
     var closed = false
+    /// Whether ``complete()`` is moving the share into place.
+    var finishing = false
 
     /// Most peers per swarm.
     static let maximumPeers = 128
