@@ -112,9 +112,10 @@ extension SigmaNode {
                     let wanted = min(FetchHashes.maximumCount, count - layer.count)
                     let answer = try await connection.call(FetchHashes.self, .init(share: manifest.id.description, file: file,
                                                                                    first: layer.count, count: wanted))
-                    let bytes = answer.hashes.bytes
-                    guard bytes.count == wanted * 32 else { throw ShareError.verification("\(bytes.count) bytes for \(wanted) hashes") }
-                    layer += stride(from: 0, to: bytes.count, by: 32).map { Array(bytes[$0..<$0 + 32]) }
+                    guard answer.hashes.count == wanted * 32, let hashes = MerkleTree.hashes(packed: answer.hashes.buffer.readableBytesView) else {
+                        throw ShareError.verification("\(answer.hashes.count) bytes for \(wanted) hashes")
+                    }
+                    layer += hashes
                 }
                 guard PieceHashes.layerMatches(layer, root: manifest.files[file].root!, leavesPerPiece: layout.leavesPerPiece) else {
                     throw ShareError.verification("the piece hashes of \(manifest.files[file].path) do not hash to its root")

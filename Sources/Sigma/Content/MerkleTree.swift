@@ -58,6 +58,14 @@ public enum MerkleTree {
         return level[0]
     }
 
+    /// Hashes packed one after another (a piece layer on the wire or on disk), split;
+    /// nil unless the bytes are whole hashes.
+    public static func hashes(packed bytes: some Collection<UInt8>) -> [Hash]? {
+        guard bytes.count % 32 == 0 else { return nil }
+        let all = Array(bytes)
+        return stride(from: 0, to: all.count, by: 32).map { Array(all[$0..<$0 + 32]) }
+    }
+
     /// The smallest power of two at least `n` (1 for 0 and 1).
     public static func nextPowerOfTwo(_ n: Int) -> Int {
         n <= 1 ? 1 : 1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)

@@ -22,7 +22,9 @@ public enum ShareHasher {
         }
         defer { try? handle.close() }
         let leavesPerPiece = pieceLength / MerkleTree.blockSize
-        var leaves: [MerkleTree.Hash] = []
+        // Only the first piece's leaves are kept (a file of one piece is its own root);
+        // a longer file's root comes from its piece layer, not from every leaf again.
+        var firstLeaves: [MerkleTree.Hash] = []
         var pieceLayer: [MerkleTree.Hash] = []
         var size: Int64 = 0
         while true {
@@ -34,14 +36,18 @@ public enum ShareHasher {
             }
             if chunk.isEmpty { break }
             let pieceLeaves = chunk.withUnsafeBytes { PieceHashes.leaves($0) }
-            leaves += pieceLeaves
+            if pieceLayer.isEmpty { firstLeaves = pieceLeaves }
             pieceLayer.append(MerkleTree.root(of: pieceLeaves, width: leavesPerPiece))
             size += Int64(chunk.count)
             progress(size)
             if chunk.count < pieceLength { break }
         }
         guard size > 0 else { return FileHashes(size: 0, root: nil, pieceLayer: []) }
-        let root = MerkleTree.root(of: leaves)
-        return FileHashes(size: size, root: root, pieceLayer: pieceLayer.count == 1 ? [root] : pieceLayer)
+        guard pieceLayer.count > 1 else {
+            let root = MerkleTree.root(of: firstLeaves)
+            return FileHashes(size: size, root: root, pieceLayer: [root])
+        }
+        let root = MerkleTree.root(of: pieceLayer, height: MerkleTree.log2(leavesPerPiece))
+        return FileHashes(size: size, root: root, pieceLayer: pieceLayer)
     }
 }

@@ -73,7 +73,7 @@ public struct PartialDownload: Sendable {
     public func savedLayer(file: Int) -> [MerkleTree.Hash]? {
         guard let bytes = try? Data(contentsOf: directory.appendingPathComponent("layers/\(file)")),
               bytes.count == layout.pieces(ofFile: file).count * 32 else { return nil }
-        return stride(from: 0, to: bytes.count, by: 32).map { Array(bytes[$0..<$0 + 32]) }
+        return MerkleTree.hashes(packed: bytes)
     }
 
     public func saveLayer(_ layer: [MerkleTree.Hash], file: Int) throws(ShareError) {

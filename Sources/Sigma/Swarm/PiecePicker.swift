@@ -42,6 +42,11 @@ struct PiecePicker {
 
     mutating func peerGained(_ piece: Int) { availability[piece] &+= 1 }
 
+    /// A peer turned out not to hold `piece` after all (it rejected a request for it).
+    mutating func peerLost(_ piece: Int) {
+        if availability[piece] > 0 { availability[piece] -= 1 }
+    }
+
     func availabilityOf(_ piece: Int) -> Int { Int(availability[piece]) }
 
     /// Whether every piece is held by some peer other than us.

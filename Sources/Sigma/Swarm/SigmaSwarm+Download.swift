@@ -67,14 +67,8 @@ extension SigmaSwarm {
         // Not asked again at once: it said it lacks the piece; its `Have` will say otherwise.
         if piece < layout.pieceCount, state.mask[piece] {
             peers[peer]?.mask[piece] = false
-            picker.peerLeft(Self.single(piece, of: layout.pieceCount))
+            picker.peerLost(piece)
         }
-    }
-
-    private static func single(_ piece: Int, of count: Int) -> BitArray {
-        var mask = BitArray(count: count)
-        mask[piece] = true
-        return mask
     }
 
     /// `Data` from `peer`: a block of a piece we asked it for. Blocks are checked against
