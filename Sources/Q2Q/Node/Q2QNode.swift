@@ -537,7 +537,7 @@ public final class Q2QNode: Sendable {
         let remembered = configuration.remembersPaths && methods.allows(name: "tcp") ? rememberedPaths.withLock { $0[key] } : nil
         // A late success is closed without waiting for TLS's close_notify.
         let racer = MethodRacer<Q2QPath>(stagger: configuration.stagger) { late in late.channel.close(promise: nil) }
-        let stream: Q2QPath
+        let path: Q2QPath
         do {
             if methods.allows(name: "tcp"), let authority = try? await store.pinnedAuthority(for: to.domain) {
                 // A path remembered, or else those the presence server has from the
@@ -547,18 +547,18 @@ public final class Q2QNode: Sendable {
                 } else {
                     { [self] in try await directPaths(as: identity, to: to, service: service) }
                 }
-                stream = try await connect(as: identity, to: to, service: service, methods: methods, adoption: adoption,
+                path = try await connect(as: identity, to: to, service: service, methods: methods, adoption: adoption,
                                            early: early, authority: authority, remembering: key, racer: racer)
             } else {
                 let introduction = try await introduce(identity, to: to, service: service, methods: methods, adoption: adoption)
-                stream = try await racer.race(attempts(for: introduction, skipping: [])).0
+                path = try await racer.race(attempts(for: introduction, skipping: [])).0
             }
         } catch let failure as MethodRacer<Q2QPath>.AllFailed {
             throw Q2QNodeError("cannot reach \(to)'s '\(service)': \(failure)")
         }
-        if let address = stream.method.tcpAddress { rememberedPaths.withLock { $0[key] = address } }
-        logger.debug("connected", metadata: ["to": "\(to)", "method": "\(stream.method)"])
-        return stream
+        if let address = path.method.tcpAddress { rememberedPaths.withLock { $0[key] = address } }
+        logger.debug("connected", metadata: ["to": "\(to)", "method": "\(path.method)"])
+        return path
     }
 
     /// The race with early `tcp@` paths (remembered, or from `direct-paths`): those from
