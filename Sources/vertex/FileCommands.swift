@@ -181,22 +181,25 @@ struct ReceiveCommand: AsyncParsableCommand {
         }
         let running = RunningTransfers()
         let keepListening = keepListening
-        await withDiscardingTaskGroup { group in
-            for await stream in listener.connections {
-                // Transfers run side by side up to a limit; beyond it a sender is turned
-                // away rather than queued without bound.
-                guard running.start(limit: Self.concurrentTransfers) else {
-                    node.say("\(stream.peer) turned away: \(Self.concurrentTransfers) transfers are running")
-                    try? await stream.channel.channel.close()
-                    continue
-                }
-                node.say("\(stream.peer) connected by \(stream.method)")
-                group.addTask {
-                    let completed = await Self.receive(stream, into: directory, options: options, decide: decide)
-                    running.end()
-                    // One complete transfer is the job: stop taking senders (those still
-                    // running finish).
-                    if completed, !keepListening { await listener.close() }
+        // Until the job is done, or Ctrl-C or SIGTERM; then the node stops cleanly.
+        await runUntilInterrupted {
+            await withDiscardingTaskGroup { group in
+                for await stream in listener.connections {
+                    // Transfers run side by side up to a limit; beyond it a sender is turned
+                    // away rather than queued without bound.
+                    guard running.start(limit: Self.concurrentTransfers) else {
+                        node.say("\(stream.peer) turned away: \(Self.concurrentTransfers) transfers are running")
+                        try? await stream.channel.channel.close()
+                        continue
+                    }
+                    node.say("\(stream.peer) connected by \(stream.method)")
+                    group.addTask {
+                        let completed = await Self.receive(stream, into: directory, options: options, decide: decide)
+                        running.end()
+                        // One complete transfer is the job: stop taking senders (those still
+                        // running finish).
+                        if completed, !keepListening { await listener.close() }
+                    }
                 }
             }
         }

@@ -33,10 +33,25 @@ struct NodeOptions: ParsableArguments {
     @Flag(help: "No PTCP paths: neither offer nor try ptcp/rptcp (no UDP ports, no hole punching).")
     var noUdp = false
 
+    @Flag(help: ArgumentHelp("Do not ask the home router to map the ports this command listens on.",
+                             discussion: "By default a listening command asks the default gateway for port mappings (PCP, else NAT-PMP) and offers the mapped public addresses to peers; routers without it are asked a few times, in the background, and cost nothing."))
+    var noPortmap = false
+
+    @Option(help: ArgumentHelp("The lifetime to ask for each port mapping, in seconds; mappings are renewed before it ends and deleted on exit.",
+                               valueName: "seconds"))
+    var portmapLifetime: Int = 7200
+
+    func validate() throws {
+        guard (2...86_400).contains(portmapLifetime) else { throw ValidationError("--portmap-lifetime must be 2–86400 seconds.") }
+    }
+
     func openNode(listenHost: String = "0.0.0.0", published: [String] = []) throws -> Q2QNode {
         let store = try home.openStore()
-        return Q2QNode(store: store, configuration: .init(listenHost: listenHost, publishedHosts: published.isEmpty ? nil : published,
-                                                          udpEnabled: !noUdp))
+        var configuration = Q2QNodeConfiguration(listenHost: listenHost, publishedHosts: published.isEmpty ? nil : published,
+                                                 udpEnabled: !noUdp)
+        configuration.portMapping = !noPortmap
+        configuration.portMappingLifetime = .seconds(portmapLifetime)
+        return Q2QNode(store: store, configuration: configuration)
     }
 
     func say(_ line: String) {
@@ -156,19 +171,23 @@ struct ServeCommand: AsyncParsableCommand {
         }
         print("serving \(address)/\(service) → \(forward)")
         fflush(nil)
-        await withDiscardingTaskGroup { group in
-            for await stream in listener.connections {
-                node.say("\(stream.peer) connected by \(stream.method)")
-                group.addTask { [forward, node] in
-                    do {
-                        try await splice(stream.channel, try await connectTCP(forward))
-                    } catch {
-                        node.say("stream from \(stream.peer) ended: \(error)")
-                        try? await stream.channel.channel.close()
+        // Until Ctrl-C or SIGTERM; then the node stops cleanly (its port mappings deleted).
+        await runUntilInterrupted { [forward, node] in
+            await withDiscardingTaskGroup { group in
+                for await stream in listener.connections {
+                    node.say("\(stream.peer) connected by \(stream.method)")
+                    group.addTask {
+                        do {
+                            try await splice(stream.channel, try await connectTCP(forward))
+                        } catch {
+                            node.say("stream from \(stream.peer) ended: \(error)")
+                            try? await stream.channel.channel.close()
+                        }
                     }
                 }
             }
         }
+        await q2q.shutdown()
     }
 }
 

@@ -41,6 +41,10 @@ public final class Q2QListener: Sendable {
         var udp: UDPPort?
         var mapping: HostPort?
         var mapper: Task<Void, Never>?
+        /// The home gateway's mappings of our ports (``MaintainedPortMapping``), and the
+        /// public addresses it granted: reachable from anywhere, whatever our NAT does.
+        var portMappings: [MaintainedPortMapping] = []
+        var portMapped: [PortMappingProtocol: HostPort] = [:]
         /// Listener ids handed out in `inbound` answers (all live ``claimLifetime``),
         /// owned by the caller that may claim each.
         var pending = ExpiringTable<Q2QAddress, Offer>()
@@ -90,14 +94,32 @@ public final class Q2QListener: Sendable {
         }
     }
 
+    func attach(portMappings: [MaintainedPortMapping]) {
+        let closed = state.withLock { state in
+            state.portMappings += portMappings
+            return state.closed
+        }
+        if closed { Task { for mapping in portMappings { await mapping.close() } } }
+    }
+
+    func setPortMapped(_ proto: PortMappingProtocol, _ address: HostPort?) {
+        state.withLock { $0.portMapped[proto] = address }
+    }
+
+    /// How many of our ports are kept mapped on the gateway (or being asked for).
+    var portMappingCount: Int { state.withLock { $0.portMappings.count } }
+
+    /// The public address the gateway mapped our `proto` port to, if it did.
+    func portMapped(_ proto: PortMappingProtocol) -> HostPort? { state.withLock { $0.portMapped[proto] } }
+
     var udpPort: UDPPort? { state.withLock { $0.udp } }
 
     /// Whether our NAT seems to map each destination to a new port (its mapping's port
     /// differs from our socket's): then a caller cannot reach our mapping, and we connect
-    /// back to it at once.
+    /// back to it at once. A port the gateway mapped is reachable as it is.
     var mappingLooksSymmetric: Bool {
         state.withLock { state in
-            guard let mapping = state.mapping, let port = state.udp?.localPort else { return false }
+            guard state.portMapped[.udp] == nil, let mapping = state.mapping, let port = state.udp?.localPort else { return false }
             return mapping.port != port
         }
     }
@@ -111,7 +133,7 @@ public final class Q2QListener: Sendable {
     func owns(udp address: HostPort) -> Bool {
         state.withLock { state in
             guard let port = state.udp?.localPort else { return false }
-            return address == state.mapping || address.port == port
+            return address == state.mapping || address == state.portMapped[.udp] || address.port == port
         }
     }
 
@@ -150,29 +172,39 @@ public final class Q2QListener: Sendable {
     /// The port of the direct (`tcp@`) path.
     var port: Int? { state.withLock { $0.acceptor?.localAddress?.port } }
 
-    /// An offer for `from`, with a fresh unguessable id: `tcp@` on each of `hosts`, and
-    /// when our UDP mapping is known `ptcp@` and `rptcp@` on it. With `udpSource` (the
-    /// caller's mapping) our NAT is seeded towards the caller first, so that its PTCP
-    /// SYN gets in.
+    /// An offer for `from`, with a fresh unguessable id: `tcp@` on each of `hosts` and on
+    /// the gateway's mapping of our TCP port, `ptcp@` on the gateway's mapping of our
+    /// UDP port, and when our UDP mapping is known `ptcp@` and `rptcp@` on it. With
+    /// `udpSource` (the caller's mapping) our NAT is seeded towards the caller first, so
+    /// that its PTCP SYN gets in.
     func offer(for from: Q2QAddress, publishing hosts: [String], udpSource: HostPort?, now: Date = Date()) -> ListenerOffer? {
         guard let port else { return nil }
         let id = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
         let expires = now + Self.claimLifetime
-        let made = state.withLock { state -> (UDPPort?, HostPort?)? in
+        let made = state.withLock { state -> (UDPPort?, HostPort?, [PortMappingProtocol: HostPort])? in
             state.pending.expire(now: now)
             guard state.pending.count(of: from) < Self.maximumPendingPerCaller else { return nil }
             state.pending.insert(id, owner: from, expires: expires, value: Offer(udpSource: udpSource))
-            return (state.udp, state.mapping)
+            return (state.udp, state.mapping, state.portMapped)
         }
-        guard let (udp, mapping) = made else { return nil }
+        guard let (udp, mapping, portMapped) = made else { return nil }
         var methods: [Q2QMethod] = hosts.map { .tcp(HostPort(host: $0, port: port)) }
-        if let udp, let mapping {
-            if let udpSource, let caller = try? udpSource.peerSocketAddress() { udp.seed(towards: caller) }
-            // A caller behind the same NAT (same public address) reaches our private one.
-            if udpSource?.host == mapping.host, let host = hosts.first, host != mapping.host {
-                methods.append(.ptcp(HostPort(host: host, port: udp.localPort)))
+        if let mappedTCP = portMapped[.tcp], !hosts.contains(mappedTCP.host) || mappedTCP.port != port {
+            methods.append(.tcp(mappedTCP))
+        }
+        if let udp {
+            if udpSource != nil, let caller = try? udpSource?.peerSocketAddress(), mapping != nil || portMapped[.udp] != nil {
+                udp.seed(towards: caller)
             }
-            methods += [.ptcp(mapping), .rptcp(mapping)]
+            if let mappedUDP = portMapped[.udp] { methods.append(.ptcp(mappedUDP)) }
+            if let mapping {
+                // A caller behind the same NAT (same public address) reaches our private one.
+                if udpSource?.host == mapping.host, let host = hosts.first, host != mapping.host {
+                    methods.append(.ptcp(HostPort(host: host, port: udp.localPort)))
+                }
+                if mapping != portMapped[.udp] { methods.append(.ptcp(mapping)) }
+                methods.append(.rptcp(mapping))
+            }
         }
         return ListenerOffer(id: id, methods: methods, expires: AmpTime(expires), description: description)
     }
@@ -211,12 +243,17 @@ public final class Q2QListener: Sendable {
     /// Stops listening: unregisters (by closing the registration's renewal), closes the
     /// direct port and ends ``connections``.
     public func close() async {
-        let (acceptor, supervisor, udp, mapper) = state.withLock { state in
+        let (acceptor, supervisor, udp, mapper, portMappings) = state.withLock { state in
             state.closed = true
-            return (state.acceptor, state.supervisor, state.udp, state.mapper)
+            return (state.acceptor, state.supervisor, state.udp, state.mapper, state.portMappings)
         }
         supervisor?.cancel()
         mapper?.cancel()
+        // The gateway's mappings are deleted, not left to expire (they point at a port
+        // that is about to close, which another program may bind next).
+        await withDiscardingTaskGroup { group in
+            for mapping in portMappings { group.addTask { await mapping.close() } }
+        }
         try? await acceptor?.close()
         await udp?.close()
         continuation.finish()

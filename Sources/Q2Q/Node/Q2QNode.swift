@@ -42,6 +42,20 @@ public struct Q2QNodeConfiguration: Sendable {
     /// within a millisecond of each other, and kernel TCP should win: PTCP costs more CPU
     /// per byte. Behind NATs, where only PTCP works, this is all it costs.
     public var tcpHeadStart: Duration = .milliseconds(50)
+    /// Whether listeners ask the home gateway (PCP, else NAT-PMP) to map their UDP and
+    /// TCP ports, and offer the mapped public addresses. It runs beside listening and
+    /// adds no delay where no gateway answers. Not done when the node listens only on
+    /// loopback or reaches its presence server over loopback: no peer beyond a gateway
+    /// could use the mapping then (and local tests never ask a real router).
+    public var portMapping: Bool = true
+    /// The lifetime asked for each mapping (renewed at half of what the gateway grants).
+    public var portMappingLifetime: Duration = .seconds(7200)
+    /// The longest time between renewals, which is how a changed public address or a
+    /// gateway that restarted is noticed.
+    public var portMappingRefresh: Duration = .seconds(60)
+    /// The gateway's port-mapping address instead of the default route's gateway at
+    /// port 5351; a gateway named here is asked even over loopback.
+    public var portMappingGateway: HostPort?
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
@@ -88,6 +102,8 @@ public final class Q2QNode: Sendable {
     /// The responders of each AMP listener (``serveAMP``), also used on the connections
     /// this node opens as that address to that service.
     let ampResponders = Mutex<[ListenerKey: @Sendable (Q2QAddress) -> AMPResponders]>([:])
+    /// Asks the home gateway for mappings of listeners' ports (nil when turned off).
+    let portMapper: PortMapper?
 
     /// The `tcp@` path a connection from `from` to `to`'s `service` tries first.
     func rememberedPath(from: Q2QAddress, to: Q2QAddress, service: String) -> HostPort? {
@@ -114,6 +130,8 @@ public final class Q2QNode: Sendable {
         self.logger = logger
         self.client = PresenceClient(store: store, group: group, logger: logger)
         self.ampConnections = AMPConnectionCache(idleTimeout: configuration.ampIdleTimeout)
+        self.portMapper = configuration.portMapping
+            ? PortMapper(gateway: configuration.portMappingGateway, group: group, logger: logger) : nil
     }
 
     public convenience init(home: URL, configuration: Q2QNodeConfiguration = .init()) throws {
@@ -350,6 +368,7 @@ public final class Q2QNode: Sendable {
             let connection = try await register(listener)
             let supervisor = Task { [self] in await keepRegistered(listener, connection: connection) }
             listener.attach(supervisor: supervisor)
+            startPortMapping(for: listener, reachingServerFrom: connection.localAddress)
             return listener
         } catch {
             forget(listener)
@@ -390,8 +409,9 @@ public final class Q2QNode: Sendable {
     }
 
     /// `listen` for `listener`, with its `tcp@` paths for callers to start on early.
-    private func listenArguments(for listener: Q2QListener, on connection: AMPConnection) -> Listen.Arguments {
-        let direct = listener.port.map { port in publishedHosts(seenOn: connection).map { Q2QMethod.tcp(HostPort(host: $0, port: port)) } }
+    func listenArguments(for listener: Q2QListener, on connection: AMPConnection) -> Listen.Arguments {
+        var direct = listener.port.map { port in publishedHosts(seenOn: connection).map { Q2QMethod.tcp(HostPort(host: $0, port: port)) } }
+        if let mapped = listener.portMapped(.tcp), direct?.contains(.tcp(mapped)) == false { direct?.append(.tcp(mapped)) }
         return Listen.Arguments(from: listener.address, protocols: [listener.service], description: listener.description,
                                 direct: direct)
     }
