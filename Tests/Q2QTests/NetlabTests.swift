@@ -33,6 +33,14 @@ struct NetlabTests {
             try await ChildProcess.run(NetlabTests.netlab, ["--name", name] + arguments, input: input)
         }
 
+        /// `netlab` for a command that leaves a process running (`portmap a on`): with
+        /// every descriptor above 2 closed first, so that the process it starts does not
+        /// inherit (and hold open for good) the pipes this run's output is read from.
+        func netlabStartingDaemon(_ arguments: [String]) async throws -> ChildProcess.Run {
+            let closeAndRun = #"for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-" 2>/dev/null; done; exec "$@""#
+            return try await ChildProcess.run(URL(fileURLWithPath: "/bin/bash"), ["-c", closeAndRun, "bash", NetlabTests.netlab.path, "--name", name] + arguments)
+        }
+
         /// Runs `vertex` inside `node`'s namespace to completion.
         func vertex(on node: String, _ arguments: [String], input: String? = nil) async throws -> ChildProcess.Run {
             try await netlab(["exec", node, "--", CLITests.vertex.path] + arguments, input: input)
@@ -52,12 +60,30 @@ struct NetlabTests {
         case restrictedTo(methods: String)
     }
 
-    /// A presence server on the lab's public server, alice at site A and bob at site B
-    /// (registered there, through their NATs), bob serving "echo"; returns what
-    /// `vertex connect -v` said and whether the bytes came back, for one connection
-    /// and, with `second`, for a second one.
-    static func connectAcross(natA: String, natB: String, then second: SecondConnection? = nil) async throws
-        -> (stderr: String, echoed: Bool, second: (stderr: String, echoed: Bool)?) {
+    /// A lab with a presence server on its public server, alice at site A and bob at
+    /// site B (registered there, through their NATs), bob serving "echo" with `vertex
+    /// serve -v` (and `serveArguments`); `portmap` names the sites whose NAT runs a
+    /// NAT-PMP gateway from the start.
+    struct Across {
+        let lab: Lab
+        /// bob's `vertex serve`.
+        let serve: ChildProcess
+        let directory: URL
+        /// 150 KB: enough to cross the path in many datagrams or relay boxes.
+        let text = (0..<4_000).map { _ in UUID().uuidString }.joined(separator: "\n") + "\n"
+
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+        /// `vertex connect -v` from alice to bob's echo, fed ``text``; whether it came back.
+        func connect(_ extra: [String] = []) async throws -> (stderr: String, echoed: Bool) {
+            let run = try await lab.vertex(on: "a", ["connect", "alice@example.test", "bob@example.test/echo", "-v", "--home", path("home-alice")] + extra,
+                                           input: text)
+            return (run.stderr, run.status == 0 && run.stdout == text)
+        }
+    }
+
+    static func across<T>(natA: String, natB: String, portmap: [String] = [], serveArguments: [String] = [],
+                          _ body: (Across) async throws -> T) async throws -> T {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-netlab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -66,6 +92,10 @@ struct NetlabTests {
         try "pw\n".write(to: password, atomically: true, encoding: .utf8)
 
         return try await Lab.with(natA: natA, natB: natB) { lab in
+            for site in portmap {
+                let gateway = try await lab.netlabStartingDaemon(["portmap", site, "on"])
+                #expect(gateway.status == 0, "netlab portmap \(site) on: \(gateway.stderr)")
+            }
             let server = try lab.start(on: "server", [CLITests.vertex.path, "server", "--domain", "example.test", "--data", path("server"),
                                                       "--bind", "198.51.100.10", "--port", "8788"],
                                        log: directory.appendingPathComponent("server.log"))
@@ -84,33 +114,47 @@ struct NetlabTests {
             let echo = try lab.start(on: "b", ["python3", "-c", Self.echoServer], log: directory.appendingPathComponent("echo.log"))
             #expect(await echo.nextLine() == "ready")
             let serve = try lab.start(on: "b", [CLITests.vertex.path, "serve", "bob@example.test", "echo", "--forward", "127.0.0.1:7007", "--allow", "alice@example.test",
-                                                "--home", path("home-bob"), "-v"], log: directory.appendingPathComponent("serve.log"))
+                                                "--home", path("home-bob"), "-v"] + serveArguments, log: directory.appendingPathComponent("serve.log"))
             #expect(await serve.nextLine()?.hasPrefix("serving bob@example.test/echo") == true)
+            do {
+                let result = try await body(Across(lab: lab, serve: serve, directory: directory))
+                await serve.stop()
+                await echo.stop()
+                await server.stop()
+                return result
+            } catch {
+                await serve.stop()
+                await echo.stop()
+                await server.stop()
+                throw error
+            }
+        }
+    }
 
+    /// What `vertex connect -v` said and whether the bytes came back across the lab of
+    /// ``across(natA:natB:portmap:serveArguments:_:)``, for one connection and, with
+    /// `second`, for a second one.
+    static func connectAcross(natA: String, natB: String, then second: SecondConnection? = nil) async throws
+        -> (stderr: String, echoed: Bool, second: (stderr: String, echoed: Bool)?) {
+        try await across(natA: natA, natB: natB) { across in
             if case .afterUnblockingUDP(let site) = second {
-                let blocked = try await lab.netlab(["block", site, "udp"])
+                let blocked = try await across.lab.netlab(["block", site, "udp"])
                 #expect(blocked.status == 0, "\(blocked.stderr)")
             }
-            // 150 KB: enough to cross the path in many datagrams or relay boxes.
-            let text = (0..<4_000).map { _ in UUID().uuidString }.joined(separator: "\n") + "\n"
-            let connect = ["connect", "alice@example.test", "bob@example.test/echo", "-v", "--home", path("home-alice")]
-            let run = try await lab.vertex(on: "a", connect, input: text)
-            var secondRun: ChildProcess.Run?
+            let first = try await across.connect()
+            var secondRun: (stderr: String, echoed: Bool)?
             switch second {
             case .afterUnblockingUDP(let site):
-                let unblocked = try await lab.netlab(["unblock", site, "udp"])
+                let unblocked = try await across.lab.netlab(["unblock", site, "udp"])
                 #expect(unblocked.status == 0, "\(unblocked.stderr)")
-                secondRun = try await lab.vertex(on: "a", connect, input: text)
+                secondRun = try await across.connect()
             case .restrictedTo(let methods):
-                secondRun = try await lab.vertex(on: "a", connect + ["--method", methods], input: text)
+                secondRun = try await across.connect(["--method", methods])
             case nil:
                 break
             }
-            await serve.stop()
-            await echo.stop()
-            await server.stop()
-            #expect(run.status == 0, "\(run.stderr)")
-            return (run.stderr, run.stdout == text, secondRun.map { ($0.stderr, $0.stdout == text) })
+            #expect(first.echoed, "\(first.stderr)")
+            return (first.stderr, first.echoed, secondRun)
         }
     }
 
