@@ -237,6 +237,23 @@ struct PortMappingTests {
         }
     }
 
+    @Test("a mapping kept open notices when the gateway's public address changes, and is deleted on close")
+    func noticesNewPublicAddress() async throws {
+        try await ScriptedGateway.with(.natPMP(publicAddress: [203, 0, 113, 1])) { gateway in
+            let mapper = PortMapper(gateway: gateway.address, group: .singletonMultiThreadedEventLoopGroup, logger: Self.logger)
+            let (changes, continuation) = AsyncStream.makeStream(of: HostPort?.self)
+            let mapping = MaintainedPortMapping(.udp, internalPort: 45_000, mapper: mapper, lifetime: .seconds(3600), refresh: .milliseconds(200),
+                                                logger: Self.logger) { continuation.yield($0?.external) }
+            var seen = changes.makeAsyncIterator()
+            #expect(await seen.next() == HostPort(host: "203.0.113.1", port: 45_000))
+            gateway.setPublicAddress([203, 0, 113, 2])
+            #expect(await seen.next() == HostPort(host: "203.0.113.2", port: 45_000))
+            #expect(mapping.current?.external == HostPort(host: "203.0.113.2", port: 45_000))
+            await mapping.close()
+            #expect(gateway.mappings.isEmpty)
+        }
+    }
+
     @Test("over loopback a node asks no gateway unless one is named")
     func loopbackAsksNoGateway() async throws {
         try await withDomain { domain in
@@ -272,6 +289,7 @@ final class ScriptedGateway: Sendable {
         var requests: [[UInt8]] = []
         var mappings: [UInt16: UInt16] = [:]
         var garbageSent = 0
+        var publicAddress: [UInt8]?
         var random = SplitMix64(seed: 42)
     }
 
@@ -279,6 +297,8 @@ final class ScriptedGateway: Sendable {
     var requests: [[UInt8]] { answerer.state.withLock { $0.requests } }
     var mappings: [UInt16: UInt16] { answerer.state.withLock { $0.mappings } }
     var garbageSent: Int { answerer.state.withLock { $0.garbageSent } }
+    /// What a NAT-PMP script answers as the public address from now on.
+    func setPublicAddress(_ address: [UInt8]) { answerer.state.withLock { $0.publicAddress = address } }
 
     private init(channel: any Channel, answerer: Answerer) {
         self.channel = channel
@@ -343,7 +363,7 @@ final class ScriptedGateway: Sendable {
                 }
                 switch message {
                 case .publicAddressRequest:
-                    return [NATPMPMessage.publicAddressAnswer(epoch: 1, address: address).bytes]
+                    return [NATPMPMessage.publicAddressAnswer(epoch: 1, address: state.publicAddress ?? address).bytes]
                 case .mapRequest(let proto, let port, let suggested, let lifetime):
                     let key = port &+ (proto == .tcp ? 0x8000 : 0)
                     if lifetime == 0 {
