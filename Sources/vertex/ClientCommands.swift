@@ -45,8 +45,13 @@ struct RegisterCommand: AsyncParsableCommand {
             }
             let identity = try await client.register(address, password: secret, server: server, fingerprint: domainFingerprint)
             print("registered \(identity.address): certificate \(identity.certificate.serial), valid until \(utc(identity.certificate.notValidAfter))")
+            // The server that worked is the one to use from now on, unless one is recorded.
+            if let server, try await client.store.server(for: address.domain) == nil {
+                try await client.store.setServer(server, for: address.domain)
+                print("recorded \(server) as the presence server of \(address.domain) (vertex servers set changes it)")
+            }
         } catch let error as PresenceClientError {
-            throw CLIError(error.description)
+            throw CLIError("\(await client.explained(error, for: address.domain, explicit: server))")
         } catch let error as Q2QPinError {
             throw CLIError(error.description)
         }

@@ -43,6 +43,14 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Do not answer address discovery on UDP (same port number as TCP); nodes behind NATs then use tcp and the relay only.")
     var noUdp = false
 
+    @Option(help: ArgumentHelp("The second UDP port NAT behaviour tests (vertex doctor) are answered from; default: the TCP port + 1.",
+                               valueName: "port"))
+    var alternateUdpPort: Int?
+
+    @Option(help: ArgumentHelp("A second address of this host, so that vertex doctor can tell how a NAT maps and filters towards another address (needs --bind with this host's first address).",
+                               valueName: "address"))
+    var alternateAddress: String?
+
     @Option(help: ArgumentHelp("Memory the relay may hold, in MiB: the flow-control windows of all relayed channels together (each takes up to 16 MiB); channels beyond it are refused.",
                                valueName: "MiB"))
     var relayBudget: Int = RelayLimits().budget >> 20
@@ -55,6 +63,13 @@ struct ServerCommand: AsyncParsableCommand {
         guard !domains.isEmpty else { throw ValidationError("give at least one --domain") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535") }
         guard certificateDays > 0, certificateDays <= 3650 else { throw ValidationError("--certificate-days must be 1…3650") }
+        if let alternateUdpPort, !(0...65535).contains(alternateUdpPort) { throw ValidationError("--alternate-udp-port must be 0…65535") }
+        if let alternateAddress {
+            guard HostPort.isIPAddress(alternateAddress) else { throw ValidationError("--alternate-address must be an IP address") }
+            guard bind != "0.0.0.0", bind != "::", HostPort.isIPAddress(bind) else {
+                throw ValidationError("--alternate-address needs --bind with this host's first address (not every interface)")
+            }
+        }
     }
 
     func run() async throws {
@@ -75,6 +90,8 @@ struct ServerCommand: AsyncParsableCommand {
             openRegistration: openRegistration)
         configuration.peerServers = peers
         configuration.udpEnabled = !noUdp
+        configuration.alternateUDPPort = alternateUdpPort
+        configuration.alternateAddress = alternateAddress
         configuration.relayLimits.budget = relayBudget << 20
         let server: PresenceServer
         do {
@@ -88,7 +105,8 @@ struct ServerCommand: AsyncParsableCommand {
         for domain in configuration.domains.map({ $0.lowercased() }) {
             print("vertex presence server for \(domain) listening on \(listening), CA \(server.authority(for: domain)!.certificate.fingerprint)")
         }
-        let udp = server.udpAddress.flatMap { HostPort($0) }.map { "address discovery on UDP \($0)" } ?? "no UDP"
+        let udpAddresses = server.udpAddresses.compactMap { HostPort($0)?.description }.sorted()
+        let udp = udpAddresses.isEmpty ? "no UDP" : "address discovery on UDP \(udpAddresses.joined(separator: ", "))"
         print("data in \(data.directory.path)\(openRegistration ? ", open registration on" : ""), \(udp)")
         fflush(nil)
         let group = ServiceGroup(configuration: .init(

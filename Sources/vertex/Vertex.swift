@@ -19,7 +19,7 @@ struct Vertex: AsyncParsableCommand {
             DemoCommand.self, ServerCommand.self, UserCommand.self, CertCommand.self,
             RegisterCommand.self, IdentityCommand.self, ServersCommand.self, PinsCommand.self, WhoAmICommand.self,
             SendCommand.self, ReceiveCommand.self, AuthorizeCommand.self,
-            ServeCommand.self, ConnectCommand.self, TunnelCommand.self,
+            ServeCommand.self, ConnectCommand.self, TunnelCommand.self, DoctorCommand.self,
             SigmaCommand.self, AMPCommandGroup.self,
         ]
     )

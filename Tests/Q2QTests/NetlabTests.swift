@@ -82,7 +82,7 @@ struct NetlabTests {
         }
     }
 
-    static func across<T>(natA: String, natB: String, portmap: [String] = [], serveArguments: [String] = [],
+    static func across<T>(natA: String, natB: String, portmap: [String] = [], serverArguments: [String] = [], serveArguments: [String] = [],
                           _ body: (Across) async throws -> T) async throws -> T {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-netlab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -97,7 +97,7 @@ struct NetlabTests {
                 #expect(gateway.status == 0, "netlab portmap \(site) on: \(gateway.stderr)")
             }
             let server = try lab.start(on: "server", [CLITests.vertex.path, "server", "--domain", "example.test", "--data", path("server"),
-                                                      "--bind", "198.51.100.10", "--port", "8788"],
+                                                      "--bind", "198.51.100.10", "--port", "8788"] + serverArguments,
                                        log: directory.appendingPathComponent("server.log"))
             let ready = await server.nextLine()
             guard ready?.contains("listening on 198.51.100.10:8788") == true else {

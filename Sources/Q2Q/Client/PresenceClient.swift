@@ -27,9 +27,45 @@ public struct PresenceClient: Sendable {
     /// Where `domain`'s presence server is: `explicit`, else the home's mapping
     /// (`vertex servers set`), else the domain's own name on port 8788 (as the original).
     public func server(for domain: String, explicit: HostPort? = nil) async throws -> HostPort {
-        if let explicit { return explicit }
-        if let mapped = try await store.server(for: domain) { return mapped }
-        return HostPort(host: domain, port: Self.defaultPort)
+        try await serverChoice(for: domain, explicit: explicit).server
+    }
+
+    /// Where `domain`'s presence server is, and where that choice came from.
+    public func serverChoice(for domain: String, explicit: HostPort? = nil) async throws -> ServerChoice {
+        if let explicit { return ServerChoice(domain: domain, server: explicit, source: .explicit) }
+        if let mapped = try await store.server(for: domain) { return ServerChoice(domain: domain, server: mapped, source: .recorded) }
+        return ServerChoice(domain: domain, server: HostPort(host: domain, port: Self.defaultPort), source: .domainName)
+    }
+
+    /// A domain's presence server and why it is that one, for errors a person can act on.
+    public struct ServerChoice: Sendable, Equatable {
+        public enum Source: String, Sendable, Codable {
+            case explicit = "--server"
+            case recorded = "vertex servers set"
+            case domainName = "the domain's own name"
+        }
+        public var domain: String
+        public var server: HostPort
+        public var source: Source
+
+        /// "198.51.100.10:8788 (recorded with vertex servers set; change it with …)".
+        public var explanation: String {
+            let change = "vertex servers set \(domain) HOST:PORT"
+            switch source {
+            case .explicit: return "\(server) (given with --server)"
+            case .recorded: return "\(server) (recorded with vertex servers set; change it with: \(change))"
+            case .domainName: return "\(server) (the domain's own name: no server recorded for \(domain); set one with: \(change), or register with --server)"
+            }
+        }
+    }
+
+    /// `error` with the choice of server explained, when it is a failure to connect.
+    public func explained(_ error: any Error, for domain: String, explicit: HostPort? = nil) async -> any Error {
+        guard let error = error as? PresenceClientError, let server = error.unreachableServer,
+              let choice = try? await serverChoice(for: domain, explicit: explicit), choice.server == server else { return error }
+        var explained = error
+        explained.description = "cannot reach the presence server of \(domain) at \(choice.explanation): \(error.underlying ?? error.description)"
+        return explained
     }
 
     /// A new AMP connection to a presence server; `responders` answer what the server
@@ -44,7 +80,10 @@ public struct PresenceClient: Sendable {
             return try await AMPConnection.connect(host: server.host, port: server.port, responders: responders,
                                                    group: group, logger: logger)
         } catch {
-            throw PresenceClientError("cannot connect to the presence server at \(server): \(error)")
+            var failure = PresenceClientError("cannot connect to the presence server at \(server): \(error)")
+            failure.unreachableServer = server
+            failure.underlying = "\(error)"
+            throw failure
         }
     }
 
@@ -217,5 +256,8 @@ public struct PresenceClient: Sendable {
 /// A client-side failure, worded for the person at the terminal.
 public struct PresenceClientError: Error, Sendable, CustomStringConvertible {
     public var description: String
+    /// The server that could not be reached, when that is the failure.
+    public var unreachableServer: HostPort?
+    var underlying: String?
     public init(_ description: String) { self.description = description }
 }

@@ -234,12 +234,17 @@ public final class Q2QNode: Sendable {
             }
             let server = try await client.server(for: domain)
             // A server that accepts and then says nothing must not hold a connect for good (review L8).
-            return try await withTimeout(Self.presenceCallTimeout, "connecting to the presence server of \(domain)") { [client, responders] in
-                try await client.withNewConnection(to: server, responders: responders) { connection in
-                    try await connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: PresenceServer.writeBufferWaterMark).get()
-                    let authority = try await client.identify(domain, on: connection)
-                    try await client.secure(connection, domain: domain, authority: authority, as: identity)
+            do {
+                return try await withTimeout(Self.presenceCallTimeout, "connecting to the presence server of \(domain)") { [client, responders] in
+                    try await client.withNewConnection(to: server, responders: responders) { connection in
+                        try await connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: PresenceServer.writeBufferWaterMark).get()
+                        let authority = try await client.identify(domain, on: connection)
+                        try await client.secure(connection, domain: domain, authority: authority, as: identity)
+                    }
                 }
+            } catch {
+                // Which server, why that one, and how to change it.
+                throw await client.explained(error, for: domain)
             }
         }
     }

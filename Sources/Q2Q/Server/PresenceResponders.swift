@@ -55,6 +55,12 @@ extension PresenceServer {
             relay.choke(from: context.connection, id: arguments.id, choked: false)
             return AMPEmpty()
         }
+        responders.registerImmediate(ServerTime.self) { _, _ in
+            ServerTime.Response(milliseconds: Int(Date().timeIntervalSince1970 * 1000))
+        }
+        responders.register(CheckReachable.self) { [self] arguments, context in
+            try await checkReachable(arguments, session: session, context: context)
+        }
         responders.registerWhoAmI()
         responders.registerImmediate(SourceIP.self) { _, context in
             guard let ip = context.remoteAddress?.ipAddress else {
@@ -244,6 +250,36 @@ extension PresenceServer {
 
     /// `direct-paths`: what `to`'s listeners registered, at once (an empty list when
     /// none did, or nobody listens: `inbound` says that clearly).
+    /// `Check-Reachable`: a TCP connection to the caller's own address at the port it
+    /// names, given up after ``reachabilityTimeout``.
+    func checkReachable(_ arguments: CheckReachable.Arguments, session: PresenceSession,
+                        context: AMPRequestContext) async throws -> CheckReachable.Response {
+        guard let caller = session.authenticated else {
+            throw ConnectionError.verifyError("Check-Reachable needs a connection secured with an address's certificate")
+        }
+        guard (1...65535).contains(arguments.port), let ip = context.remoteAddress?.ipAddress,
+              let target = try? SocketAddress(ipAddress: ip, port: arguments.port) else {
+            throw ConnectionError.connectionError("Check-Reachable needs a port 1–65535")
+        }
+        let subnet = RateLimiter.network(of: ip)
+        guard reachabilityChecks.withLock({ $0.allowAll(["address \(caller)", "source \(subnet)"], now: Date()) }) else {
+            throw ConnectionError.connectionError("too many reachability checks; try again in a minute")
+        }
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .connectTimeout(TimeAmount(Self.reachabilityTimeout))
+                .connect(to: target).get()
+            try? await channel.close()
+            return CheckReachable.Response(reachable: true, reason: nil)
+        } catch ChannelError.connectTimeout(_) {
+            return CheckReachable.Response(reachable: false, reason: "no answer within \(Self.reachabilityTimeout) (a NAT or firewall drops it)")
+        } catch {
+            return CheckReachable.Response(reachable: false, reason: "\(error)")
+        }
+    }
+
+    static let reachabilityTimeout: Duration = .seconds(2)
+
     func directPaths(_ arguments: DirectPathsQuery.Arguments, session: PresenceSession) throws -> DirectPathsQuery.Response {
         guard let caller = session.authenticated, caller == arguments.from else {
             throw ConnectionError.verifyError("direct-paths from \(arguments.from) needs a connection secured with that address's certificate")

@@ -50,6 +50,13 @@ public struct PresenceServerConfiguration: Sendable {
     /// Whether the server answers address discovery on UDP, on the same port number as
     /// its TCP port (nodes behind NATs learn their public UDP mapping from it).
     public var udpEnabled: Bool
+    /// The second UDP port NAT behaviour tests are answered from (`vertex doctor`);
+    /// nil: the TCP port + 1, or any free port when that one is taken.
+    public var alternateUDPPort: Int?
+    /// A second address of this host, for the tests that tell how a NAT maps and filters
+    /// towards another address (RFC 5780); the server's own `host` must then be an
+    /// address too, not every interface.
+    public var alternateAddress: String?
 
     public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -87,7 +94,7 @@ public final class PresenceServer: Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     private let server: Mutex<AMPServer?> = Mutex(nil)
-    private let reflector: Mutex<(any Channel)?> = Mutex(nil)
+    private let reflector: Mutex<AddressReflector?> = Mutex(nil)
     /// TLS contexts per (domain, whether the client is verified), made once: a context
     /// holds the certificate and key, and is shared by every connection.
     private let tlsContexts = Mutex<[String: NIOSSLContext]>([:])
@@ -106,6 +113,8 @@ public final class PresenceServer: Sendable {
     let fetcher = AuthorityFetcher()
     /// New domains pinned (one bucket for all: every pin stays for good).
     let newPins = Mutex(RateLimiter(burst: 100, perHour: 100))
+    /// `Check-Reachable`s, per address and per source /24 or /64: a few at once, one a minute.
+    let reachabilityChecks = Mutex(RateLimiter(burst: 5, perHour: 60))
     /// Purges expired listen registrations now and then (registrations no caller asks
     /// about would otherwise stay until their connection closes).
     private let purger: Mutex<Task<Void, Never>?> = Mutex(nil)
@@ -170,7 +179,17 @@ public final class PresenceServer: Sendable {
         }
         if configuration.udpEnabled, let port = server.localAddress?.port {
             do {
-                let reflector = try await AddressReflector.bind(host: configuration.host, port: port, group: group)
+                let reflector: AddressReflector
+                do {
+                    reflector = try await AddressReflector.bind(host: configuration.host, port: port,
+                                                                alternatePort: configuration.alternateUDPPort ?? port + 1,
+                                                                alternateAddress: configuration.alternateAddress, group: group, logger: logger)
+                } catch where configuration.alternateUDPPort == nil && configuration.alternateAddress == nil {
+                    // The port after ours is taken: any free one serves the NAT tests as well.
+                    logger.notice("UDP port \(port + 1) is taken; NAT behaviour tests answer from another", metadata: ["error": "\(error)"])
+                    reflector = try await AddressReflector.bind(host: configuration.host, port: port, alternatePort: 0,
+                                                                alternateAddress: nil, group: group, logger: logger)
+                }
                 presence.reflector.withLock { $0 = reflector }
             } catch {
                 logger.warning("no address discovery on UDP port \(port): \(error); nodes behind NATs will use tcp and the relay")
@@ -184,6 +203,9 @@ public final class PresenceServer: Sendable {
 
     /// The UDP address that answers address discovery, when it runs.
     public var udpAddress: SocketAddress? { reflector.withLock { $0?.localAddress } }
+
+    /// Every UDP address that answers: the first, and those of NAT behaviour tests.
+    public var udpAddresses: [SocketAddress] { reflector.withLock { $0?.localAddresses ?? [] } }
 
     /// The CA of `domain`, if served here.
     public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
@@ -267,7 +289,7 @@ public final class PresenceServer: Sendable {
     public func close() async {
         purger.withLock { $0 }?.cancel()
         await server.withLock { $0 }?.close()
-        try? await reflector.withLock { $0 }?.close()
+        await reflector.withLock { $0 }?.close()
         for connection in connections.withLock({ Array($0.values) }) {
             await connection.close()
         }
