@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Q2Q
 
 /// `vertex doctor --peer`: each method tried on its own, side by side, with a short
@@ -57,13 +58,14 @@ struct PeerDiagnosis: Codable {
             let first = await group.next() ?? nil
             group.cancelAll()
             // A stream that arrived just after the deadline is closed, not leaked.
-            for await late in group { if case .success(let stream)?? = late { try? await stream.channel.channel.close() } }
+            // (Not awaited: a graceful close waits for the peer; the node's shutdown ends it.)
+            for await late in group { if case .success(let stream)?? = late { stream.channel.channel.close(promise: nil) } }
             return first
         }
         let elapsed = ContinuousClock.now - started
         switch outcome {
         case .success(let stream)?:
-            try? await stream.channel.channel.close()
+            stream.channel.channel.close(promise: nil)
             return Attempt(method: name, connected: true, milliseconds: Doctor.milliseconds(elapsed), detail: "\(stream.method)")
         case .failure(let error)?:
             return Attempt(method: name, connected: false, milliseconds: nil, detail: reason(for: error, method: name, nat: nat))
@@ -79,6 +81,10 @@ struct PeerDiagnosis: Codable {
         if text.contains("is not listening") || text.contains("no listener") {
             return "not listening: the peer is offline or does not serve this (\(text))"
         }
+        let offered = text.range(of: "(offered: ").map { String(text[$0.lowerBound...]) } ?? ""
+        if method == "tcp", text.contains("tcp@") {
+            return "the peer's tcp@ paths do not answer from here (it is behind a NAT or firewall, or they are on its LAN) \(offered)"
+        }
         if text.contains("offers no method") {
             return "not offered by the peer" + (method == "ptcp" || method == "rptcp" ? " (its UDP is blocked, or turned off)" : "") + " — \(text)"
         }
@@ -87,12 +93,39 @@ struct PeerDiagnosis: Codable {
 
     static func hint(for method: String, nat: NATBehaviour?) -> String? {
         guard method == "ptcp" || method == "rptcp" else { return nil }
-        guard let nat, nat.udpWorks else { return "UDP is blocked here" }
+        return natExplanation(nat)
+    }
+
+    /// What our NAT explains of a direct path that did not work.
+    static func natExplanation(_ nat: NATBehaviour?) -> String {
+        guard let nat, nat.udpWorks else { return "UDP to the presence server gets no answer here (blocked?): only tcp and the relay can work" }
         switch nat.mapping {
         case .addressAndPortDependent?, .addressDependent?:
             return "your NAT is symmetric (\(nat.mapping!.rawValue)): hole punching works only with a public peer or one whose router maps ports, not with a peer behind a cone or symmetric NAT"
         default:
-            return "the peer's NAT is probably symmetric (yours maps endpoint-independently)"
+            return "the peer's NAT is probably symmetric, or its UDP blocked (yours maps \(nat.mapping?.rawValue ?? "endpoint-independently"))"
+        }
+    }
+
+    /// `vertex connect -v` and `vertex send -v`: when the stream is relayed, a line
+    /// saying why (the same tests as `vertex doctor`, without the lifetime probe),
+    /// once they are done; nil when it is not relayed.
+    static func explainRelay(_ stream: Q2QStream, policy: Q2QMethodPolicy, store: any NodeStore, say: @escaping @Sendable (String) -> Void) -> Task<Void, Never>? {
+        guard case .virtual = stream.method else { return nil }
+        if policy == .relay {
+            say("relayed: --method allows only the relay")
+            return nil
+        }
+        return Task {
+            let client = PresenceClient(store: store)
+            var nat: NATBehaviour?
+            if let server = try? await client.server(for: stream.local.domain),
+               let address = try? SocketAddress.makeAddressResolvingHost(server.host, port: server.port) {
+                var prober = NATProber(server: address)
+                prober.lifetimeProbe = .zero
+                nat = try? await prober.run()
+            }
+            say("relayed: \(natExplanation(nat)); vertex doctor --peer \(stream.peer)/\(stream.service) tells more")
         }
     }
 

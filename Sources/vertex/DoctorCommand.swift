@@ -159,7 +159,7 @@ struct DoctorReport: Codable {
         if !expectations.isEmpty {
             lines.append("peers are expected to reach you by:")
             for expectation in expectations {
-                lines.append("  \(expectation.peer.padding(toLength: 24, withPad: " ", startingAt: 0)) \(expectation.methods.joined(separator: ", "))")
+                lines.append("  \(expectation.peer.padding(toLength: 30, withPad: " ", startingAt: 0)) \(expectation.methods.joined(separator: ", "))")
             }
         }
         if let peer { lines += peer.lines }

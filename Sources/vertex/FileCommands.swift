@@ -60,6 +60,7 @@ struct SendCommand: AsyncParsableCommand {
             throw CLIError(error.description)
         }
         node.say("connected to \(stream.peer) by \(stream.method)")
+        let explaining = node.verbose ? PeerDiagnosis.explainRelay(stream, policy: method, store: q2q.store, say: { [node] in node.say($0) }) : nil
         let display = ProgressDisplay(verb: "sent")
         let summary: FileSendSummary
         do {
@@ -71,6 +72,7 @@ struct SendCommand: AsyncParsableCommand {
             throw CLIError(error.description)
         }
         display.finish()
+        await explaining?.value
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

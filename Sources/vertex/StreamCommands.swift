@@ -274,6 +274,8 @@ struct ConnectCommand: AsyncParsableCommand {
             throw CLIError(error.description)
         }
         node.say("connected to \(stream.peer)/\(stream.service) by \(stream.method)")
+        let explaining = node.verbose ? PeerDiagnosis.explainRelay(stream, policy: method, store: q2q.store, say: { [node] in node.say($0) }) : nil
+        defer { explaining?.cancel() }
         try await stream.channel.executeThenClose { inbound, outbound in
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
@@ -306,6 +308,8 @@ struct ConnectCommand: AsyncParsableCommand {
                 }
             }
         }
+        // -v: the reason a relayed stream was relayed, if the stream ended before it came.
+        await explaining?.value
     }
 }
 

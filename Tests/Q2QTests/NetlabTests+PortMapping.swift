@@ -44,6 +44,8 @@ extension NetlabTests {
             let connected = try await across.connect()
             #expect(connected.echoed, "\(connected.stderr)")
             #expect(Self.method(in: connected.stderr) == "virtual", "\(connected.stderr)")
+            // -v says why, from the same tests as vertex doctor.
+            #expect(connected.stderr.contains("relayed: your NAT is symmetric"), "\(connected.stderr)")
             let log = (try? String(contentsOfFile: across.path("serve.log"), encoding: .utf8)) ?? ""
             #expect(!log.contains("Fatal") && !log.contains("error:"), "\(log)")
         }

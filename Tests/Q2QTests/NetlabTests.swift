@@ -221,6 +221,7 @@ struct NetlabTests {
         let (stderr, echoed, after) = try await Self.connectAcross(natA: "cone", natB: "cone", then: .afterUnblockingUDP(at: "a"))
         #expect(echoed)
         #expect(stderr.contains("by virtual"), "\(stderr)")
+        #expect(stderr.contains("relayed: UDP to the presence server gets no answer"), "\(stderr)")
         #expect(after?.echoed == true)
         #expect(after?.stderr.contains("by ptcp@") == true, "\(after?.stderr ?? "")")
     }

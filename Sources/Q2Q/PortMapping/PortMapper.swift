@@ -67,9 +67,9 @@ actor PortMapper {
                 dialect = .pcp
                 return mapping
             case .unsupportedVersion:
-                logger.debug("the gateway does not speak PCP; using NAT-PMP", metadata: ["gateway": "\(gateway)"])
+                logger.debug("the gateway does not speak PCP; using NAT-PMP", metadata: ["gateway": "\(Self.describe(gateway))"])
             case .silent:
-                if dialect == .pcp { throw PortMappingError.noAnswer(gateway: "\(gateway)") }
+                if dialect == .pcp { throw PortMappingError.noAnswer(gateway: Self.describe(gateway)) }
             }
         }
         let mapping = try await mapByNATPMP(proto, internalPort: internalPort, lifetime: seconds, on: socket, gateway: gateway)
@@ -204,14 +204,14 @@ actor PortMapper {
         }
         if let latest = epochs.last {
             if let epoch, latest < epoch {
-                logger.info("the gateway restarted (its NAT-PMP epoch went back); mapping again", metadata: ["gateway": "\(gateway)"])
+                logger.info("the gateway restarted (its NAT-PMP epoch went back); mapping again", metadata: ["gateway": "\(Self.describe(gateway))"])
             }
             epoch = latest
         }
         switch answer {
         case .value(let value)?: return value
         case .refused(let result)?: throw PortMappingError.refused(protocolName: "NAT-PMP", result: "\(result)")
-        case nil: throw PortMappingError.noAnswer(gateway: "\(gateway)")
+        case nil: throw PortMappingError.noAnswer(gateway: Self.describe(gateway))
         }
     }
 
@@ -227,6 +227,8 @@ actor PortMapper {
         guard case .v4(let v4)? = address else { return nil }
         return withUnsafeBytes(of: v4.address.sin_addr.s_addr) { Array($0) }
     }
+
+    static func describe(_ gateway: SocketAddress) -> String { HostPort(gateway)?.description ?? "\(gateway)" }
 
     private static func dotted(_ bytes: [UInt8]) -> String { bytes.map(String.init).joined(separator: ".") }
 }
