@@ -96,6 +96,9 @@ struct CLITests {
                                           input: "open sesame\n")
         #expect(right.status == 0, "\(right.stderr)")
         #expect(right.stdout.hasPrefix("registered alice@example.test"))
+        // The server that worked is remembered for the domain (the first-run trap of issue 18).
+        #expect(right.stdout.contains("recorded \(address) as the presence server of example.test"), "\(right.stdout)")
+        #expect(try await Self.vertex(["servers", "list", "--home", home]).stdout.contains(address))
         let shown = try await Self.vertex(["identity", "show", "--home", home])
         #expect(shown.stdout.hasPrefix("alice@example.test\n"))
         #expect(shown.stdout.contains("valid until"))
@@ -115,6 +118,16 @@ struct CLITests {
         // SIGTERM: a clean stop.
         server.process.signal(SIGTERM)
         #expect(await server.process.exited.value == 0)
+
+        // Nothing answers now: the error names the server, where that choice came from,
+        // and the command that changes it; vertex doctor says so with its exit code 4.
+        let unreachable = try await Self.vertex(["connect", "alice@example.test", "bob@example.test/echo", "--home", home])
+        #expect(unreachable.status != 0)
+        #expect(unreachable.stderr.contains("cannot reach the presence server of example.test at \(address) (recorded with vertex servers set; change it with: vertex servers set example.test HOST:PORT)"),
+                "\(unreachable.stderr)")
+        let doctor = try await Self.vertex(["doctor", "--home", home, "--no-portmap"])
+        #expect(doctor.status == 4, "\(doctor.stdout)\(doctor.stderr)")
+        #expect(doctor.stdout.contains("cannot reach \(address) (recorded with vertex servers set"), "\(doctor.stdout)")
 
         // Restart: same users, same CA.
         let restarted = try await ServerProcess.start(data: URL(fileURLWithPath: data), log: directory.appendingPathComponent("server2.log"))

@@ -182,6 +182,64 @@ struct UDPPathTests {
         #expect(AddressDiscoveryMessage.answer(transaction: transaction, address: HostPort(host: "example.test", port: 1)).bytes == nil)
     }
 
+    @Test("NAT behaviour tests: requests carry their flags and delay, answers the other address, and never outgrow a request")
+    func natTestMessages() throws {
+        let transaction = Array(1...12).map(UInt8.init)
+        for test in [AddressDiscoveryMessage.NATTest(), .init(changePort: true), .init(changeAddress: true, delay: 5000),
+                     .init(changePort: true, changeAddress: true, delay: 1)] {
+            let request = AddressDiscoveryMessage.test(transaction: transaction, test)
+            #expect(request.bytes?.count == AddressDiscoveryMessage.requestSize)
+            #expect(AddressDiscoveryMessage(decoding: request.bytes!) == request)
+        }
+        var tooLate = AddressDiscoveryMessage.test(transaction: transaction, .init(delay: 1)).bytes!
+        tooLate[17] = 0x13
+        tooLate[18] = 0x89   // 5001 ms
+        #expect(AddressDiscoveryMessage(decoding: tooLate) == nil)
+        for (mapped, other) in [(HostPort(host: "203.0.113.10", port: 4), HostPort(host: "198.51.100.11", port: 8789) as HostPort?),
+                                (HostPort(host: "2001:db8::1", port: 9), HostPort(host: "198.51.100.11", port: 8789)),
+                                (HostPort(host: "203.0.113.10", port: 4), nil), (HostPort(host: "2001:db8::1", port: 9), nil)] {
+            let answer = AddressDiscoveryMessage.testAnswer(transaction: transaction, address: mapped, other: other)
+            let bytes = try #require(answer.bytes)
+            #expect(bytes.count <= AddressDiscoveryMessage.requestSize)
+            #expect(![23, 35].contains(bytes.count), "never the length of a plain answer")
+            #expect(AddressDiscoveryMessage(decoding: bytes) == answer)
+        }
+    }
+
+    @Test("RFC 5780's classes follow from what the server saw and which answers got in")
+    func natClassification() {
+        let first = HostPort(host: "203.0.113.10", port: 40000)
+        let other = HostPort(host: "203.0.113.10", port: 40001)
+        let third = HostPort(host: "203.0.113.10", port: 40002)
+        #expect(NATBehaviour.classifyMapping(first: first, otherAddress: nil, otherBoth: nil, isLocal: true) == NATBehaviour.Mapping.none)
+        #expect(NATBehaviour.classifyMapping(first: first, otherAddress: first, otherBoth: other, isLocal: false) == .endpointIndependent)
+        #expect(NATBehaviour.classifyMapping(first: first, otherAddress: other, otherBoth: other, isLocal: false) == .addressDependent)
+        #expect(NATBehaviour.classifyMapping(first: first, otherAddress: other, otherBoth: third, isLocal: false) == .addressAndPortDependent)
+        #expect(NATBehaviour.classifyMapping(first: first, otherAddress: nil, otherBoth: first, isLocal: false) == .endpointIndependentOrAddressDependent)
+        #expect(NATBehaviour.classifyMapping(first: first, otherAddress: nil, otherBoth: other, isLocal: false) == .addressAndPortDependent)
+        #expect(NATBehaviour.classifyFiltering(fromOtherAddressAndPort: true, fromOtherPort: true) == .endpointIndependent)
+        #expect(NATBehaviour.classifyFiltering(fromOtherAddressAndPort: false, fromOtherPort: true) == .addressDependent)
+        #expect(NATBehaviour.classifyFiltering(fromOtherAddressAndPort: false, fromOtherPort: false) == .addressAndPortDependent)
+        #expect(NATBehaviour.classifyFiltering(fromOtherAddressAndPort: nil, fromOtherPort: true) == .endpointIndependentOrAddressDependent)
+    }
+
+    @Test("the server answers NAT tests from its second port when asked, names it, and answers late when asked; on loopback: no NAT")
+    func natTestsOnLoopback() async throws {
+        try await withDomain(configure: { $0.host = "127.0.0.1" }) { domain in
+            let addresses = domain.server.udpAddresses.compactMap(\.port)
+            #expect(addresses.count == 2, "the first and the second port: \(domain.server.udpAddresses)")
+            let server = try #require(domain.server.udpAddress)
+            var prober = NATProber(server: server)
+            prober.lifetimeProbe = .milliseconds(300)
+            let behaviour = try await prober.run()
+            #expect(behaviour.udpWorks)
+            #expect(behaviour.mapping == NATBehaviour.Mapping.none, "\(behaviour)")
+            #expect(behaviour.filtering == .endpointIndependentOrAddressDependent, "answers from the second port get in: \(behaviour)")
+            #expect(behaviour.mappingOutlivedProbe == true)
+            #expect(behaviour.serverHasSecondAddress == false)
+        }
+    }
+
     @Test("malformed discovery datagrams are rejected, and random ones never crash the decoder")
     func messageFuzz() throws {
         let transaction = [UInt8](repeating: 7, count: 12)
@@ -191,7 +249,9 @@ struct UDPPathTests {
         #expect(AddressDiscoveryMessage(decoding: request + [0]) == nil)
         #expect(AddressDiscoveryMessage(decoding: Array(request.dropLast()) + [1]) == nil, "padding must be zeros")
         #expect(AddressDiscoveryMessage(decoding: answer.dropLast()) == nil)
-        #expect(AddressDiscoveryMessage(decoding: answer + [0]) == nil)
+        // (A plain answer with a 0 after it is a NAT test's answer naming no other address.)
+        #expect(AddressDiscoveryMessage(decoding: answer + [1]) == nil)
+        #expect(AddressDiscoveryMessage(decoding: answer + [4]) == nil)
         var zeroPort = answer
         zeroPort[17] = 0
         zeroPort[18] = 0
@@ -201,12 +261,15 @@ struct UDPPathTests {
         #expect(AddressDiscoveryMessage(decoding: badFamily) == nil)
         #expect(AddressDiscoveryMessage(decoding: NATSeed.bytes) == nil)
 
+        let testRequest = AddressDiscoveryMessage.test(transaction: transaction, .init(changePort: true, changeAddress: false, delay: 300)).bytes!
+        let testAnswer = AddressDiscoveryMessage.testAnswer(transaction: transaction, address: HostPort(host: "192.0.2.1", port: 80),
+                                                            other: HostPort(host: "198.51.100.11", port: 8789)).bytes!
         var random = SplitMix64(seed: 0xD15C)
         for round in 0..<20_000 {
             // Mutations of valid datagrams, and plain noise of any length up to 100 bytes.
             var bytes: [UInt8]
             if round % 2 == 0 {
-                bytes = round % 4 == 0 ? request : answer
+                bytes = [request, answer, testRequest, testAnswer][(round / 2) % 4]
                 for _ in 0..<Int.random(in: 1...3, using: &random) {
                     bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
                 }
