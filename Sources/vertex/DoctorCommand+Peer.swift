@@ -78,7 +78,7 @@ struct PeerDiagnosis: Codable {
     /// The failure in words, with what our NAT explains of it.
     static func reason(for error: any Error, method: String, nat: NATBehaviour?) -> String {
         let text = Doctor.words(error)
-        if text.contains("is not listening") || text.contains("no listener") {
+        if text.contains("is not listening") {
             return "not listening: the peer is offline or does not serve this (\(text))"
         }
         let offered = text.range(of: "(offered: ").map { String(text[$0.lowerBound...]) } ?? ""

@@ -48,7 +48,13 @@ final class GatewaySocket: Sendable {
         var iterator = events.makeAsyncIterator()
         for (attempt, timeout) in timeouts.enumerated() {
             let envelope = AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: request))
-            try await channel.writeAndFlush(envelope)
+            do {
+                try await channel.writeAndFlush(envelope)
+            } catch {
+                // Closed by an ICMP "port unreachable" for an earlier datagram: nobody
+                // speaks port mapping there.
+                return nil
+            }
             let timer = channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [continuation] in
                 continuation.yield(.timeout(attempt))
             }
