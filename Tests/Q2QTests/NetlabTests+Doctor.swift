@@ -50,6 +50,21 @@ extension NetlabTests {
         }
     }
 
+    @Test("vertex doctor reports the gateway's port-mapping protocol and the mapped address, behind a symmetric NAT")
+    func doctorPortMapping() async throws {
+        try await Self.across(natA: "symmetric", natB: "cone", portmap: ["a"], serverArguments: Self.secondAddress) { across in
+            let (json, status, output) = try await Self.doctor(across)
+            let mapping = json["portMapping"] as? [String: Any] ?? [:]
+            #expect(mapping["protocolName"] as? String == "NAT-PMP", "\(output)")
+            #expect((mapping["external"] as? String)?.hasPrefix("203.0.113.10:") == true || (mapping["external"] as? [String: Any])?["host"] as? String == "203.0.113.10",
+                    "\(output)")
+            // A symmetric NAT whose router maps ports: peers get direct paths.
+            #expect(status == 0, "\(output)")
+            // The throwaway mapping is deleted again.
+            #expect(try await Self.portMapRules(across.lab, site: "a").isEmpty)
+        }
+    }
+
     @Test("vertex doctor --peer: cone/cone (ptcp and relay work), symmetric/symmetric (ptcp fails naming the NAT), bob offline",
           .serialized, arguments: ["cone", "symmetric", "offline"])
     func doctorPeer(kind: String) async throws {
