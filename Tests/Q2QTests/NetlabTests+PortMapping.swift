@@ -15,18 +15,23 @@ extension NetlabTests {
         return rules
     }
 
+    /// Waits (the mapping runs beside listening) until the gateway at `site` holds a
+    /// listener's two mappings, UDP and TCP.
+    static func expectBothPortsMapped(_ lab: Lab, site: String) async throws {
+        var rules: [String] = []
+        for _ in 0..<50 {
+            rules = try await portMapRules(lab, site: site)
+            if rules.filter({ $0.contains("DNAT") }).count == 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(rules.filter { $0.contains("DNAT") }.count == 2, "\(rules)")
+    }
+
     @Test("bob behind a symmetric NAT whose gateway maps ports: alice behind a cone or symmetric NAT connects directly, byte-exact",
           .serialized, arguments: ["cone", "symmetric"])
     func portMappedListener(natA: String) async throws {
         try await Self.across(natA: natA, natB: "symmetric", portmap: ["b"]) { across in
-            // The mapping runs beside listening: wait until the gateway holds bob's two.
-            var rules: [String] = []
-            for _ in 0..<50 {
-                rules = try await Self.portMapRules(across.lab, site: "b")
-                if rules.filter({ $0.contains("DNAT") }).count == 2 { break }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect(rules.filter { $0.contains("DNAT") }.count == 2, "\(rules)")
+            try await Self.expectBothPortsMapped(across.lab, site: "b")
             let connected = try await across.connect()
             #expect(connected.echoed, "\(connected.stderr)")
             let method = Self.method(in: connected.stderr)
@@ -54,13 +59,7 @@ extension NetlabTests {
     @Test("mappings are renewed across a lifetime shorter than the test, and deleted when vertex serve stops")
     func renewedAndDeleted() async throws {
         try await Self.across(natA: "cone", natB: "symmetric", portmap: ["b"], serveArguments: ["--portmap-lifetime", "3"]) { across in
-            var rules: [String] = []
-            for _ in 0..<50 {
-                rules = try await Self.portMapRules(across.lab, site: "b")
-                if rules.filter({ $0.contains("DNAT") }).count == 2 { break }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect(rules.filter { $0.contains("DNAT") }.count == 2, "\(rules)")
+            try await Self.expectBothPortsMapped(across.lab, site: "b")
             // Three lifetimes: without renewals the gateway would have dropped them twice.
             try await Task.sleep(for: .seconds(9))
             #expect(try await Self.portMapRules(across.lab, site: "b").filter { $0.contains("DNAT") }.count == 2)

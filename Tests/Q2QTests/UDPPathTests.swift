@@ -2,6 +2,7 @@ import AMP
 import Foundation
 import NIOCore
 import NIOEmbedded
+import NIOPosix
 @testable import Q2Q
 import Testing
 import VertexTestSupport
@@ -231,12 +232,42 @@ struct UDPPathTests {
             let server = try #require(domain.server.udpAddress)
             var prober = NATProber(server: server)
             prober.lifetimeProbe = .milliseconds(300)
+            // A loaded test run can hold an answer on loopback past the default 1.2 s.
+            prober.answerTimeout = .seconds(5)
             let behaviour = try await prober.run()
             #expect(behaviour.udpWorks)
             #expect(behaviour.mapping == NATBehaviour.Mapping.none, "\(behaviour)")
             #expect(behaviour.filtering == .endpointIndependentOrAddressDependent, "answers from the second port get in: \(behaviour)")
             #expect(behaviour.mappingOutlivedProbe == true)
             #expect(behaviour.serverHasSecondAddress == false)
+        }
+    }
+
+    @Test("Check-Reachable connects back only to the caller's own address, only on a secured connection, and is rate-limited")
+    func checkReachable() async throws {
+        try await withDomain { domain in
+            let alice = try await makeNode("alice@\(domain.name)", in: domain)
+            let identity = try await alice.identity(try Q2QAddress("alice@\(domain.name)"))
+            let connection = try await alice.link(as: identity, to: domain.name)
+            let open = try await ServerBootstrap(group: .singletonMultiThreadedEventLoopGroup)
+                .childChannelInitializer { channel in channel.close() }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let port = try #require(open.localAddress?.port)
+            #expect(try await connection.call(CheckReachable.self, .init(port: port)).reachable)
+            try await open.close()
+            let closed = try await connection.call(CheckReachable.self, .init(port: port))
+            #expect(!closed.reachable && closed.reason != nil)
+            // A few at once, then one a minute.
+            var refused = false
+            for _ in 0..<6 where !refused {
+                do { _ = try await connection.call(CheckReachable.self, .init(port: port)) } catch { refused = true }
+            }
+            #expect(refused, "rate-limited")
+            // Not in clear: nobody unauthenticated can make the server dial out.
+            let anonymous = try await domain.client().connect(to: domain.hostPort)
+            await #expect(throws: (any Error).self) { try await anonymous.call(CheckReachable.self, .init(port: port)) }
+            await anonymous.close()
+            await alice.shutdown()
         }
     }
 
