@@ -83,6 +83,7 @@ struct ServerCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "vertex.presence")
         logger.logLevel = logLevel
+        raiseDescriptorLimit(logger: logger)
         let store = try data.openStore()
         var configuration = PresenceServerConfiguration(
             domains: domains, host: bind, port: port,
@@ -129,3 +130,15 @@ struct PresenceService: Service {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Raises the soft limit on open descriptors to the hard one: every connection is one,
+/// and a server on the internet holds many (a distribution's default soft limit is 1,024).
+func raiseDescriptorLimit(logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let before = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+        logger.info("raised the open-descriptor limit", metadata: ["from": "\(before)", "to": "\(limit.rlim_max)"])
+    }
+}

@@ -133,12 +133,17 @@ struct PortMappingTests {
             let nonce = [UInt8](repeating: 1, count: 12)
             let mapping = try await mapper.map(.udp, internalPort: 41000, lifetime: .seconds(120), nonce: nonce)
             #expect(mapping == PortMapper.Mapping(external: HostPort(host: "203.0.113.7", port: 41000), lifetime: .seconds(120), protocolName: "NAT-PMP"))
+            // (Counts are not checked: on a loaded machine an answer can be late enough
+            // for a retransmission.)
             let first = gateway.requests
             #expect(first.first?.first == PCPMapMessage.version && first.first?.count == 60, "PCP is tried first")
-            #expect(first.dropFirst().map { $0.prefix(2) } == [[0, 0], [0, 1]], "then the public address and the mapping by NAT-PMP")
+            let natPMP = first.filter { $0.first == NATPMPMessage.version }.map { Array($0.prefix(2)) }
+            #expect(natPMP.first == [0, 0] && natPMP.last == [0, 1], "then the public address and the mapping by NAT-PMP: \(natPMP)")
             // Renewing speaks NAT-PMP at once; deleting asks for lifetime 0.
             _ = try await mapper.map(.udp, internalPort: 41000, lifetime: .seconds(120), nonce: nonce)
-            #expect(gateway.requests.count == first.count + 2)
+            let renewal = gateway.requests.dropFirst(first.count)
+            #expect(renewal.allSatisfy { $0.first == NATPMPMessage.version }, "no PCP once the gateway is known to speak NAT-PMP")
+            #expect(renewal.contains { $0.prefix(2) == [0, 0] } && renewal.contains { $0.prefix(2) == [0, 1] })
             await mapper.unmap(.udp, internalPort: 41000, nonce: nonce)
             #expect(try NATPMPMessage(decoding: gateway.requests.last!) == .mapRequest(.udp, internalPort: 41000, suggestedExternalPort: 0, lifetime: 0))
             #expect(gateway.mappings.isEmpty)
@@ -155,9 +160,10 @@ struct PortMappingTests {
             _ = try await mapper.map(.tcp, internalPort: 8080, lifetime: .seconds(600), nonce: nonce)
             await mapper.unmap(.tcp, internalPort: 8080, nonce: nonce)
             let requests = try gateway.requests.map { try PCPMapMessage(decoding: $0) }
-            #expect(requests.count == 3)
             #expect(requests.allSatisfy { $0.nonce == nonce && $0.proto == .tcp && $0.internalPort == 8080 && !$0.isAnswer })
-            #expect(requests.map(\.lifetime) == [600, 600, 0])
+            // Two maps (each possibly sent again on a loaded machine), then the deletion.
+            #expect(requests.first?.lifetime == 600 && requests.last?.lifetime == 0 && requests.filter { $0.lifetime == 600 }.count >= 2,
+                    "\(requests.map(\.lifetime))")
             #expect(PCPMapMessage.ipv4(inside: requests[0].clientAddress) == [127, 0, 0, 1], "the client names the address it sends from")
         }
     }

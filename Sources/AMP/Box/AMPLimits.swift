@@ -19,12 +19,28 @@ public struct AMPLimits: Sendable, Hashable {
     /// rather than buffered without bound.
     public var maximumConcurrentIncomingRequests: Int
 
-    public init(maximumBoxSize: Int = 1 << 20, maximumConcurrentIncomingRequests: Int = 1024) {
+    /// How long a new connection may take to send its first complete box before it is
+    /// closed (nil: no limit). A server facing the internet sets it, as OpenSSH's
+    /// `LoginGraceTime` and nginx's header timeout do: a peer that connects and says
+    /// nothing does not hold a descriptor for long.
+    public var firstBoxTimeout: TimeAmountSeconds?
+
+    /// How long part of a box may sit without another byte of it arriving before the
+    /// connection is closed (nil: no limit): a peer that sends half a box and stalls.
+    public var partialBoxTimeout: TimeAmountSeconds?
+
+    public init(maximumBoxSize: Int = 1 << 20, maximumConcurrentIncomingRequests: Int = 1024,
+                firstBoxTimeout: TimeAmountSeconds? = nil, partialBoxTimeout: TimeAmountSeconds? = nil) {
         precondition(maximumBoxSize >= 4 + Self.maximumKeyLength + Self.maximumValueLength + 2,
                      "a box must at least hold one pair of the largest size")
         self.maximumBoxSize = maximumBoxSize
         self.maximumConcurrentIncomingRequests = maximumConcurrentIncomingRequests
+        self.firstBoxTimeout = firstBoxTimeout
+        self.partialBoxTimeout = partialBoxTimeout
     }
 
     public static let `default` = AMPLimits()
 }
+
+/// A timeout in seconds (a plain number keeps ``AMPLimits`` free of NIO's types).
+public typealias TimeAmountSeconds = Double

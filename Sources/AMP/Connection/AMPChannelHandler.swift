@@ -143,9 +143,55 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let remote = context.channel.remoteAddress {
             logger[metadataKey: "amp.peer"] = "\(remote)"
         }
+        if let seconds = limits.firstBoxTimeout {
+            firstBoxDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [self] in
+                expire("no complete box within \(seconds) s of connecting")
+            }
+        }
+    }
+
+    // MARK: Deadlines (AMPLimits.firstBoxTimeout, partialBoxTimeout)
+
+    private var firstBoxDeadline: Scheduled<Void>?
+    /// When the last byte arrived, and the check that runs while part of a box waits.
+    private var lastInput = NIODeadline.now()
+    private var partialBoxCheck: Scheduled<Void>?
+
+    /// Whether part of a box from the peer is buffered, waiting for the rest.
+    private var holdsPartialBox: Bool {
+        parsesBoxes && (received.readableBytes > 0 || parser.bufferedBoxBytes > 0)
+    }
+
+    /// After each read: watch a half-received box until it completes or stalls.
+    private func notePartialBox() {
+        guard let seconds = limits.partialBoxTimeout, let context else { return }
+        lastInput = .now()
+        guard holdsPartialBox, partialBoxCheck == nil else { return }
+        let limit = TimeAmount.nanoseconds(Int64(seconds * 1e9))
+        func check() {
+            partialBoxCheck = nil
+            guard holdsPartialBox else { return }
+            if NIODeadline.now() - lastInput >= limit {
+                expire("half a box and nothing more for \(seconds) s")
+            } else {
+                partialBoxCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastInput + limit) { check() }
+            }
+        }
+        partialBoxCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastInput + limit) { check() }
+    }
+
+    /// Closes a connection that ran out of time; a debug line only (a server facing the
+    /// internet sees many, and its caller counts them).
+    private func expire(_ why: String) {
+        if case .closed = mode { return }
+        logger.debug("closing AMP connection", metadata: ["why": "\(why)"])
+        shutDown(reason: why)
+        context?.close(promise: nil)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        firstBoxDeadline?.cancel()
+        partialBoxCheck?.cancel()
         if case .switched = mode, received.readableBytes > 0 {
             // Bytes after the switching box belong to the new protocol.
             let leftover = received
@@ -240,6 +286,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         inChannelRead = true
         processReceived()
         inChannelRead = false
+        notePartialBox()
         // One flush for every answer this chunk produced. (Not deferred to
         // channelReadComplete: a TLS handler added during this read may not pass it on.)
         flushIfNeeded()
@@ -311,6 +358,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func dispatch(_ box: AMPBox) {
+        if let deadline = firstBoxDeadline {
+            deadline.cancel()
+            firstBoxDeadline = nil
+        }
         let reserved = AMPReservedKeys(box)
         if let tag = reserved.answer {
             deliver(.answer(box), tag: tag)
@@ -855,6 +906,10 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func shutDown(reason: String) {
+        firstBoxDeadline?.cancel()
+        firstBoxDeadline = nil
+        partialBoxCheck?.cancel()
+        partialBoxCheck = nil
         if case .closed = mode { return }
         if case .switched = mode { return }
         mode = .closed(reason: reason)

@@ -317,6 +317,13 @@ public final class AMPServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
+            // Out of descriptors, accepting fails at once and would be retried at once,
+            // for ever: accepts pause a second instead, and the reason is logged.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptFailurePause(logger: logger))
+                }
+            }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -332,5 +339,43 @@ public final class AMPServer: Sendable {
     /// Stops listening; connections already made stay open.
     public func close() async {
         try? await channel.close()
+    }
+}
+
+/// When accepting fails (out of descriptors, usually), stops accepting for a second and
+/// logs why, at most every 10 seconds with how many failures since the last line. (The
+/// listening socket stays readable while connections wait in its backlog: without the
+/// pause the event loop would retry at once, for ever, at full CPU.)
+final class AcceptFailurePause: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    static let pause = TimeAmount.seconds(1)
+    private let logger: Logger
+    private var failures = 0
+    private var lastLogged: NIODeadline?
+    private var paused = false
+
+    init(logger: Logger) { self.logger = logger }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failures += 1
+        let now = NIODeadline.now()
+        if lastLogged.map({ now - $0 >= .seconds(10) }) ?? true {
+            logger.warning("cannot accept connections; pausing accepts for a second", metadata: [
+                "error": "\(error)", "failures": "\(failures)",
+                "hint": "too many open files: raise the descriptor limit (ulimit -n), or wait for connections to close",
+            ])
+            lastLogged = now
+            failures = 0
+        }
+        if !paused {
+            paused = true
+            let channel = context.channel
+            channel.setOption(.autoRead, value: false).whenComplete { _ in
+                channel.eventLoop.assumeIsolated().scheduleTask(in: Self.pause) { [self] in
+                    paused = false
+                    channel.setOption(.autoRead, value: true).whenFailure { _ in }
+                }
+            }
+        }
     }
 }

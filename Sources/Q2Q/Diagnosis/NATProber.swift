@@ -54,8 +54,9 @@ public struct NATProber: Sendable {
         let filtering = otherPort == nil ? nil
             : NATBehaviour.classifyFiltering(fromOtherAddressAndPort: try await fromOtherAddressAndPort, fromOtherPort: try await fromOtherPort)
         return NATBehaviour(udpWorks: true, mappedAddress: mapped, mapping: try await mappingClass, filtering: filtering,
-                            portPreserved: mapped.port == first.localPort, hairpinning: try await hairpin,
-                            mappingLifetimeProbe: Double(lifetimeProbe.components.seconds) + Double(lifetimeProbe.components.attoseconds) / 1e18, mappingOutlivedProbe: try await outlived,
+                            portPreserved: mapped.port == first.localPort, hairpinning: await hairpin,
+                            mappingLifetimeProbe: Double(lifetimeProbe.components.seconds) + Double(lifetimeProbe.components.attoseconds) / 1e18,
+                            mappingOutlivedProbe: try await outlived,
                             serverHasSecondAddress: secondAddress != nil)
     }
 

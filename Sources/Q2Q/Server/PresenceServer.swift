@@ -57,6 +57,15 @@ public struct PresenceServerConfiguration: Sendable {
     /// towards another address (RFC 5780); the server's own `host` must then be an
     /// address too, not every interface.
     public var alternateAddress: String?
+    /// How long a new connection may take to send its first complete box, and how long
+    /// half a box may wait for the rest, before the connection is closed.
+    public var firstBoxTimeout: Duration = .seconds(10)
+    public var partialBoxTimeout: Duration = .seconds(10)
+    /// Connections not yet authenticated as an address that the server holds at once,
+    /// in all and from one source address; more are closed as they arrive (OpenSSH's
+    /// `MaxStartups`). Registered listeners are authenticated and never count.
+    public var maximumUnauthenticatedConnections = 4096
+    public var maximumUnauthenticatedPerSource = 64
 
     public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -113,6 +122,10 @@ public final class PresenceServer: Sendable {
     let fetcher = AuthorityFetcher()
     /// New domains pinned (one bucket for all: every pin stays for good).
     let newPins = Mutex(RateLimiter(burst: 100, perHour: 100))
+    /// Connections not yet authenticated, in all and per source address.
+    let unauthenticated = Mutex(UnauthenticatedCount())
+    let refusals = Mutex((count: 0, lastLogged: ContinuousClock.now - .seconds(2)))
+    let refusedInAll = Mutex(0)
     /// `Check-Reachable`s, per address and per source /24 or /64: a few at once, one a minute.
     let reachabilityChecks = Mutex(RateLimiter(burst: 5, perHour: 60))
     /// Purges expired listen registrations now and then (registrations no caller asks
@@ -164,8 +177,11 @@ public final class PresenceServer: Sendable {
             }
         }
         let presence = PresenceServer(configuration: configuration, store: store, authorities: authorities, group: group, logger: logger)
+        var limits = AMPLimits.default
+        limits.firstBoxTimeout = configuration.firstBoxTimeout.secondsValue
+        limits.partialBoxTimeout = configuration.partialBoxTimeout.secondsValue
         let server = try await AMPServer.bind(
-            host: configuration.host, port: configuration.port, group: group, logger: logger,
+            host: configuration.host, port: configuration.port, limits: limits, group: group, logger: logger,
             respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) },
             onConnection: { [presence] connection in presence.track(connection) })
         presence.server.withLock { $0 = server }
@@ -255,6 +271,13 @@ public final class PresenceServer: Sendable {
     public var relayReservedBytes: Int { relay.reservedBytes }
 
     private func track(_ connection: AMPConnection) {
+        let source = connection.remoteAddress?.ipAddress ?? "?"
+        guard unauthenticated.withLock({ $0.admit(source, total: configuration.maximumUnauthenticatedConnections,
+                                                  perSource: configuration.maximumUnauthenticatedPerSource) }) else {
+            refusedUnauthenticated(from: source)
+            connection.channel.close(promise: nil)
+            return
+        }
         // Room for relayed streams: NIO's default 64 KiB high-water mark would make the
         // relay pause a sender at every few boxes.
         connection.channel.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark).whenFailure { _ in }
@@ -268,7 +291,9 @@ public final class PresenceServer: Sendable {
         }
         connection.channel.closeFuture.whenComplete { [self] _ in
             deadline.cancel()
-            _ = authenticatedConnections.withLock { $0.remove(id) }
+            if authenticatedConnections.withLock({ $0.remove(id) }) == nil {
+                unauthenticated.withLock { $0.release(source) }
+            }
             _ = connections.withLock { $0.removeValue(forKey: id) }
             _ = relayNumbers.withLock { $0.removeValue(forKey: id) }
             relay.connectionClosed(connection)
@@ -279,11 +304,35 @@ public final class PresenceServer: Sendable {
     func markAuthenticated(_ connection: AMPConnection) {
         let id = ObjectIdentifier(connection)
         // Only while it is open (its close removes it).
+        let source = connection.remoteAddress?.ipAddress ?? "?"
         connections.withLock { connections in
             guard connections[id] != nil else { return }
-            authenticatedConnections.withLock { _ = $0.insert(id) }
+            if authenticatedConnections.withLock({ $0.insert(id).inserted }) {
+                unauthenticated.withLock { $0.release(source) }
+            }
         }
     }
+
+    /// One log line a second at most for connections refused by the caps, with how many.
+    private func refusedUnauthenticated(from source: String) {
+        refusedInAll.withLock { $0 += 1 }
+        let report = refusals.withLock { refusals -> Int? in
+            refusals.count += 1
+            let now = ContinuousClock.now
+            guard now - refusals.lastLogged >= .seconds(1) else { return nil }
+            refusals.lastLogged = now
+            defer { refusals.count = 0 }
+            return refusals.count
+        }
+        if let count = report {
+            logger.warning("refusing connections: too many not yet authenticated",
+                           metadata: ["source": "\(source)", "refused": "\(count)",
+                                      "caps": "\(configuration.maximumUnauthenticatedConnections) in all, \(configuration.maximumUnauthenticatedPerSource) per source"])
+        }
+    }
+
+    /// Connections refused by the caps on unauthenticated connections since the start.
+    public var unauthenticatedRefusals: Int { refusedInAll.withLock { $0 } }
 
     /// Stops listening and closes every connection.
     public func close() async {
@@ -300,4 +349,29 @@ public final class PresenceServer: Sendable {
 public struct PresenceServerError: Error, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Connections a presence server holds that have not authenticated as an address.
+struct UnauthenticatedCount {
+    private(set) var total = 0
+    private var perSource: [String: Int] = [:]
+
+    /// Counts one from `source`, unless that would pass a cap.
+    mutating func admit(_ source: String, total cap: Int, perSource sourceCap: Int) -> Bool {
+        guard total < cap, perSource[source, default: 0] < sourceCap else { return false }
+        total += 1
+        perSource[source, default: 0] += 1
+        return true
+    }
+
+    mutating func release(_ source: String) {
+        guard let count = perSource[source] else { return }
+        total -= 1
+        perSource[source] = count > 1 ? count - 1 : nil
+    }
+}
+
+extension Duration {
+    /// Seconds as a floating-point number.
+    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
