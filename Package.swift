@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
         .executable(name: "connect-bench", targets: ["ConnectBench"]),
         .executable(name: "ptcp-bench", targets: ["PTCPBench"]),
+        .executable(name: "soak-load", targets: ["SoakLoad"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -28,10 +29,13 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
+        // A value behind a lock ThreadSanitizer understands (Synchronization.Mutex's shape).
+        .target(name: "Locking", dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         // Twisted-compatible AMP: box codec, typed arguments, commands, connections.
         .target(
             name: "AMP",
             dependencies: [
+                "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -63,6 +67,7 @@ let package = Package(
         .target(
             name: "Q2Q",
             dependencies: [
+                "Locking",
                 "AMP",
                 "PTCP",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -85,6 +90,7 @@ let package = Package(
         .target(
             name: "VertexApps",
             dependencies: [
+                "Locking",
                 "CVertexSystem",
                 "Q2Q",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -96,6 +102,7 @@ let package = Package(
         .target(
             name: "Sigma",
             dependencies: [
+                "Locking",
                 "AMP",
                 "Q2Q",
                 "VertexApps",
@@ -111,6 +118,7 @@ let package = Package(
         .executableTarget(
             name: "vertex",
             dependencies: [
+                "Locking",
                 "CVertexSystem",
                 "AMP",
                 "Q2Q",
@@ -174,13 +182,39 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The properties every network- and file-facing decoder keeps on any input: run by
+        // the libFuzzer executable below, and over Fuzz/corpus by the tests.
+        .target(
+            name: "VertexFuzzing",
+            dependencies: [
+                "AMP",
+                "PTCP",
+                "Q2Q",
+                "VertexApps",
+                "Sigma",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // Mixed load on a presence server for hours, sampling it (scripts/soak/presence).
+        .executableTarget(
+            name: "SoakLoad",
+            dependencies: [
+                "Locking",
+                "AMP",
+                "Q2Q",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "Q2QTests",
             dependencies: [
+                "Locking",
                 "Q2Q",
                 "VertexApps",
                 "Sigma",
                 "AMP",
+                "VertexFuzzing",
                 "VertexTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -212,6 +246,7 @@ let package = Package(
         .testTarget(
             name: "AMPTests",
             dependencies: [
+                "Locking",
                 "AMP",
                 "VertexTestSupport",
                 "Q2Q",
@@ -228,3 +263,13 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The libFuzzer executable (`scripts/fuzz/run`): it links only with -sanitize=fuzzer and
+// -parse-as-library, so it is part of the package only when VERTEX_FUZZ is set.
+if Context.environment["VERTEX_FUZZ"] != nil {
+    package.products.append(.executable(name: "vertex-fuzzer", targets: ["VertexFuzzer"]))
+    package.targets += [
+        .target(name: "CLibFuzzer", path: "Fuzz/CLibFuzzer"),
+        .executableTarget(name: "VertexFuzzer", dependencies: ["CLibFuzzer", "VertexFuzzing"], path: "Fuzz/VertexFuzzer"),
+    ]
+}

@@ -1,8 +1,8 @@
 import AMP
 import Foundation
+import Locking
 import Logging
 import Q2Q
-import Synchronization
 import VertexApps
 
 /// Sigma on one Q2Q address: listens for `sigma`, holds the swarms of the shares it
@@ -17,8 +17,8 @@ import VertexApps
 public final class SigmaNode: Sendable {
     public let address: Q2QAddress
     let context: SwarmContext
-    let swarms = Mutex<[ShareID: SigmaSwarm]>([:])
-    private let listener = Mutex<Q2QListener?>(nil)
+    let swarms = Locked<[ShareID: SigmaSwarm]>([:])
+    private let listener = Locked<Q2QListener?>(nil)
     private let receiving: Receiving?
     /// Shares pushed to us and accepted (``Receiving``), as their downloads start.
     public let pushes: AsyncStream<PushEvent>

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Locking
 import Q2Q
 import Synchronization
 import VertexApps
@@ -336,7 +337,7 @@ final class ProgressDisplay: Sendable {
 
     private let verb: String
     private let onTerminal = isatty(STDERR_FILENO) == 1
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(verb: String) {
         self.verb = verb

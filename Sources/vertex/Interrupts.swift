@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 
 /// Runs `body` until it returns or SIGINT/SIGTERM arrives; nil when interrupted.
 @discardableResult
@@ -29,7 +29,7 @@ final class Interrupts: @unchecked Sendable {
     private let sources: [any DispatchSourceSignal]
 
     private final class Waiters: Sendable {
-        private let list = Mutex<[AsyncStream<Void>.Continuation]>([])
+        private let list = Locked<[AsyncStream<Void>.Continuation]>([])
 
         func add(_ waiter: AsyncStream<Void>.Continuation) { list.withLock { $0.append(waiter) } }
 

@@ -1,9 +1,9 @@
 import Foundation
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
 @testable import Q2Q
-import Synchronization
 import Testing
 import VertexTestSupport
 
@@ -330,7 +330,7 @@ final class ScriptedGateway: Sendable {
         typealias InboundIn = AddressedEnvelope<ByteBuffer>
         typealias OutboundOut = AddressedEnvelope<ByteBuffer>
         let script: Script
-        let state = Mutex(State())
+        let state = Locked(State())
 
         init(script: Script) { self.script = script }
 

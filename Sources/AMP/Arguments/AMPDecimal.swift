@@ -62,8 +62,16 @@ public struct AMPDecimal: Sendable, Hashable, AMPTextValue {
         }
         guard let literal = PythonNumberSyntax.parseDecimalLiteral(text) else { return nil }
         let coefficient = String(decoding: literal.integerDigits + literal.fractionDigits, as: UTF8.self)
-        self.init(isNegative: negative, kind: .finite(coefficient: coefficient, exponent: literal.exponent - literal.fractionDigits.count))
+        let exponent = literal.exponent - literal.fractionDigits.count
+        // Exponents are read up to ±10⁹ (PythonNumberSyntax clamps beyond). A value whose
+        // written exponent would reach that would come back as another value, so it is
+        // refused rather than changed in transit (found by fuzzing, amp-arguments).
+        guard abs(literal.exponent) < Self.exponentLimit, abs(exponent + coefficient.count - 1) < Self.exponentLimit else { return nil }
+        self.init(isNegative: negative, kind: .finite(coefficient: coefficient, exponent: exponent))
     }
+
+    /// Exponents (as written, and adjusted) must stay below this in magnitude.
+    static let exponentLimit = 999_999_999
 
     /// Python's `str(Decimal)`.
     public var description: String {

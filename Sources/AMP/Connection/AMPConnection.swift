@@ -1,3 +1,4 @@
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
@@ -18,7 +19,7 @@ public final class AMPConnection: Sendable {
     public let channel: any Channel
     let handler: NIOLoopBound<AMPChannelHandler>
     private let nextTag = Atomic<Int>(1)
-    private let state = Mutex<(tls: Bool, switched: Bool)>((false, false))
+    private let state = Locked<(tls: Bool, switched: Bool)>((false, false))
 
     /// Runs tasks on this connection's event loop; see ``EventLoopTaskExecutor``.
     public let taskExecutor: EventLoopTaskExecutor
@@ -367,14 +368,13 @@ final class AcceptFailurePause: ChannelInboundHandler {
             lastLogged = now
             failures = 0
         }
-        if !paused {
+        if !paused, let options = context.channel.syncOptions {
             paused = true
+            try? options.setOption(.autoRead, value: false)
             let channel = context.channel
-            channel.setOption(.autoRead, value: false).whenComplete { _ in
-                channel.eventLoop.assumeIsolated().scheduleTask(in: Self.pause) { [self] in
-                    paused = false
-                    channel.setOption(.autoRead, value: true).whenFailure { _ in }
-                }
+            context.eventLoop.assumeIsolated().scheduleTask(in: Self.pause) { [self] in
+                paused = false
+                try? channel.syncOptions?.setOption(.autoRead, value: true)
             }
         }
     }

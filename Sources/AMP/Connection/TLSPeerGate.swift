@@ -1,7 +1,7 @@
+import Locking
 import NIOCore
 import NIOSSL
 import NIOTLS
-import Synchronization
 
 /// Lets a TLS connection through only once its peer's certificate has been verified on
 /// *this* connection, and says which certificate that was.
@@ -84,7 +84,7 @@ public final class TLSPeerGate: ChannelInboundHandler, RemovableChannelHandler {
 
 /// The leaf certificate a verification accepted on one connection.
 private final class VerifiedLeaf: Sendable {
-    private let value = Mutex<NIOSSLCertificate?>(nil)
+    private let value = Locked<NIOSSLCertificate?>(nil)
 
     var leaf: NIOSSLCertificate? { value.withLock { $0 } }
 

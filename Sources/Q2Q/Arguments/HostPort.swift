@@ -20,15 +20,24 @@ public struct HostPort: Hashable, Sendable, Codable, CustomStringConvertible {
             guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
             host = text[text.index(after: text.startIndex)..<close]
             portText = text[text.index(close, offsetBy: 2)...]
+            // Brackets hold an IPv6 address only.
+            guard host.contains(":") else { return nil }
         } else {
             guard let colon = text.lastIndex(of: ":") else { return nil }
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
             if host.contains(":") { return nil }  // a bare IPv6 address must be bracketed
         }
-        guard !host.isEmpty, !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
+        guard !host.isEmpty, !host.unicodeScalars.contains(where: Self.isForbiddenInHost), !portText.isEmpty, portText.allSatisfy(\.isASCII), portText.allSatisfy(\.isNumber),
               let port = Int(portText), (0...65535).contains(port) else { return nil }
         self.init(host: String(host), port: port)
+    }
+
+    /// Brackets, spaces and control characters: in no host name or address. (A host
+    /// holding a bracket printed as text that did not parse back: `[[p]:1` was read as
+    /// host `[p`, written `[p:1`. Found by fuzzing, q2q-arguments.)
+    static func isForbiddenInHost(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == "[" || scalar == "]" || scalar.properties.isWhitespace || scalar.properties.generalCategory == .control
     }
 
     /// The host and port of a socket address, when it has both.

@@ -1,7 +1,7 @@
 import Foundation
+import Locking
 import Logging
 import NIOCore
-import Synchronization
 
 /// Learns another domain's CA from its presence server on first use (trust on first
 /// use, as the original), within bounds the original did not have (security review M10):
@@ -17,7 +17,7 @@ final class AuthorityFetcher: Sendable {
     static let failureMemory: TimeInterval = 60
     static let maximumRemembered = 4096
 
-    private let failures = Mutex<[String: (error: String, until: Date)]>([:])
+    private let failures = Locked<[String: (error: String, until: Date)]>([:])
 
     /// `domain`'s CA from the presence server at `server`; `explicit` when that server
     /// was configured rather than derived from the domain's name.

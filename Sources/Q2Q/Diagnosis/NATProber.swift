@@ -1,7 +1,7 @@
 import Foundation
+import Locking
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// Runs RFC 5780's NAT behaviour tests against a presence server's discovery sockets
 /// (``AddressDiscoveryMessage/NATTest``), each from a fresh local UDP socket so that
@@ -95,8 +95,8 @@ public struct NATProber: Sendable {
 /// One local UDP socket for the tests: answers are matched to requests by transaction.
 final class ProbeSocket: Sendable {
     private let channel: any Channel
-    private let waiting = Mutex<[[UInt8]: CheckedContinuation<(HostPort, HostPort?)?, Never>]>([:])
-    private let hairpinToken = Mutex<(token: [UInt8], continuation: CheckedContinuation<Bool, Never>)?>(nil)
+    private let waiting = Locked<[[UInt8]: CheckedContinuation<(HostPort, HostPort?)?, Never>]>([:])
+    private let hairpinToken = Locked<(token: [UInt8], continuation: CheckedContinuation<Bool, Never>)?>(nil)
 
     private init(channel: any Channel) { self.channel = channel }
 
@@ -181,7 +181,7 @@ final class ProbeSocket: Sendable {
 
     /// Lets the handler, made before the socket, reach it.
     private final class NIOLockedBox: Sendable {
-        let socket = Mutex<ProbeSocket?>(nil)
+        let socket = Locked<ProbeSocket?>(nil)
     }
 
     private final class Receiver: ChannelInboundHandler, Sendable {

@@ -1,9 +1,9 @@
 import AMP
 import Foundation
+import Locking
 import NIOCore
 import NIOSSL
 import PTCP
-import Synchronization
 
 /// Incoming streams for one address and service. Created by ``Q2QNode/listen(as:service:description:authorize:)``
 /// (byte streams, on ``connections``) or ``Q2QNode/serveAMP(as:service:description:authorize:responders:)``
@@ -20,7 +20,7 @@ public final class Q2QListener: Sendable {
     let identity: Q2QIdentity
     let node: Q2QNode
     private let continuation: AsyncStream<Q2QStream>.Continuation
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// What an id handed out in an `inbound` answer allows (its caller is the entry's
     /// owner).
@@ -152,7 +152,7 @@ public final class Q2QListener: Sendable {
         }
     }
 
-    private let tls = Mutex<NIOSSLContext?>(nil)
+    private let tls = Locked<NIOSSLContext?>(nil)
 
     /// The TLS server context presenting our identity (made once).
     func tlsContext() throws -> NIOSSLContext {

@@ -1,9 +1,9 @@
 import AMP
 import Foundation
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// How a node listens and connects.
 public struct Q2QNodeConfiguration: Sendable {
@@ -92,16 +92,16 @@ public final class Q2QNode: Sendable {
     let logger: Logger
     private let links = PresenceLinks()
     let udp = NodeUDP()
-    private let listeners = Mutex<[ListenerKey: Q2QListener]>([:])
+    private let listeners = Locked<[ListenerKey: Q2QListener]>([:])
     /// The virtual channels of each presence connection.
-    private let multiplexers = Mutex<[ObjectIdentifier: VirtualChannelMultiplexer]>([:])
+    private let multiplexers = Locked<[ObjectIdentifier: VirtualChannelMultiplexer]>([:])
     /// The `tcp@` path that last won for each (from, to, service), tried first next time.
-    private let rememberedPaths = Mutex<[RememberedPathKey: HostPort]>([:])
+    private let rememberedPaths = Locked<[RememberedPathKey: HostPort]>([:])
     /// One AMP connection per (local, peer, service), shared by every caller.
     let ampConnections: AMPConnectionCache
     /// The responders of each AMP listener (``serveAMP``), also used on the connections
     /// this node opens as that address to that service.
-    let ampResponders = Mutex<[ListenerKey: @Sendable (Q2QAddress) -> AMPResponders]>([:])
+    let ampResponders = Locked<[ListenerKey: @Sendable (Q2QAddress) -> AMPResponders]>([:])
     /// Asks the home gateway for mappings of listeners' ports (nil when turned off).
     let portMapper: PortMapper?
 

@@ -1,17 +1,17 @@
 import AMP
 import Foundation
+import Locking
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PTCP
-import Synchronization
 
 /// The node's shared UDP port for outgoing PTCP paths, and what presence servers told
 /// it about its NAT mapping.
 final class NodeUDP: Sendable {
-    private let port = Mutex<Task<UDPPort?, Never>?>(nil)
-    private let mappings = Mutex<[HostPort: (discovery: Task<HostPort?, Never>, started: ContinuousClock.Instant)]>([:])
+    private let port = Locked<Task<UDPPort?, Never>?>(nil)
+    private let mappings = Locked<[HostPort: (discovery: Task<HostPort?, Never>, started: ContinuousClock.Instant)]>([:])
     /// A mapping is asked for again after this long; a failed discovery sooner, so that
     /// new connections go direct soon after UDP comes back.
     static let mappingLifetime: Duration = .seconds(60)

@@ -1,5 +1,5 @@
+import Locking
 import Logging
-import Synchronization
 
 /// One port kept mapped on the gateway for as long as it is open: mapped at once,
 /// renewed before its lifetime ends (and at least every `refresh`, which is how a
@@ -11,7 +11,7 @@ final class MaintainedPortMapping: Sendable {
     private let mapper: PortMapper
     /// PCP's name for this mapping: renewals and the deletion must repeat it.
     private let nonce: [UInt8]
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     private struct State {
         var current: PortMapper.Mapping?

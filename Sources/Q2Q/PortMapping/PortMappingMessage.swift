@@ -22,7 +22,7 @@ public enum PortMappingProtocol: String, Sendable, Hashable, CustomStringConvert
 ///
 /// An answer whose result is not 0 may be cut after the epoch (8 bytes): the RFC leaves
 /// the rest undefined, and gateways send it short.
-enum NATPMPMessage: Equatable, Sendable {
+package enum NATPMPMessage: Equatable, Sendable {
     case publicAddressRequest
     case mapRequest(PortMappingProtocol, internalPort: UInt16, suggestedExternalPort: UInt16, lifetime: UInt32)
     case publicAddressAnswer(epoch: UInt32, address: [UInt8])
@@ -33,9 +33,9 @@ enum NATPMPMessage: Equatable, Sendable {
     static let version: UInt8 = 0
     static let serverPort = 5351
     /// The longest datagram either side sends; anything longer is not NAT-PMP.
-    static let maximumSize = 16
+    package static let maximumSize = 16
 
-    init(decoding bytes: some Collection<UInt8>) throws(PortMappingError) {
+    package init(decoding bytes: some Collection<UInt8>) throws(PortMappingError) {
         guard bytes.count <= Self.maximumSize else { throw .malformed("a NAT-PMP message of \(bytes.count) bytes (at most 16)") }
         var buffer = ByteBuffer(bytes: Array(bytes))
         guard let version = buffer.readInteger(as: UInt8.self), let opcode = buffer.readInteger(as: UInt8.self) else {
@@ -77,7 +77,7 @@ enum NATPMPMessage: Equatable, Sendable {
         }
     }
 
-    var bytes: [UInt8] {
+    package var bytes: [UInt8] {
         var buffer = ByteBuffer()
         switch self {
         case .publicAddressRequest:
@@ -98,9 +98,9 @@ enum NATPMPMessage: Equatable, Sendable {
 }
 
 /// A NAT-PMP result code (RFC 6886 §3.5).
-struct NATPMPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    var rawValue: UInt16
-    init(rawValue: UInt16) { self.rawValue = rawValue }
+package struct NATPMPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    package var rawValue: UInt16
+    package init(rawValue: UInt16) { self.rawValue = rawValue }
 
     static let success = NATPMPResult(rawValue: 0)
     static let unsupportedVersion = NATPMPResult(rawValue: 1)
@@ -109,7 +109,7 @@ struct NATPMPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertib
     static let outOfResources = NATPMPResult(rawValue: 4)
     static let unsupportedOpcode = NATPMPResult(rawValue: 5)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .success: "success"
         case .unsupportedVersion: "unsupported version"
@@ -131,7 +131,7 @@ struct NATPMPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertib
 ///
 /// Addresses are IPv6, IPv4 as `::ffff:a.b.c.d`. Options after the MAP payload are
 /// skipped (none is needed to map a port).
-struct PCPMapMessage: Equatable, Sendable {
+package struct PCPMapMessage: Equatable, Sendable {
     var isAnswer: Bool
     /// In an answer; `.success` in a request.
     var result: PCPResult
@@ -150,9 +150,9 @@ struct PCPMapMessage: Equatable, Sendable {
     static let version: UInt8 = 2
     static let mapOpcode: UInt8 = 1
     static let headerSize = 24
-    static let size = 60
+    package static let size = 60
     /// The longest PCP message (RFC 6887 §7).
-    static let maximumSize = 1100
+    package static let maximumSize = 1100
     static let nonceSize = 12
 
     init(isAnswer: Bool, result: PCPResult = .success, lifetime: UInt32, epoch: UInt32 = 0, clientAddress: [UInt8] = .init(repeating: 0, count: 16),
@@ -174,7 +174,7 @@ struct PCPMapMessage: Equatable, Sendable {
     /// Decodes a MAP request or answer. An answer with an error result may come without
     /// the MAP payload (a gateway that did not understand the request): then only the
     /// header's fields are meaningful, and the rest is zero.
-    init(decoding bytes: some Collection<UInt8>) throws(PortMappingError) {
+    package init(decoding bytes: some Collection<UInt8>) throws(PortMappingError) {
         guard bytes.count <= Self.maximumSize else { throw .malformed("a PCP message of \(bytes.count) bytes (at most 1,100)") }
         guard bytes.count >= Self.headerSize, bytes.count % 4 == 0 else { throw .malformed("a PCP message of \(bytes.count) bytes") }
         var buffer = ByteBuffer(bytes: Array(bytes))
@@ -215,7 +215,7 @@ struct PCPMapMessage: Equatable, Sendable {
                   internalPort: inner, externalPort: outer, externalAddress: buffer.readBytes(length: 16)!)
     }
 
-    var bytes: [UInt8] {
+    package var bytes: [UInt8] {
         var buffer = ByteBuffer()
         if isAnswer {
             buffer.writeMultipleIntegers(Self.version, Self.mapOpcode | 0x80, UInt8(0), result.rawValue, lifetime, epoch)
@@ -244,9 +244,9 @@ struct PCPMapMessage: Equatable, Sendable {
 }
 
 /// A PCP result code (RFC 6887 §7.4).
-struct PCPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    var rawValue: UInt8
-    init(rawValue: UInt8) { self.rawValue = rawValue }
+package struct PCPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    package var rawValue: UInt8
+    package init(rawValue: UInt8) { self.rawValue = rawValue }
 
     static let success = PCPResult(rawValue: 0)
     static let unsupportedVersion = PCPResult(rawValue: 1)
@@ -263,7 +263,7 @@ struct PCPResult: RawRepresentable, Hashable, Sendable, CustomStringConvertible 
     static let addressMismatch = PCPResult(rawValue: 12)
     static let excessiveRemotePeers = PCPResult(rawValue: 13)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .success: "success"
         case .unsupportedVersion: "unsupported version"

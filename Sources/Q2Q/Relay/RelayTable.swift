@@ -1,8 +1,8 @@
 import AMP
 import Foundation
+import Locking
 import Logging
 import NIOCore
-import Synchronization
 
 /// The presence server's relay: pairs of virtual channels, one on each node's
 /// connection, whose `write`s, `credit`s, `close`s and chokes it forwards. It sees only
@@ -65,7 +65,7 @@ final class RelayTable: Sendable {
     static let maximumEarlyClosesPerConnection = 256
 
     let limits: RelayLimits
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Sees every body forwarded (tests use it to check that only ciphertext passes).
     let observer: (@Sendable (ByteBuffer) -> Void)?
     private let logger: Logger

@@ -1,6 +1,6 @@
 import AMP
 import Foundation
-import Synchronization
+import Locking
 
 /// Who listens for what on a presence server: per (address, service), the connections
 /// of the nodes listening, with the certificate each proved. A registration lasts
@@ -38,7 +38,7 @@ final class ListenerRegistry: Sendable {
     let lifetime: TimeInterval
     let maximumServicesPerConnection: Int
     let maximumConnectionsPerAddress: Int
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(lifetime: TimeInterval, maximumServicesPerConnection: Int = 16, maximumConnectionsPerAddress: Int = 16) {
         self.lifetime = lifetime

@@ -1,5 +1,6 @@
 import AMP
 import Foundation
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
@@ -102,40 +103,40 @@ public final class PresenceServer: Sendable {
     let authorities: [String: DomainAuthority]
     let logger: Logger
     let group: any EventLoopGroup
-    private let server: Mutex<AMPServer?> = Mutex(nil)
-    private let reflector: Mutex<AddressReflector?> = Mutex(nil)
+    private let server: Locked<AMPServer?> = Locked(nil)
+    private let reflector: Locked<AddressReflector?> = Locked(nil)
     /// TLS contexts per (domain, whether the client is verified), made once: a context
     /// holds the certificate and key, and is shared by every connection.
-    private let tlsContexts = Mutex<[String: NIOSSLContext]>([:])
+    private let tlsContexts = Locked<[String: NIOSSLContext]>([:])
     /// Open connections, closed on shutdown.
-    let connections = Mutex<[ObjectIdentifier: AMPConnection]>([:])
+    let connections = Locked<[ObjectIdentifier: AMPConnection]>([:])
     /// The open connections that authenticated as an address.
-    private let authenticatedConnections = Mutex<Set<ObjectIdentifier>>([])
-    let registrations: Mutex<RateLimiter>
+    private let authenticatedConnections = Locked<Set<ObjectIdentifier>>([])
+    let registrations: Locked<RateLimiter>
     /// Failed `sign`s per source address, per source network (/24, /64) and per account.
-    let failedSigns: Mutex<RateLimiter>
+    let failedSigns: Locked<RateLimiter>
     /// Password checks running now (``PresenceServerConfiguration/concurrentPasswordChecks``).
     let passwordChecks = Atomic<Int>(0)
     /// `inbound`s per caller address.
-    let inbounds: Mutex<RateLimiter>
+    let inbounds: Locked<RateLimiter>
     /// Other domains' CAs, learnt when their users first connect.
     let fetcher = AuthorityFetcher()
     /// New domains pinned (one bucket for all: every pin stays for good).
-    let newPins = Mutex(RateLimiter(burst: 100, perHour: 100))
+    let newPins = Locked(RateLimiter(burst: 100, perHour: 100))
     /// Connections not yet authenticated, in all and per source address.
-    let unauthenticated = Mutex(UnauthenticatedCount())
-    let refusals = Mutex((count: 0, lastLogged: ContinuousClock.now - .seconds(2)))
-    let refusedInAll = Mutex(0)
+    let unauthenticated = Locked(UnauthenticatedCount())
+    let refusals = Locked((count: 0, lastLogged: ContinuousClock.now - .seconds(2)))
+    let refusedInAll = Locked(0)
     /// `Check-Reachable`s, per address and per source /24 or /64: a few at once, one a minute.
-    let reachabilityChecks = Mutex(RateLimiter(burst: 5, perHour: 60))
+    let reachabilityChecks = Locked(RateLimiter(burst: 5, perHour: 60))
     /// Purges expired listen registrations now and then (registrations no caller asks
     /// about would otherwise stay until their connection closes).
-    private let purger: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let purger: Locked<Task<Void, Never>?> = Locked(nil)
     let listeners: ListenerRegistry
     let relay: RelayTable
     /// The next relay channel number per node connection (ours are negative there:
     /// the server accepted those connections).
-    let relayNumbers = Mutex<[ObjectIdentifier: Int]>([:])
+    let relayNumbers = Locked<[ObjectIdentifier: Int]>([:])
 
     private init(configuration: PresenceServerConfiguration, store: any PresenceStore,
                  authorities: [String: DomainAuthority], group: any EventLoopGroup, logger: Logger) {
@@ -144,13 +145,13 @@ public final class PresenceServer: Sendable {
         self.store = store
         self.authorities = authorities
         self.logger = logger
-        self.registrations = Mutex(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
-        self.failedSigns = Mutex(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
+        self.registrations = Locked(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
+        self.failedSigns = Locked(RateLimiter(burst: 10, perHour: configuration.failedSignsPerHour))
         self.listeners = ListenerRegistry(lifetime: configuration.listenLifetime,
                                           maximumServicesPerConnection: configuration.maximumServicesPerListen,
                                           maximumConnectionsPerAddress: configuration.maximumListeningConnectionsPerAddress)
         self.relay = RelayTable(limits: configuration.relayLimits, observer: configuration.relayObserver, logger: logger)
-        self.inbounds = Mutex(RateLimiter(burst: 60, perHour: configuration.inboundsPerHour))
+        self.inbounds = Locked(RateLimiter(burst: 60, perHour: configuration.inboundsPerHour))
     }
 
     /// Loads (or, on first start, creates) each domain's CA, then listens.

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 
 /// What one connection to the presence server has established so far.
 ///
@@ -19,7 +19,7 @@ final class PresenceSession: Sendable {
         var certificate: Q2QCertificate?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var securedDomain: String? { state.withLock { $0.securedDomain } }
     var authenticated: Q2QAddress? { state.withLock { $0.authenticated } }

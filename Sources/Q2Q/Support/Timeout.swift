@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// The operation did not finish in time.
 public struct Q2QTimeoutError: Error, Sendable, CustomStringConvertible {
@@ -47,7 +47,7 @@ private final class TimeoutRace<Result: Sendable>: Sendable {
         case finished(Swift.Result<Result, any Error>?)
     }
 
-    private let state = Mutex(State.waiting(nil))
+    private let state = Locked(State.waiting(nil))
 
     func wait(_ continuation: UnsafeContinuation<Result, any Error>) {
         let outcome = state.withLock { state -> Swift.Result<Result, any Error>? in

@@ -23,14 +23,14 @@ import NIOCore
 ///
 /// A request is padded to be at least as long as any answer, so a server never sends
 /// more than it received: spoofed requests cannot use it to amplify traffic.
-enum AddressDiscoveryMessage: Equatable, Sendable {
+package enum AddressDiscoveryMessage: Equatable, Sendable {
     case request(transaction: [UInt8])
     case answer(transaction: [UInt8], address: HostPort)
     case test(transaction: [UInt8], NATTest)
     case testAnswer(transaction: [UInt8], address: HostPort, other: HostPort?)
 
     /// What a NAT behaviour test asks of the server.
-    struct NATTest: Equatable, Sendable {
+    package struct NATTest: Equatable, Sendable {
         var changePort = false
         var changeAddress = false
         /// Milliseconds to wait before answering, at most ``maximumDelay``.
@@ -42,10 +42,10 @@ enum AddressDiscoveryMessage: Equatable, Sendable {
     static let requestMagic: [UInt8] = Array("Q2Q?".utf8)
     static let answerMagic: [UInt8] = Array("Q2Q=".utf8)
     static let transactionSize = 12
-    static let requestSize = 44
+    package static let requestSize = 44
 
     /// Parses a datagram; `nil` for anything that is not exactly one of the forms.
-    init?(decoding bytes: some Collection<UInt8>) {
+    package init?(decoding bytes: some Collection<UInt8>) {
         let bytes = Array(bytes.prefix(Self.requestSize + 1))
         guard bytes.count >= 4 + Self.transactionSize else { return nil }
         let magic = Array(bytes[0..<4])
@@ -109,7 +109,7 @@ enum AddressDiscoveryMessage: Equatable, Sendable {
     }
 
     /// The datagram; `nil` for an answer whose address is not an IP address.
-    var bytes: [UInt8]? {
+    package var bytes: [UInt8]? {
         switch self {
         case .request(let transaction):
             precondition(transaction.count == Self.transactionSize)

@@ -1,7 +1,7 @@
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// The presence server's UDP side: answers address-discovery requests with the
 /// address each came from (``AddressDiscoveryMessage``), and NAT behaviour tests
@@ -15,11 +15,11 @@ final class AddressReflector: Sendable {
         var port: Int
     }
 
-    private let channels = Mutex<[Slot: any Channel]>([:])
+    private let channels = Locked<[Slot: any Channel]>([:])
     /// The alternate address, and the second port (nil when it could not be bound).
     private let alternateAddress: String?
-    private let alternatePort = Mutex<Int?>(nil)
-    private let delayed = Mutex(0)
+    private let alternatePort = Locked<Int?>(nil)
+    private let delayed = Locked(0)
     /// Answers waiting out their delay at once; more tests asking for one are dropped.
     static let maximumDelayed = 1024
 

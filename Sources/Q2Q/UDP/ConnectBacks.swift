@@ -1,6 +1,6 @@
+import Locking
 import NIOCore
 import PTCP
-import Synchronization
 
 /// PTCP connections that listeners open back to our shared UDP port, waiting for the
 /// `connect` they belong to. A listener behind a NAT that maps every destination to a
@@ -16,7 +16,7 @@ final class ConnectBacks: Sendable {
         var waiting: [(id: Int, host: String, continuation: CheckedContinuation<(any Channel)?, Never>)] = []
         var nextID = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// A connection arrived: hand it to an attempt waiting for its host, or hold it.
     func arrived(_ channel: any Channel) {

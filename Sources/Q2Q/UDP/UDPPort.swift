@@ -1,8 +1,8 @@
 import Foundation
+import Locking
 import NIOCore
 import NIOPosix
 import PTCP
-import Synchronization
 
 /// One of a node's UDP sockets: a ``PTCPEndpoint`` for streams in and out, plus the two
 /// exchanges of NAT traversal that are not PTCP — asking a presence server which
@@ -69,7 +69,7 @@ final class UDPPort: Sendable {
 
 /// Discovery requests waiting for their answer, by transaction id.
 private final class DiscoveryWaiters: Sendable {
-    private let waiting = Mutex<[[UInt8]: (server: SocketAddress, continuation: CheckedContinuation<HostPort?, Never>)]>([:])
+    private let waiting = Locked<[[UInt8]: (server: SocketAddress, continuation: CheckedContinuation<HostPort?, Never>)]>([:])
 
     func wait(for transaction: [UInt8], from server: SocketAddress, timeout: Duration) async -> HostPort? {
         await withTaskCancellationHandler {

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// Caps a node's uploads at a rate: every block sent reserves its bytes, and waits
 /// until the rate allows them. Reservations are served in the order they are made, so
@@ -6,7 +6,7 @@ import Synchronization
 final class UploadLimiter: Sendable {
     let bytesPerSecond: Int?
     /// When the next byte may go (in the limiter's clock), at most `burst` behind now.
-    private let next = Mutex<ContinuousClock.Instant>(.now)
+    private let next = Locked<ContinuousClock.Instant>(.now)
     private let burst: Duration
 
     init(bytesPerSecond: Int?) {

@@ -176,7 +176,7 @@ public enum FileReceiver {
     }
 
     /// Why an offer cannot be taken into `directory`, if it cannot.
-    static func check(_ offer: FileTransferMessage.Offer, from sender: Q2QAddress, directory: URL, allowHidden: Bool = false) -> String? {
+    package static func check(_ offer: FileTransferMessage.Offer, from sender: Q2QAddress, directory: URL, allowHidden: Bool = false) -> String? {
         guard offer.version == FileTransferMessage.version else { return "version \(offer.version) is not supported" }
         guard !offer.files.isEmpty, offer.files.count <= 10_000 else { return "between 1 and 10,000 files, please" }
         let target = ReceiveDirectory(directory)

@@ -1,4 +1,5 @@
 import Foundation
+import Locking
 import NIOCore
 import Synchronization
 
@@ -67,11 +68,7 @@ struct StreamReader {
         }
         buffered.moveReaderIndex(forwardBy: 4)
         let bytes = buffered.readSlice(length: length)!
-        do {
-            return try JSONDecoder().decode(Message.self, from: Data(bytes.readableBytesView))
-        } catch {
-            throw FileTransferError("a malformed \(Message.self) message: \(error)")
-        }
+        return try FileTransferMessage.decode(Message.self, from: bytes.readableBytesView)
     }
 
     /// Up to `limit` bytes of data; throws at the end of the stream.
@@ -85,11 +82,27 @@ struct StreamReader {
 
 extension NIOAsyncChannelOutboundWriter<ByteBuffer> {
     func send<Message: Encodable>(_ message: Message) async throws {
+        try await write(try FileTransferMessage.frame(message))
+    }
+}
+
+extension FileTransferMessage {
+    /// A control message as it travels: a 4-byte big-endian length, then its JSON.
+    package static func frame<Message: Encodable>(_ message: Message) throws -> ByteBuffer {
         let json = try JSONEncoder().encode(message)
         var buffer = ByteBuffer()
         buffer.writeInteger(UInt32(json.count))
         buffer.writeBytes(json)
-        try await write(buffer)
+        return buffer
+    }
+
+    /// A control message from the bytes its length prefix names.
+    package static func decode<Message: Decodable>(_ type: Message.Type, from body: some Collection<UInt8>) throws(FileTransferError) -> Message {
+        do {
+            return try JSONDecoder().decode(Message.self, from: Data(body))
+        } catch {
+            throw FileTransferError("a malformed \(Message.self) message: \(error)")
+        }
     }
 }
 
@@ -98,7 +111,7 @@ extension NIOAsyncChannelOutboundWriter<ByteBuffer> {
 final class IdleWatchdog: Sendable {
     private let lastHeard: Atomic<Int64>
     private let paused = Atomic<Bool>(false)
-    private let timer: Mutex<RepeatedTask?> = Mutex(nil)
+    private let timer: Locked<RepeatedTask?> = Locked(nil)
 
     init(channel: any Channel, timeout: Duration) {
         lastHeard = Atomic(Self.now())

@@ -1,9 +1,9 @@
 import AMP
 import Foundation
+import Locking
 import NIOCore
 import Q2Q
 import NIOSSL
-import Synchronization
 
 // The commands of ../shared/tools/amp_peer.py and of the golden vectors, declared the
 // way an application declares its own.
@@ -174,7 +174,7 @@ func integer(_ value: AMPInteger) -> Int { Int(exactly: value)! }
 /// A server answering every command of amp_peer.py and of the vectors, as the Twisted
 /// peer does. Notes are remembered per server.
 func makeTestResponders(tls: TLSConfiguration? = nil) -> AMPResponders {
-    let lastNote = Mutex("")
+    let lastNote = Locked("")
     var responders = AMPResponders()
     responders.register(Echo.self) { arguments, _ in arguments }
     responders.register(EchoNested.self) { arguments, _ in arguments }
