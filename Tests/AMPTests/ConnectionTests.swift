@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import Testing
+import VertexTestSupport
 
 /// Our AMP against itself on loopback: both directions, StartTLS with mutual
 /// verification, protocol switching, connection loss and backpressure.
@@ -300,5 +301,37 @@ struct ConnectionTests {
         #expect(running >= 1 && running <= 8, "\(running) responders running")
         await client.close()
         for call in calls { _ = try? await call.value }
+    }
+
+    /// One AMP box on the wire: each key and value after its 16-bit length, then an empty key.
+    static func box(_ pairs: KeyValuePairs<String, String>) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for (key, value) in pairs {
+            bytes += [0, UInt8(key.utf8.count)] + Array(key.utf8)
+            bytes += [UInt8(value.utf8.count >> 8), UInt8(value.utf8.count & 0xFF)] + Array(value.utf8)
+        }
+        return bytes + [0, 0]
+    }
+
+    @Test("half a box read while we hold reads (our own backpressure) is not taken for a stalled peer")
+    func heldReadsAreNotAStall() async throws {
+        var responders = AMPResponders()
+        responders.register(Ping.self) { arguments, _ in
+            try await Task.sleep(for: .seconds(2))
+            return Ping.Response(value: arguments.value)
+        }
+        // One request at a time: while the first runs, reads are held, and the rest of
+        // the second box waits in the socket, longer than the half-box timeout.
+        let server = try await Self.server(responders, limits: AMPLimits(maximumConcurrentIncomingRequests: 1, partialBoxTimeout: 1))
+        defer { Task { await server.close() } }
+        let first = Self.box(["_command": "Ping", "_ask": "1", "value": "1"])
+        let second = Self.box(["_command": "Ping", "_ask": "2", "value": "2"])
+        let channel = try await RawSocket.connect(port: server.port!)
+        try await channel.channel.writeAndFlush(ByteBuffer(bytes: first + second.prefix(10)))
+        try await Task.sleep(for: .milliseconds(300))
+        try await channel.channel.writeAndFlush(ByteBuffer(bytes: Array(second.dropFirst(10))))
+        let (bytes, _) = try await RawSocket.readAll(channel, window: .seconds(8))
+        let answers = String(decoding: bytes, as: UTF8.self).components(separatedBy: "_answer").count - 1
+        #expect(answers == 2, "\(answers) of 2 calls answered")
     }
 }

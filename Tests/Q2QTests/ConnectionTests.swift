@@ -14,6 +14,13 @@ func makeNode(_ address: String, password: String = "pw", in domain: TestDomain,
     let address = try Q2QAddress(address)
     _ = try await domain.store.addUser(address, password: try PasswordHash(hashing: Array(password.utf8), logN: 10), now: Date())
     _ = try await PresenceClient(store: store).register(address, password: Array(password.utf8))
+    var configuration = configuration
+    // A caller dials a remembered path before the presence server has answered, and
+    // claims it with the answer: the path's deadline must cover the server's answer,
+    // which TestDomain allows 30 s on a loaded machine (tests of the deadline set it).
+    if configuration.pathClaimTimeout == Q2QNodeConfiguration(listenHost: "127.0.0.1").pathClaimTimeout {
+        configuration.pathClaimTimeout = .seconds(30)
+    }
     return Q2QNode(store: store, configuration: configuration)
 }
 

@@ -39,6 +39,24 @@ struct RelayTests {
         }
     }
 
+    /// `body`'s result; past `limit` (a flow-control stall: nothing would wake it), the
+    /// windows at the relay and at both nodes are recorded, and it fails.
+    static func orStall<T: Sendable>(_ what: String, within limit: Duration = .seconds(60), domain: TestDomain, nodes: [Q2QNode],
+                                     _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        do {
+            return try await withTimeout(limit, what, body)
+        } catch let timeout as Q2QTimeoutError {
+            var state = ["relay:"] + domain.server.relay.windowsDescription
+            for node in nodes {
+                let flows = await node.relayedChannelFlows()
+                state += ["node:"] + flows
+            }
+            let report = "\(timeout); flow-control state:\n" + state.joined(separator: "\n")
+            Issue.record(Comment(rawValue: report))
+            throw timeout
+        }
+    }
+
     @Test("relay: byte-exact, and the server forwards only TLS records, never the plaintext")
     func relayCarriesCiphertext() async throws {
         try await Self.withObservedDomain { domain, forwarded in
@@ -132,7 +150,10 @@ struct RelayTests {
                     return count
                 }) ?? -2
             }
-            let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "sink", methods: .relay)
+            let nodes = [aliceNode, bobNode]
+            let stream = try await Self.orStall("connecting", domain: domain, nodes: nodes) {
+                try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "sink", methods: .relay)
+            }
             let sender = Task {
                 try await stream.channel.executeThenClose { _, outbound in
                     let chunk = ByteBuffer(repeating: 0x5A, count: 64 * 1024)
@@ -146,8 +167,8 @@ struct RelayTests {
             let crossedBeforeReading = forwarded.withLockedValue { $0.count }
             #expect(crossedBeforeReading <= 4 * window, "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing")
             startReading.withLockedValue { $0 = true }
-            #expect(await received.value == total)
-            try await sender.value
+            #expect(try await Self.orStall("bob reading 64 MiB", domain: domain, nodes: nodes) { await received.value } == total)
+            try await Self.orStall("alice sending 64 MiB", domain: domain, nodes: nodes) { try await sender.value }
             await listener.close()
             await aliceNode.shutdown()
             await bobNode.shutdown()

@@ -255,7 +255,9 @@ struct UDPPathTests {
             let port = try #require(open.localAddress?.port)
             #expect(try await connection.call(CheckReachable.self, .init(port: port)).reachable)
             try await open.close()
-            let closed = try await connection.call(CheckReachable.self, .init(port: port))
+            let refusing = try RefusingPort()
+            let closed = try await connection.call(CheckReachable.self, .init(port: refusing.port))
+            refusing.release()
             #expect(!closed.reachable && closed.reason != nil)
             // A few at once, then one a minute.
             var refused = false

@@ -171,6 +171,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         func check() {
             partialBoxCheck = nil
             guard holdsPartialBox else { return }
+            // While we hold reads (our own backpressure: answers not draining, too many
+            // requests in progress) the rest of the box waits on us, not on the peer.
+            if readHeld { lastInput = .now() }
             if NIODeadline.now() - lastInput >= limit {
                 expire("half a box and nothing more for \(seconds) s")
             } else {
@@ -264,6 +267,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
               incomingInFlight < limits.maximumConcurrentIncomingRequests, queuedRequests.isEmpty,
               !answersBackedUp(context), readPauses == 0, !decidingSwitch else { return }
         readHeld = false
+        lastInput = .now()  // the peer's time to finish a box starts when we read again
         context.read()
     }
 

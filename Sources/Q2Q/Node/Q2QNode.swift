@@ -281,6 +281,15 @@ public final class Q2QNode: Sendable {
         return multiplexer
     }
 
+    /// The flow-control state of every relayed channel this node has (for diagnosing a stall).
+    func relayedChannelFlows() async -> [String] {
+        var lines: [String] = []
+        for multiplexer in multiplexers.withLock({ Array($0.values) }) {
+            lines += (try? await multiplexer.flowDescriptions().get()) ?? []
+        }
+        return lines
+    }
+
     /// The presence server relays a channel to one of our listeners: `id` is the
     /// server's, `listener` an id we offered. The channel then runs ``PathHandshake``.
     private func acceptRelayed(_ arguments: Virtual.Arguments, for owner: Q2QAddress, on connection: AMPConnection) throws -> Virtual.Response {

@@ -322,6 +322,17 @@ final class RelayTable: Sendable {
 
     var count: Int { state.withLock { $0.routes.count / 2 } }
 
+    /// Each direction's window, one line per relayed end (for diagnosing a stall).
+    var windowsDescription: [String] {
+        state.withLock { state in
+            state.routes.map { end, route in
+                "end \(end.id) -> \(route.toID): size \(route.window.size), available \(route.window.available), "
+                    + "unacknowledged \(route.window.unacknowledged), withheld \(route.window.withheld), "
+                    + "waiting for drain \(route.waitingForDrain), receiver writable \(route.to.isWritable)"
+            }.sorted()
+        }
+    }
+
     /// Bytes of windows reserved by open channels.
     var reservedBytes: Int { state.withLock { $0.reserved } }
 

@@ -235,6 +235,14 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
         finishClose()
     }
 
+    /// Flow-control state, for diagnosing a stall. On the event loop.
+    var flowDescription: String {
+        "channel \(id): credit \(credit.available), queued to send \(pendingWriteBytes) (flushed: \(pendingWrites.hasMark)), "
+            + "choked \(chokedByPeer), parent writable \(multiplexer.parentIsWritable); held to read "
+            + "\(pendingReads.reduce(0) { $0 + $1.readableBytes }), read requested \(readRequested), "
+            + "peer may send \(receiveWindow.outstanding), closed \(closed)"
+    }
+
     // MARK: Internals
 
     /// Delivers what is held, at most `readBatch` bytes a time unless `all` (a closing

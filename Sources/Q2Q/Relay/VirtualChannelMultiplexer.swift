@@ -92,4 +92,9 @@ final class VirtualChannelMultiplexer: @unchecked Sendable {
     }
 
     var count: Int { channels.count }
+
+    /// Every channel's flow-control state (``VirtualChannel/flowDescription``).
+    func flowDescriptions() -> EventLoopFuture<[String]> {
+        eventLoop.submit { [self] in channels.keys.sorted().map { channels[$0]!.flowDescription } }
+    }
 }
