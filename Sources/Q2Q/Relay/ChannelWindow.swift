@@ -67,7 +67,7 @@ struct ReceiveWindow: Hashable, Sendable {
     let size: Int
     /// What the sender may still send under the grants made so far.
     private(set) var outstanding: Int
-    private var consumedSinceGrant = 0
+    private(set) var consumedSinceGrant = 0
 
     init(size: Int) {
         self.size = size

@@ -238,9 +238,11 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     /// Flow-control state, for diagnosing a stall. On the event loop.
     var flowDescription: String {
         "channel \(id): credit \(credit.available), queued to send \(pendingWriteBytes) (flushed: \(pendingWrites.hasMark)), "
-            + "choked \(chokedByPeer), parent writable \(multiplexer.parentIsWritable); held to read "
+            + "writable \(isWritable), choked \(chokedByPeer), parent writable \(multiplexer.parentIsWritable), "
+            + "waiting for the parent \(multiplexer.isWaitingForWritable), delivery scheduled \(deliveryScheduled); held to read "
             + "\(pendingReads.reduce(0) { $0 + $1.readableBytes }), read requested \(readRequested), "
-            + "peer may send \(receiveWindow.outstanding), closed \(closed)"
+            + "read delivery scheduled \(readDeliveryScheduled), peer may send \(receiveWindow.outstanding), "
+            + "consumed since the last grant \(receiveWindow.consumedSinceGrant), closed \(closed)"
     }
 
     // MARK: Internals

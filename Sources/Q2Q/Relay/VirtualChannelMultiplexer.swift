@@ -78,6 +78,9 @@ final class VirtualChannelMultiplexer: @unchecked Sendable {
         Task { _ = try? await connection.call(Close.self, .init(id: id)) }
     }
 
+    /// A wait for the connection to take more is registered.
+    var isWaitingForWritable: Bool { waitingForWritable }
+
     func notifyWhenParentWritable() {
         guard !waitingForWritable else { return }
         waitingForWritable = true
