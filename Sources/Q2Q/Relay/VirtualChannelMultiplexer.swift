@@ -98,6 +98,6 @@ final class VirtualChannelMultiplexer: @unchecked Sendable {
 
     /// Every channel's flow-control state (``VirtualChannel/flowDescription``).
     func flowDescriptions() -> EventLoopFuture<[String]> {
-        eventLoop.submit { [self] in channels.keys.sorted().map { channels[$0]!.flowDescription } }
+        eventLoop.submit { [self] in channels.sorted { $0.key < $1.key }.map(\.value.flowDescription) }
     }
 }
