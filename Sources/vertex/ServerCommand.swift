@@ -24,8 +24,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "The TCP port (the original's well-known port is 8788; 0 picks a free one).")
     var port: Int = 8788
 
-    @Option(help: ArgumentHelp("The address to listen on.", valueName: "address"))
-    var bind: String = "0.0.0.0"
+    @Option(help: ArgumentHelp("An address to listen on (repeatable); default: every IPv4 and every IPv6 address (0.0.0.0 and ::, the latter skipped on a host without IPv6). Each family is its own socket: '--bind ::' alone serves IPv6 only.",
+                               valueName: "address"))
+    var bind: [String] = []
 
     @OptionGroup var data: DataOptions
 
@@ -66,9 +67,12 @@ struct ServerCommand: AsyncParsableCommand {
         if let alternateUdpPort, !(0...65535).contains(alternateUdpPort) { throw ValidationError("--alternate-udp-port must be 0…65535") }
         if let alternateAddress {
             guard HostPort.isIPAddress(alternateAddress) else { throw ValidationError("--alternate-address must be an IP address") }
-            guard bind != "0.0.0.0", bind != "::", HostPort.isIPAddress(bind) else {
+            guard let first = bind.first, first != "0.0.0.0", first != "::", HostPort.isIPAddress(first) else {
                 throw ValidationError("--alternate-address needs --bind with this host's first address (not every interface)")
             }
+        }
+        for address in bind where !HostPort.isIPAddress(address) {
+            throw ValidationError("--bind takes an IPv4 or IPv6 address, not '\(address)'")
         }
     }
 
@@ -86,9 +90,10 @@ struct ServerCommand: AsyncParsableCommand {
         raiseDescriptorLimit(logger: logger)
         let store = try data.openStore()
         var configuration = PresenceServerConfiguration(
-            domains: domains, host: bind, port: port,
+            domains: domains, port: port,
             certificateValidity: TimeInterval(certificateDays) * 86_400,
             openRegistration: openRegistration)
+        if !bind.isEmpty { configuration.hosts = bind }
         configuration.peerServers = peers
         configuration.udpEnabled = !noUdp
         configuration.alternateUDPPort = alternateUdpPort
@@ -100,9 +105,9 @@ struct ServerCommand: AsyncParsableCommand {
         } catch let error as PresenceServerError {
             throw CLIError(error.description)
         } catch {
-            throw CLIError("cannot start the presence server on \(bind):\(port): \(error)")
+            throw CLIError("cannot start the presence server on \(configuration.hosts.joined(separator: ", ")) port \(port): \(error)")
         }
-        let listening = server.localAddress.flatMap { HostPort($0) }?.description ?? "\(bind):\(port)"
+        let listening = server.localAddresses.compactMap { HostPort($0)?.description }.joined(separator: " and ")
         for domain in configuration.domains.map({ $0.lowercased() }) {
             print("vertex presence server for \(domain) listening on \(listening), CA \(server.authority(for: domain)!.certificate.fingerprint)")
         }

@@ -41,6 +41,13 @@ struct NodeOptions: ParsableArguments {
                                valueName: "seconds"))
     var portmapLifetime: Int = 7200
 
+    @Flag(help: ArgumentHelp("No IPv6 paths: neither offer nor try tcp/ptcp over this host's IPv6 addresses.",
+                             discussion: "By default a host with a global IPv6 address offers tcp@ and ptcp@ on it beside IPv4, and connections try IPv6 first (Happy Eyeballs), which goes direct where IPv4 NATs defeat hole punching."))
+    var noIpv6 = false
+
+    @Flag(help: "Also offer unique local IPv6 addresses (fc00::/7), for peers inside the same organisation.")
+    var ipv6UniqueLocal = false
+
     func validate() throws {
         guard (2...86_400).contains(portmapLifetime) else { throw ValidationError("--portmap-lifetime must be 2–86400 seconds.") }
     }
@@ -51,6 +58,8 @@ struct NodeOptions: ParsableArguments {
                                                  udpEnabled: !noUdp)
         configuration.portMapping = !noPortmap
         configuration.portMappingLifetime = .seconds(portmapLifetime)
+        configuration.ipv6 = !noIpv6
+        configuration.ipv6UniqueLocal = ipv6UniqueLocal
         return Q2QNode(store: store, configuration: configuration)
     }
 

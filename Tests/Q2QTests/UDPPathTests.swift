@@ -20,7 +20,12 @@ struct UDPPathTests {
             let port = try await UDPPort.bind(host: "127.0.0.1", group: .singletonMultiThreadedEventLoopGroup)
             let server = try #require(domain.server.udpAddress)
             let mapping = await port.discoverMapping(via: server)
-            #expect(mapping == HostPort(host: "127.0.0.1", port: port.localPort))
+            let seen = HostPort(host: "127.0.0.1", port: port.localPort)
+            #expect(mapping?.address == seen)
+            // With the server's proof that the answer reached that address.
+            let proof = try #require(mapping?.proof)
+            #expect(domain.server.addressProofs.verifies(proof, for: seen))
+            #expect(!domain.server.addressProofs.verifies(proof, for: HostPort(host: "127.0.0.1", port: port.localPort + 1)))
             await port.close()
         }
     }
@@ -174,11 +179,13 @@ struct UDPPathTests {
         #expect(request.bytes?.count == AddressDiscoveryMessage.requestSize)
         #expect(AddressDiscoveryMessage(decoding: request.bytes!) == request)
         for address in [HostPort(host: "203.0.113.10", port: 40000), HostPort(host: "2001:db8::7", port: 1), HostPort(host: "10.0.0.1", port: 65535)] {
-            let answer = AddressDiscoveryMessage.answer(transaction: transaction, address: address)
-            let bytes = try #require(answer.bytes)
-            #expect(bytes.count <= AddressDiscoveryMessage.requestSize)
-            #expect(AddressDiscoveryMessage(decoding: bytes) == answer)
-            #expect(bytes.first != 2, "must not look like PTCP v2")
+            for proof in [nil, AddressProofs().proof(for: address)] {
+                let answer = AddressDiscoveryMessage.answer(transaction: transaction, address: address, proof: proof)
+                let bytes = try #require(answer.bytes)
+                #expect(bytes.count <= AddressDiscoveryMessage.requestSize)
+                #expect(AddressDiscoveryMessage(decoding: bytes) == answer)
+                #expect(bytes.first != 2, "must not look like PTCP v2")
+            }
         }
         #expect(AddressDiscoveryMessage.answer(transaction: transaction, address: HostPort(host: "example.test", port: 1)).bytes == nil)
     }

@@ -318,6 +318,7 @@ public final class AMPServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
+            .ipv6Only(binding: host)
             // Out of descriptors, accepting fails at once and would be retried at once,
             // for ever: accepts pause a second instead, and the reason is logged.
             .serverChannelInitializer { channel in

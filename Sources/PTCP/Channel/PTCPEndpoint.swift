@@ -36,6 +36,7 @@ public final class PTCPEndpoint: Sendable {
         // measured: no faster through netlab, half as fast on loopback (64 KiB buffers).
         let bootstrap = DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .ipv6Only(binding: host)
             .channelOption(.socketOption(.so_rcvbuf), value: 4 * 1024 * 1024)
             .channelOption(.socketOption(.so_sndbuf), value: 4 * 1024 * 1024)
             .channelOption(.datagramVectorReadMessageCount, value: 32)

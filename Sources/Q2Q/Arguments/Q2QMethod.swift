@@ -46,6 +46,14 @@ public enum Q2QMethod: Hashable, Sendable, CustomStringConvertible {
         if case .tcp(let address) = self { address } else { nil }
     }
 
+    /// The address of a `tcp@`, `ptcp@` or `rptcp@` method; nil for the others.
+    public var address: HostPort? {
+        switch self {
+        case .tcp(let address), .ptcp(let address), .rptcp(let address): address
+        case .virtual, .unknown: nil
+        }
+    }
+
     /// The method's name: `tcp`, `ptcp`, `rptcp`, `virtual`, or the unknown text's.
     public var name: String {
         switch self {

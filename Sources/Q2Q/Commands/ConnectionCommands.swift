@@ -92,7 +92,18 @@ public enum Inbound: AMPCommand {
         public var from: Q2QAddress
         public var to: Q2QAddress
         public var `protocol`: [UInt8]
+        /// The caller's UDP address (its NAT mapping) for PTCP over IPv4, where listeners
+        /// seed their NATs towards and connect back to.
         public var udpSource: HostPort?
+        /// Ours: the caller's UDP address for PTCP over IPv6 (no NAT: its own address,
+        /// which the listener's firewall must be opened towards all the same).
+        public var udpSource6: HostPort?
+        /// Ours, from the caller to its presence server only: the server's proofs
+        /// (``AddressProofs``) that its address-discovery answers reached `udp_source` and
+        /// `udp_source6`. An address without a proof is passed on only when it is the
+        /// one the caller's connection comes from.
+        public var udpProof: [UInt8]?
+        public var udpProof6: [UInt8]?
         /// Ours, from a presence server to a listening node only: the CA the server
         /// verified `From` with. A listener learns callers' CAs this way, from its own
         /// authenticated server, instead of fetching them in clear when a stranger's
@@ -108,12 +119,26 @@ public enum Inbound: AMPCommand {
             self.callerAuthority = callerAuthority
         }
 
+        init(from: Q2QAddress, to: Q2QAddress, service: String, udpSources: [DiscoveredAddress]) {
+            self.init(from: from, to: to, service: service)
+            for source in udpSources {
+                if source.address.host.contains(":") {
+                    (udpSource6, udpProof6) = (source.address, source.proof)
+                } else {
+                    (udpSource, udpProof) = (source.address, source.proof)
+                }
+            }
+        }
+
         public var service: String { String(decoding: `protocol`, as: UTF8.self) }
 
         enum CodingKeys: String, CodingKey {
             case from = "From"
             case to, `protocol`
             case udpSource = "udp_source"
+            case udpSource6 = "udp_source6"
+            case udpProof = "udp_proof"
+            case udpProof6 = "udp_proof6"
             case callerAuthority = "caller_ca"
         }
     }

@@ -8,11 +8,16 @@ struct MethodRacer<Outcome: Sendable> {
         var label: String
         /// Attempts of a lower wave start earlier; equal waves start together.
         var wave: Int
+        /// How long this attempt waits after its wave starts: a head start for the
+        /// attempts of its wave that should win where both would work (kernel TCP over
+        /// PTCP, IPv6 over IPv4).
+        var delay: Duration
         var run: @Sendable () async throws -> Outcome
 
-        init(label: String, wave: Int = 0, run: @escaping @Sendable () async throws -> Outcome) {
+        init(label: String, wave: Int = 0, delay: Duration = .zero, run: @escaping @Sendable () async throws -> Outcome) {
             self.label = label
             self.wave = wave
+            self.delay = delay
             self.run = run
         }
     }
@@ -68,6 +73,7 @@ struct MethodRacer<Outcome: Sendable> {
                     let attempt = attempts[index]
                     group.addTask {
                         do {
+                            if attempt.delay > .zero { try await Task.sleep(for: attempt.delay) }
                             return .finished(index, .success(try await attempt.run()))
                         } catch {
                             return .finished(index, .failure(error))

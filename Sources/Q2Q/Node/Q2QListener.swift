@@ -35,6 +35,10 @@ public final class Q2QListener: Sendable {
 
     private struct State {
         var acceptor: (any Channel)?
+        /// The IPv6 `tcp@` port and `ptcp@` port, when the host has IPv6 to offer
+        /// (``Q2QNode/startIPv6(for:)``).
+        var acceptor6: (any Channel)?
+        var udp6: UDPPort?
         var supervisor: Task<Void, Never>?
         /// The UDP port of PTCP paths, its NAT mapping as our presence server last saw
         /// it, and the task that keeps asking (which also keeps the mapping open).
@@ -81,6 +85,14 @@ public final class Q2QListener: Sendable {
 
     func attach(acceptor: any Channel) {
         state.withLock { $0.acceptor = acceptor }
+    }
+
+    func attach(acceptor6: any Channel) {
+        state.withLock { $0.acceptor6 = acceptor6 }
+    }
+
+    func attach(udp6: UDPPort) {
+        state.withLock { $0.udp6 = udp6 }
     }
 
     func attach(supervisor: Task<Void, Never>) {
@@ -172,23 +184,35 @@ public final class Q2QListener: Sendable {
     /// The port of the direct (`tcp@`) path.
     var port: Int? { state.withLock { $0.acceptor?.localAddress?.port } }
 
-    /// An offer for `from`, with a fresh unguessable id: `tcp@` on each of `hosts` and on
-    /// the gateway's mapping of our TCP port, `ptcp@` on the gateway's mapping of our
-    /// UDP port, and when our UDP mapping is known `ptcp@` and `rptcp@` on it. With
-    /// `udpSource` (the caller's mapping) our NAT is seeded towards the caller first, so
-    /// that its PTCP SYN gets in.
-    func offer(for from: Q2QAddress, publishing hosts: [String], udpSource: HostPort?, now: Date = Date()) -> ListenerOffer? {
+    /// The port of the direct (`tcp@`) path over IPv6, when there is one.
+    var port6: Int? { state.withLock { $0.acceptor6?.localAddress?.port } }
+
+    /// An offer for `from`, with a fresh unguessable id: `tcp@` and `ptcp@` on each of our
+    /// IPv6 addresses `hosts6` (first: Happy Eyeballs prefers them), `tcp@` on each of
+    /// `hosts` and on the gateway's mapping of our TCP port, `ptcp@` on the gateway's
+    /// mapping of our UDP port, and when our UDP mapping is known `ptcp@` and `rptcp@` on
+    /// it. With `udpSource` (the caller's IPv4 mapping) and `udpSource6` (its IPv6
+    /// address) our NAT and firewall are seeded towards the caller first, so that its
+    /// PTCP SYN gets in.
+    func offer(for from: Q2QAddress, publishing hosts: [String], publishing6 hosts6: [String] = [], udpSource: HostPort?,
+               udpSource6: HostPort? = nil, now: Date = Date()) -> ListenerOffer? {
         guard let port else { return nil }
         let id = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
         let expires = now + Self.claimLifetime
-        let made = state.withLock { state -> (UDPPort?, HostPort?, [PortMappingProtocol: HostPort])? in
+        let made = state.withLock { state -> (UDPPort?, HostPort?, [PortMappingProtocol: HostPort], (any Channel)?, UDPPort?)? in
             state.pending.expire(now: now)
             guard state.pending.count(of: from) < Self.maximumPendingPerCaller else { return nil }
             state.pending.insert(id, owner: from, expires: expires, value: Offer(udpSource: udpSource))
-            return (state.udp, state.mapping, state.portMapped)
+            return (state.udp, state.mapping, state.portMapped, state.acceptor6, state.udp6)
         }
-        guard let (udp, mapping, portMapped) = made else { return nil }
-        var methods: [Q2QMethod] = hosts.map { .tcp(HostPort(host: $0, port: port)) }
+        guard let (udp, mapping, portMapped, acceptor6, udp6) = made else { return nil }
+        var methods: [Q2QMethod] = []
+        if let port6 = acceptor6?.localAddress?.port { methods += hosts6.map { .tcp(HostPort(host: $0, port: port6)) } }
+        if let udp6, !hosts6.isEmpty {
+            if let caller = try? udpSource6?.peerSocketAddress(), case .v6 = caller { udp6.seed(towards: caller) }
+            methods += hosts6.map { .ptcp(HostPort(host: $0, port: udp6.localPort)) }
+        }
+        methods += hosts.map { .tcp(HostPort(host: $0, port: port)) }
         if let mappedTCP = portMapped[.tcp], !hosts.contains(mappedTCP.host) || mappedTCP.port != port {
             methods.append(.tcp(mappedTCP))
         }
@@ -243,9 +267,9 @@ public final class Q2QListener: Sendable {
     /// Stops listening: unregisters (by closing the registration's renewal), closes the
     /// direct port and ends ``connections``.
     public func close() async {
-        let (acceptor, supervisor, udp, mapper, portMappings) = state.withLock { state in
+        let (acceptor, supervisor, udp, mapper, portMappings, acceptor6, udp6) = state.withLock { state in
             state.closed = true
-            return (state.acceptor, state.supervisor, state.udp, state.mapper, state.portMappings)
+            return (state.acceptor, state.supervisor, state.udp, state.mapper, state.portMappings, state.acceptor6, state.udp6)
         }
         supervisor?.cancel()
         mapper?.cancel()
@@ -255,7 +279,9 @@ public final class Q2QListener: Sendable {
             for mapping in portMappings { group.addTask { await mapping.close() } }
         }
         try? await acceptor?.close()
+        try? await acceptor6?.close()
         await udp?.close()
+        await udp6?.close()
         continuation.finish()
         node.forget(self)
     }

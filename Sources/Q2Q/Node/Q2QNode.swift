@@ -56,6 +56,17 @@ public struct Q2QNodeConfiguration: Sendable {
     /// The gateway's port-mapping address instead of the default route's gateway at
     /// port 5351; a gateway named here is asked even over loopback.
     public var portMappingGateway: HostPort?
+    /// Whether listeners that listen on every interface also offer `tcp@` and `ptcp@`
+    /// paths on this host's global IPv6 addresses, and connections try them. There is
+    /// no NAT on IPv6, only firewalls, which a UDP hole punch opens: two hosts behind
+    /// IPv4 NATs that defeat punching usually still meet directly over IPv6.
+    public var ipv6: Bool = true
+    /// Whether unique local IPv6 addresses (fc00::/7, one organisation's) are offered too.
+    public var ipv6UniqueLocal: Bool = false
+    /// How long IPv4 attempts wait behind IPv6 ones of the same wave (Happy Eyeballs,
+    /// RFC 8305): where both work IPv6 wins, and a broken IPv6 path costs IPv4 no more
+    /// than this.
+    public var ipv6HeadStart: Duration = .milliseconds(50)
 
     public init(listenHost: String = "0.0.0.0", publishedHosts: [String]? = nil, stagger: Duration = .milliseconds(250),
                 maximumBackoff: Duration = .seconds(2), renewInterval: Duration = .seconds(100),
@@ -376,6 +387,7 @@ public final class Q2QNode: Sendable {
             let acceptor = try await DirectPaths.bindAcceptor(host: configuration.listenHost, port: 0, listener: listener,
                                                               group: group, logger: logger)
             listener.attach(acceptor: acceptor)
+            await startIPv6(for: listener)
             // The UDP mapping is learnt while the registration goes on (one round trip
             // to the same server, so it is usually known before anyone can ask).
             await startUDP(for: listener)
@@ -409,7 +421,7 @@ public final class Q2QNode: Sendable {
         }
         let mapper = Task { [self, interval = configuration.mappingRefreshInterval] in
             while !Task.isCancelled {
-                listener.setMapping(await discoverMapping(of: port, for: listener.address.domain))
+                listener.setMapping(await discoverMapping(of: port, for: listener.address.domain)?.address)
                 try? await Task.sleep(for: interval)
             }
         }
@@ -417,8 +429,8 @@ public final class Q2QNode: Sendable {
         if listener.isClosed { await listener.close() }
     }
 
-    private func discoverMapping(of port: UDPPort, for domain: String) async -> HostPort? {
-        guard let server = try? await client.server(for: domain), let address = try? server.socketAddress() else { return nil }
+    private func discoverMapping(of port: UDPPort, for domain: String) async -> DiscoveredAddress? {
+        guard let server = try? await client.server(for: domain), let address = server.socketAddresses(family: .v4).first else { return nil }
         return await port.discoverMapping(via: address)
     }
 
@@ -426,6 +438,7 @@ public final class Q2QNode: Sendable {
     func listenArguments(for listener: Q2QListener, on connection: AMPConnection) -> Listen.Arguments {
         var direct = listener.port.map { port in publishedHosts(seenOn: connection).map { Q2QMethod.tcp(HostPort(host: $0, port: port)) } }
         if let mapped = listener.portMapped(.tcp), direct?.contains(.tcp(mapped)) == false { direct?.append(.tcp(mapped)) }
+        if let port6 = listener.port6 { direct = offeredIPv6Hosts.map { .tcp(HostPort(host: $0, port: port6)) } + (direct ?? []) }
         return Listen.Arguments(from: listener.address, protocols: [listener.service], description: listener.description,
                                 direct: direct)
     }
@@ -524,8 +537,8 @@ public final class Q2QNode: Sendable {
             throw ConnectionError.notFound("\(arguments.to) does not accept \(arguments.from) for '\(arguments.service)'")
         }
         await learnCallerAuthority(arguments.callerAuthority, of: arguments.from.domain)
-        guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection),
-                                         udpSource: arguments.udpSource) else {
+        guard let offer = listener.offer(for: arguments.from, publishing: publishedHosts(seenOn: connection), publishing6: offeredIPv6Hosts,
+                                         udpSource: arguments.udpSource, udpSource6: arguments.udpSource6) else {
             throw ConnectionError.notFound("\(arguments.to)'s listener is not ready")
         }
         // Behind a NAT that maps every destination anew, the caller's SYNs cannot reach
@@ -611,8 +624,10 @@ public final class Q2QNode: Sendable {
         let direct = MethodRacer<Q2QPath>.Attempt(label: "early tcp") { [self] in
             let addresses = await earlyPaths.value
             guard !addresses.isEmpty else { throw Q2QNodeError("no tcp path known before inbound") }
+            let ipv6Tried = addresses.contains { AddressFamily(host: $0.host) == .v6 }
             return try await racer.race(addresses.map { address in
-                .init(label: "\(Q2QMethod.tcp(address)) (early)") { [self] in
+                .init(label: "\(Q2QMethod.tcp(address)) (early)",
+                      delay: ipv6Tried && AddressFamily(host: address.host) != .v6 ? configuration.ipv6HeadStart : .zero) { [self] in
                     try await dialEarly(address, as: identity, to: to, service: service, authority: authority,
                                         offers: { try await introduction.value.offers }, forgetting: key)
                 }
@@ -668,7 +683,9 @@ public final class Q2QNode: Sendable {
         var offers: [(offer: ListenerOffer, claim: ListenerClaim)]
         var connection: AMPConnection
         var authority: Q2QCertificate
-        var udpPort: UDPPort?
+        /// Our shared UDP port of each family PTCP may use.
+        var udpPorts: [AddressFamily: UDPPort]
+        /// Our IPv4 NAT mapping, as the presence server saw it.
         var mapping: HostPort?
     }
 
@@ -678,13 +695,18 @@ public final class Q2QNode: Sendable {
         // Our UDP mapping is learnt (or taken from the cache) while the presence
         // connection is made, so that the listener can seed its NAT towards it; with
         // no answer soon after (UDP blocked), we go on without PTCP.
-        let (udpPort, discovery) = await udpPath(towards: to.domain, policy: methods)
+        let udp = await udpPaths(towards: to.domain, policy: methods)
         let connection = try await link(as: identity, to: to.domain)
-        let mapping = try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil }
+        let sources = await withTaskGroup(of: DiscoveredAddress?.self) { group in
+            for (_, discovery) in udp.values {
+                group.addTask { try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil } }
+            }
+            return await group.reduce(into: [DiscoveredAddress]()) { if let found = $1 { $0.append(found) } }
+        }
         let offers: [ListenerOffer]
         do {
             offers = try await callServer(connection, Inbound.self, .init(from: identity.address, to: to, service: service,
-                                                                          udpSource: mapping)).listeners
+                                                                          udpSources: sources)).listeners
         } catch let error as ConnectionError {
             throw Q2QNodeError(error.errorDescription)
         }
@@ -693,7 +715,8 @@ public final class Q2QNode: Sendable {
         }
         return Introduction(identity: identity, to: to, service: service, methods: methods,
                             offers: offers.map { ($0, ListenerClaim($0.identifier, adoption: adoption)) }, connection: connection,
-                            authority: authority, udpPort: udpPort, mapping: mapping)
+                            authority: authority, udpPorts: udp.mapValues(\.port),
+                            mapping: sources.first { AddressFamily(host: $0.address.host) == .v4 }?.address)
     }
 
     /// An attempt per method of every offer that `methods` allows, but `skipping`
@@ -704,22 +727,28 @@ public final class Q2QNode: Sendable {
         let (identity, to, service, authority, connection) = (introduction.identity, introduction.to, introduction.service,
                                                               introduction.authority, introduction.connection)
         var attempts: [MethodRacer<Q2QPath>.Attempt] = []
+        let ipv6Tried = introduction.offers.contains { offer in
+            offer.offer.methods.contains { introduction.methods.allows($0) && triesIPv6($0, udpPorts: introduction.udpPorts) }
+        }
+        // Happy Eyeballs: IPv4 waits a little behind IPv6 in each wave.
+        func familyDelay(_ address: HostPort) -> Duration {
+            ipv6Tried && AddressFamily(host: address.host) != .v6 ? configuration.ipv6HeadStart : .zero
+        }
         for (offer, id) in introduction.offers {
             for method in offer.methods where introduction.methods.allows(method) {
                 switch method {
                 case .tcp(let address):
                     guard !skipping.contains(address) else { continue }
-                    attempts.append(.init(label: method.description, wave: 0) { [group, logger] in
+                    attempts.append(.init(label: method.description, wave: 0, delay: familyDelay(address)) { [group, logger] in
                         try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: { id },
                                                    service: service, group: group, logger: logger)
                     })
                 case .ptcp(let address):
-                    guard let udpPort = introduction.udpPort else { continue }
+                    guard let udpPort = introduction.udpPorts[AddressFamily(host: address.host) ?? .v4] else { continue }
                     let tcpOffered = offer.methods.contains { $0.tcpAddress != nil && introduction.methods.allows($0) }
-                    let headStart = tcpOffered ? configuration.tcpHeadStart : .zero
-                    attempts.append(.init(label: method.description, wave: 0) { [self] in
-                        if headStart > .zero { try await Task.sleep(for: headStart) }
-                        return try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
+                    let headStart = (tcpOffered ? configuration.tcpHeadStart : .zero) + familyDelay(address)
+                    attempts.append(.init(label: method.description, wave: 0, delay: headStart) { [self] in
+                        try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
                                                   listener: id, service: service)
                     })
                 case .rptcp(let address):
@@ -750,13 +779,19 @@ public final class Q2QNode: Sendable {
         return attempts
     }
 
-    /// The shared UDP port and the discovery of our mapping as `domain`'s presence
-    /// server sees it, when UDP is on and `policy` allows a PTCP method.
-    private func udpPath(towards domain: String, policy: Q2QMethodPolicy) async -> (UDPPort?, Task<HostPort?, Never>?) {
-        guard configuration.udpEnabled, policy.allows(name: "ptcp") || policy.allows(name: "rptcp"),
-              let port = await udp.outgoingPort(host: configuration.listenHost, group: group, logger: logger) else { return (nil, nil) }
-        guard let server = try? await client.server(for: domain) else { return (port, nil) }
-        return (port, udp.discovery(of: port, via: server))
+    /// The shared UDP port of each family and the discovery of our address on it as
+    /// `domain`'s presence server sees it, when UDP is on and `policy` allows a PTCP
+    /// method: IPv4 always, IPv6 when this host has an address to offer.
+    private func udpPaths(towards domain: String, policy: Q2QMethodPolicy) async -> [AddressFamily: (port: UDPPort, discovery: Task<DiscoveredAddress?, Never>?)] {
+        guard configuration.udpEnabled, policy.allows(name: "ptcp") || policy.allows(name: "rptcp") else { return [:] }
+        let families: [AddressFamily] = offeredIPv6Hosts.isEmpty ? [.v4] : [.v4, .v6]
+        let server = try? await client.server(for: domain)
+        var paths: [AddressFamily: (port: UDPPort, discovery: Task<DiscoveredAddress?, Never>?)] = [:]
+        for family in families {
+            guard let port = await udp.outgoingPort(family, host: configuration.listenHost, group: group, logger: logger) else { continue }
+            paths[family] = (port, server.map { udp.discovery(of: port, family: family, via: $0) })
+        }
+        return paths
     }
 
     /// Closes every listener and presence connection.

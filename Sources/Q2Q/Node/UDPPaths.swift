@@ -7,60 +7,69 @@ import NIOCore
 import NIOPosix
 import PTCP
 
-/// The node's shared UDP port for outgoing PTCP paths, and what presence servers told
-/// it about its NAT mapping.
+/// The node's shared UDP ports for outgoing PTCP paths (one per address family), and
+/// what presence servers told it about its addresses on them.
 final class NodeUDP: Sendable {
-    private let port = Locked<Task<UDPPort?, Never>?>(nil)
-    private let mappings = Locked<[HostPort: (discovery: Task<HostPort?, Never>, started: ContinuousClock.Instant)]>([:])
+    private let ports = Locked<[AddressFamily: Task<UDPPort?, Never>]>([:])
+    private let mappings = Locked<[DiscoveryKey: (discovery: Task<DiscoveredAddress?, Never>, started: ContinuousClock.Instant)]>([:])
     /// A mapping is asked for again after this long; a failed discovery sooner, so that
     /// new connections go direct soon after UDP comes back.
     static let mappingLifetime: Duration = .seconds(60)
     static let failureLifetime: Duration = .seconds(5)
 
+    private struct DiscoveryKey: Hashable {
+        var server: HostPort
+        var family: AddressFamily
+    }
+
     /// Connections listeners opened back to the shared port (see ``ConnectBacks``).
     let connectBacks = ConnectBacks()
 
-    /// The port, bound on first use; `nil` when it cannot be bound. It also accepts the
-    /// connections listeners open back to it, for the attempts that wait for them.
-    func outgoingPort(host: String, group: any EventLoopGroup, logger: Logger) async -> UDPPort? {
-        let task = port.withLock { task in
-            if let task { return task }
+    /// The port of `family`, bound on first use to `host` (IPv4) or `::` (IPv6); `nil`
+    /// when it cannot be bound. It also accepts the connections listeners open back to
+    /// it, for the attempts that wait for them.
+    func outgoingPort(_ family: AddressFamily = .v4, host: String, group: any EventLoopGroup, logger: Logger) async -> UDPPort? {
+        let task = ports.withLock { ports in
+            if let task = ports[family] { return task }
             let made = Task { [connectBacks] () -> UDPPort? in
                 do {
-                    let port = try await UDPPort.bind(host: host, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
+                    let port = try await UDPPort.bind(host: family == .v4 ? host : family.wildcard, group: group,
+                                                      accepting: { $0.eventLoop.makeSucceededVoidFuture() })
                     Task {
                         for await channel in port.endpoint.incoming { connectBacks.arrived(channel) }
                     }
                     return port
                 } catch {
-                    logger.notice("no UDP port for PTCP paths", metadata: ["error": "\(error)"])
+                    logger.notice("no UDP port for PTCP paths", metadata: ["family": "\(family)", "error": "\(error)"])
                     return nil
                 }
             }
-            task = made
+            ports[family] = made
             return made
         }
         return await task.value
     }
 
-    /// Finding our public address as `server` sees `port` (cached: the task of a
-    /// discovery started in the last `mappingLifetime`, unless it failed more than
-    /// `failureLifetime` ago). Callers wait on it only briefly, so that blocked UDP never
-    /// stalls them, and a late answer still serves the next caller.
-    func discovery(of port: UDPPort, via server: HostPort) -> Task<HostPort?, Never> {
+    /// Finding our address as `server` sees `port` over the port's family (cached: the
+    /// task of a discovery started in the last `mappingLifetime`, unless it failed more
+    /// than `failureLifetime` ago). Callers wait on it only briefly, so that blocked UDP
+    /// never stalls them, and a late answer still serves the next caller. Without an
+    /// address of the server in that family, the answer is `nil`.
+    func discovery(of port: UDPPort, family: AddressFamily, via server: HostPort) -> Task<DiscoveredAddress?, Never> {
         let now = ContinuousClock.now
+        let key = DiscoveryKey(server: server, family: family)
         return mappings.withLock { known in
-            if let entry = known[server], now - entry.started < Self.mappingLifetime { return entry.discovery }
-            let discovery = Task { () -> HostPort? in
-                guard let address = try? server.socketAddress() else { return nil }
+            if let entry = known[key], now - entry.started < Self.mappingLifetime { return entry.discovery }
+            let discovery = Task { () -> DiscoveredAddress? in
+                guard let address = server.socketAddresses(family: family).first else { return nil }
                 return await port.discoverMapping(via: address)
             }
-            known[server] = (discovery, now)
+            known[key] = (discovery, now)
             Task { [self] in
                 guard await discovery.value == nil else { return }
                 try? await Task.sleep(for: Self.failureLifetime)
                 mappings.withLock { mappings in
-                    if mappings[server]?.discovery == discovery { mappings[server] = nil }
+                    if mappings[key]?.discovery == discovery { mappings[key] = nil }
                 }
             }
             return discovery
@@ -68,12 +77,34 @@ final class NodeUDP: Sendable {
     }
 
     func close() async {
-        let task = port.withLock { task in
-            defer { task = nil }
-            return task
+        let tasks = ports.withLock { ports in
+            defer { ports = [:] }
+            return Array(ports.values)
         }
-        await task?.value?.close()
+        for task in tasks { await task.value?.close() }
     }
+}
+
+/// IPv4 or IPv6: a node keeps a UDP port, and discovers its address, per family.
+enum AddressFamily: Hashable, Sendable {
+    case v4, v6
+
+    init?(_ address: SocketAddress) {
+        switch address {
+        case .v4: self = .v4
+        case .v6: self = .v6
+        case .unixDomainSocket: return nil
+        }
+    }
+
+    /// The family of an IP address given as text (`nil` for a name).
+    init?(host: String) {
+        guard HostPort.isIPAddress(host) else { return nil }
+        self = LocalAddresses.isIPv6(host) ? .v6 : .v4
+    }
+
+    /// The address a socket of this family binds to listen on every interface.
+    var wildcard: String { self == .v4 ? "0.0.0.0" : "::" }
 }
 
 extension HostPort {
@@ -82,6 +113,46 @@ extension HostPort {
     func socketAddress() throws -> SocketAddress {
         if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
         return try SocketAddress.makeAddressResolvingHost(host, port: port)
+    }
+
+    /// Every socket address of the host (an address, or each A and AAAA record of a
+    /// name; resolving blocks, as ``socketAddress()``), IPv6 ones first as the resolver
+    /// orders them (RFC 6724); `family` keeps one family only.
+    func socketAddresses(family: AddressFamily? = nil) -> [SocketAddress] {
+        let all: [SocketAddress]
+        if let literal = try? SocketAddress(ipAddress: host, port: port) {
+            all = [literal]
+        } else {
+            all = Self.resolve(host, port: port)
+        }
+        guard let family else { return all }
+        return all.filter { AddressFamily($0) == family }
+    }
+
+    /// Every address `getaddrinfo` gives for `name` (TCP ones only, so each once).
+    private static func resolve(_ name: String, port: Int) -> [SocketAddress] {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, String(port), &hints, &list) == 0, let first = list else { return [] }
+        defer { freeaddrinfo(first) }
+        var addresses: [SocketAddress] = []
+        var next: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = next {
+            if let address = entry.pointee.ai_addr {
+                switch Int32(entry.pointee.ai_family) {
+                case AF_INET:
+                    addresses.append(address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee, host: name) })
+                case AF_INET6:
+                    addresses.append(address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: name) })
+                default:
+                    break
+                }
+            }
+            next = entry.pointee.ai_next
+        }
+        return addresses
     }
 
     /// The socket address of an IP address and port as a peer sent them: never a name

@@ -288,6 +288,14 @@ extension PresenceServer {
         return DirectPathsQuery.Response(methods: registrations.flatMap { $0.direct.map(Q2QMethod.tcp) })
     }
 
+    /// `address` when it is the caller's: its connection's source, or proven by `proof`.
+    private func callersOwn(_ address: HostPort?, proof: [UInt8]?, connectedFrom source: SocketAddress?, now: Date) -> HostPort? {
+        guard let address else { return nil }
+        if address.host == source?.ipAddress { return address }
+        if let proof, addressProofs.verifies(proof, for: address, now: now) { return address }
+        return nil
+    }
+
     func inbound(_ arguments: Inbound.Arguments, session: PresenceSession, context: AMPRequestContext) async throws -> Inbound.Response {
         guard let caller = session.authenticated, caller == arguments.from else {
             throw ConnectionError.verifyError("inbound from \(arguments.from) needs a connection secured with that address's certificate")
@@ -299,12 +307,13 @@ extension PresenceServer {
         guard inbounds.withLock({ $0.allow(caller.description, now: now) }), relay.mayOffer(to: caller, now: now) else {
             throw ConnectionError.notFound("too many connection attempts from \(caller); try again in a moment")
         }
-        // Listeners send to `udp_source`: it must be the caller's own address (the one its
-        // TCP connection comes from), or a caller could aim them at somebody else.
+        // Listeners send to `udp_source` and `udp_source6`: each must be the caller's own
+        // address (the one its TCP connection comes from, or one our address discovery
+        // answered at, as its proof shows), or a caller could aim them at somebody else.
         var forwarded = arguments
-        if let udpSource = arguments.udpSource, udpSource.host != context.remoteAddress?.ipAddress {
-            forwarded.udpSource = nil
-        }
+        forwarded.udpSource = callersOwn(arguments.udpSource, proof: arguments.udpProof, connectedFrom: context.remoteAddress, now: now)
+        forwarded.udpSource6 = callersOwn(arguments.udpSource6, proof: arguments.udpProof6, connectedFrom: context.remoteAddress, now: now)
+        (forwarded.udpProof, forwarded.udpProof6) = (nil, nil)
         // The CA we verified the caller with (pinned when it secured this connection):
         // the listener learns it from us, not from whoever connects to it.
         forwarded.callerAuthority = try? await authority(forUsersOf: caller.domain)

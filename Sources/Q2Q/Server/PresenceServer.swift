@@ -12,7 +12,16 @@ public struct PresenceServerConfiguration: Sendable {
     /// The domains this server is the presence server of; it answers `identify` for
     /// these only (the original minted a CA for any domain asked).
     public var domains: [String]
-    public var host: String
+    /// The addresses to listen on (TCP, and UDP for address discovery), each family on
+    /// its own socket; by default every address of both families (``everyAddress``).
+    public var hosts: [String]
+    /// The first address listened on (the one NAT behaviour tests answer from).
+    public var host: String {
+        get { hosts.first ?? "0.0.0.0" }
+        set { hosts = [newValue] }
+    }
+    /// Every IPv4 and every IPv6 address. On a host without IPv6 the second is skipped.
+    public static let everyAddress = ["0.0.0.0", "::"]
     /// 8788, as in the original; 0 picks a free port.
     public var port: Int
     /// How long the user certificates `sign` issues stay valid.
@@ -68,12 +77,12 @@ public struct PresenceServerConfiguration: Sendable {
     public var maximumUnauthenticatedConnections = 4096
     public var maximumUnauthenticatedPerSource = 64
 
-    public init(domains: [String], host: String = "0.0.0.0", port: Int = 8788,
+    public init(domains: [String], host: String? = nil, port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
                 registrationsPerHour: Int = 5, failedSignsPerHour: Int = 60,
                 listenLifetime: TimeInterval = 300, inboundTimeout: Duration = .seconds(5)) {
         self.domains = domains
-        self.host = host
+        self.hosts = host.map { [$0] } ?? Self.everyAddress
         self.port = port
         self.certificateValidity = certificateValidity
         self.openRegistration = openRegistration
@@ -103,8 +112,12 @@ public final class PresenceServer: Sendable {
     let authorities: [String: DomainAuthority]
     let logger: Logger
     let group: any EventLoopGroup
-    private let server: Locked<AMPServer?> = Locked(nil)
-    private let reflector: Locked<AddressReflector?> = Locked(nil)
+    /// One AMP server and one address reflector per address listened on.
+    private let servers: Locked<[AMPServer]> = Locked([])
+    private let reflectors: Locked<[AddressReflector]> = Locked([])
+    /// Proofs that address-discovery answers reached the addresses they name, checked
+    /// when a caller's `inbound` names its UDP addresses.
+    let addressProofs = AddressProofs()
     /// TLS contexts per (domain, whether the client is verified), made once: a context
     /// holds the certificate and key, and is shared by every connection.
     private let tlsContexts = Locked<[String: NIOSSLContext]>([:])
@@ -181,11 +194,8 @@ public final class PresenceServer: Sendable {
         var limits = AMPLimits.default
         limits.firstBoxTimeout = configuration.firstBoxTimeout.secondsValue
         limits.partialBoxTimeout = configuration.partialBoxTimeout.secondsValue
-        let server = try await AMPServer.bind(
-            host: configuration.host, port: configuration.port, limits: limits, group: group, logger: logger,
-            respondersForConnection: { [presence] in presence.responders(for: PresenceSession()) },
-            onConnection: { [presence] connection in presence.track(connection) })
-        presence.server.withLock { $0 = server }
+        let servers = try await presence.bindServers(limits: limits)
+        presence.servers.withLock { $0 = servers }
         presence.purger.withLock { [listeners = presence.listeners, lifetime = configuration.listenLifetime] in
             $0 = Task {
                 while !Task.isCancelled {
@@ -194,35 +204,75 @@ public final class PresenceServer: Sendable {
                 }
             }
         }
-        if configuration.udpEnabled, let port = server.localAddress?.port {
-            do {
-                let reflector: AddressReflector
-                do {
-                    reflector = try await AddressReflector.bind(host: configuration.host, port: port,
-                                                                alternatePort: configuration.alternateUDPPort ?? port + 1,
-                                                                alternateAddress: configuration.alternateAddress, group: group, logger: logger)
-                } catch where configuration.alternateUDPPort == nil && configuration.alternateAddress == nil {
-                    // The port after ours is taken: any free one serves the NAT tests as well.
-                    logger.notice("UDP port \(port + 1) is taken; NAT behaviour tests answer from another", metadata: ["error": "\(error)"])
-                    reflector = try await AddressReflector.bind(host: configuration.host, port: port, alternatePort: 0,
-                                                                alternateAddress: nil, group: group, logger: logger)
-                }
-                presence.reflector.withLock { $0 = reflector }
-            } catch {
-                logger.warning("no address discovery on UDP port \(port): \(error); nodes behind NATs will use tcp and the relay")
-            }
+        if configuration.udpEnabled {
+            await presence.bindReflectors(for: servers)
         }
         return presence
     }
 
-    /// The address the server listens on.
-    public var localAddress: SocketAddress? { server.withLock { $0?.localAddress } }
+    /// The first address the server listens on.
+    public var localAddress: SocketAddress? { servers.withLock { $0.first?.localAddress } }
 
-    /// The UDP address that answers address discovery, when it runs.
-    public var udpAddress: SocketAddress? { reflector.withLock { $0?.localAddress } }
+    /// Every address the server listens on (one per ``PresenceServerConfiguration/hosts``
+    /// that could be bound).
+    public var localAddresses: [SocketAddress] { servers.withLock { $0.compactMap(\.localAddress) } }
 
-    /// Every UDP address that answers: the first, and those of NAT behaviour tests.
-    public var udpAddresses: [SocketAddress] { reflector.withLock { $0?.localAddresses ?? [] } }
+    /// The first UDP address that answers address discovery, when it runs.
+    public var udpAddress: SocketAddress? { reflectors.withLock { $0.first?.localAddress } }
+
+    /// Every UDP address that answers: address discovery on each family, and the
+    /// sockets of NAT behaviour tests.
+    public var udpAddresses: [SocketAddress] { reflectors.withLock { $0.flatMap(\.localAddresses) } }
+
+    /// An AMP server on each of the configured addresses, all on one port (the first's,
+    /// when the port is 0). The IPv6 wildcard beside the IPv4 one is skipped on a host
+    /// without IPv6; any other address that cannot be bound is an error.
+    private func bindServers(limits: AMPLimits) async throws -> [AMPServer] {
+        var servers: [AMPServer] = []
+        var port = configuration.port
+        for host in configuration.hosts {
+            do {
+                let server = try await AMPServer.bind(
+                    host: host, port: port, limits: limits, group: group, logger: logger,
+                    respondersForConnection: { [self] in responders(for: PresenceSession()) },
+                    onConnection: { [self] connection in track(connection) })
+                port = server.port ?? port
+                servers.append(server)
+            } catch where host == "::" && configuration.hosts.contains("0.0.0.0") {
+                logger.info("not listening on IPv6: \(error)")
+            } catch {
+                for server in servers { await server.close() }
+                throw error
+            }
+        }
+        return servers
+    }
+
+    /// Address discovery on UDP beside each server, on its port. NAT behaviour tests
+    /// (a second port, a second address) are answered on the first address only.
+    private func bindReflectors(for servers: [AMPServer]) async {
+        for (index, server) in servers.enumerated() {
+            guard let port = server.port, let host = server.localAddress?.ipAddress else { continue }
+            let first = index == 0
+            let alternatePort = first ? configuration.alternateUDPPort ?? port + 1 : nil
+            let alternateAddress = first ? configuration.alternateAddress : nil
+            do {
+                let reflector: AddressReflector
+                do {
+                    reflector = try await AddressReflector.bind(host: host, port: port, alternatePort: alternatePort, alternateAddress: alternateAddress,
+                                                                proofs: addressProofs, group: group, logger: logger)
+                } catch where first && configuration.alternateUDPPort == nil && configuration.alternateAddress == nil {
+                    // The port after ours is taken: any free one serves the NAT tests as well.
+                    logger.notice("UDP port \(port + 1) is taken; NAT behaviour tests answer from another", metadata: ["error": "\(error)"])
+                    reflector = try await AddressReflector.bind(host: host, port: port, alternatePort: 0, alternateAddress: nil,
+                                                                proofs: addressProofs, group: group, logger: logger)
+                }
+                reflectors.withLock { $0.append(reflector) }
+            } catch {
+                logger.warning("no address discovery on UDP \(host) port \(port): \(error); nodes behind NATs will use tcp and the relay")
+            }
+        }
+    }
 
     /// The CA of `domain`, if served here.
     public func authority(for domain: String) -> DomainAuthority? { authorities[domain.lowercased()] }
@@ -271,7 +321,7 @@ public final class PresenceServer: Sendable {
     /// ``RelayLimits/budget``).
     public var relayReservedBytes: Int { relay.reservedBytes }
 
-    private func track(_ connection: AMPConnection) {
+    func track(_ connection: AMPConnection) {
         let source = connection.remoteAddress?.ipAddress ?? "?"
         guard unauthenticated.withLock({ $0.admit(source, total: configuration.maximumUnauthenticatedConnections,
                                                   perSource: configuration.maximumUnauthenticatedPerSource) }) else {
@@ -338,8 +388,8 @@ public final class PresenceServer: Sendable {
     /// Stops listening and closes every connection.
     public func close() async {
         purger.withLock { $0 }?.cancel()
-        await server.withLock { $0 }?.close()
-        await reflector.withLock { $0 }?.close()
+        for server in servers.withLock({ $0 }) { await server.close() }
+        for reflector in reflectors.withLock({ $0 }) { await reflector.close() }
         for connection in connections.withLock({ Array($0.values) }) {
             await connection.close()
         }

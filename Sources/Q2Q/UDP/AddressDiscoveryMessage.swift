@@ -7,6 +7,7 @@ import NIOCore
 ///
 ///     request  44 bytes: "Q2Q?" | transaction id (12) | zeros (28)
 ///     answer   23 or 35: "Q2Q=" | transaction id (12) | family 4 or 6 (1) | port (2) | address (4 or 16)
+///              then, from servers that make them, the proof of that address (8, ``AddressProofs``): 31 or 43
 ///
 /// NAT behaviour tests (RFC 5780's, in our format; `vertex doctor`) use a request
 /// whose first padding byte has bit 7 set:
@@ -19,13 +20,13 @@ import NIOCore
 /// first with the second port) when it has one, comes from the socket the flags ask
 /// for (none when the server has no such socket), and `delay` ms late (at most 5 s:
 /// a mapping that outlives the wait is open at least that long). 24, 30, 36 or 42
-/// bytes, so it never collides with a plain answer's 23 or 35.
+/// bytes, so it never collides with a plain answer's 23 or 35, or 31 or 43 with a proof.
 ///
 /// A request is padded to be at least as long as any answer, so a server never sends
 /// more than it received: spoofed requests cannot use it to amplify traffic.
 package enum AddressDiscoveryMessage: Equatable, Sendable {
     case request(transaction: [UInt8])
-    case answer(transaction: [UInt8], address: HostPort)
+    case answer(transaction: [UInt8], address: HostPort, proof: [UInt8]? = nil)
     case test(transaction: [UInt8], NATTest)
     case testAnswer(transaction: [UInt8], address: HostPort, other: HostPort?)
 
@@ -66,6 +67,8 @@ package enum AddressDiscoveryMessage: Equatable, Sendable {
             guard let address = Self.readAddress(&body) else { return nil }
             if body.isEmpty {
                 self = .answer(transaction: transaction, address: address)
+            } else if body.count == AddressProofs.size {
+                self = .answer(transaction: transaction, address: address, proof: Array(body))
             } else if body == [0] {
                 self = .testAnswer(transaction: transaction, address: address, other: nil)
             } else if body.first == 4, let other = Self.readAddress(&body), body.isEmpty {
@@ -119,9 +122,9 @@ package enum AddressDiscoveryMessage: Equatable, Sendable {
             let flags: UInt8 = 0x80 | (test.changePort ? 0x01 : 0) | (test.changeAddress ? 0x02 : 0)
             return Self.requestMagic + transaction + [flags, UInt8(test.delay >> 8), UInt8(test.delay & 0xFF)]
                 + [UInt8](repeating: 0, count: Self.requestSize - 4 - Self.transactionSize - 3)
-        case .answer(let transaction, let address):
-            precondition(transaction.count == Self.transactionSize)
-            return Self.encode(address).map { Self.answerMagic + transaction + $0 }
+        case .answer(let transaction, let address, let proof):
+            precondition(transaction.count == Self.transactionSize && (proof == nil || proof?.count == AddressProofs.size))
+            return Self.encode(address).map { Self.answerMagic + transaction + $0 + (proof ?? []) }
         case .testAnswer(let transaction, let address, let other):
             precondition(transaction.count == Self.transactionSize)
             guard let mapped = Self.encode(address) else { return nil }

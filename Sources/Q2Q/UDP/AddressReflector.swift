@@ -20,19 +20,22 @@ final class AddressReflector: Sendable {
     private let alternateAddress: String?
     private let alternatePort = Locked<Int?>(nil)
     private let delayed = Locked(0)
+    /// Proves each answer reached the address it names (``AddressProofs``).
+    private let proofs: AddressProofs
     /// Answers waiting out their delay at once; more tests asking for one are dropped.
     static let maximumDelayed = 1024
 
-    private init(alternateAddress: String?) {
+    private init(alternateAddress: String?, proofs: AddressProofs) {
         self.alternateAddress = alternateAddress
+        self.proofs = proofs
     }
 
     /// Binds `host:port` (UDP), and for NAT behaviour tests `host:alternatePort` and,
     /// with `alternateAddress`, that address on both ports. Only the first must bind;
     /// a test that asks for a socket that is missing gets no answer.
-    static func bind(host: String, port: Int, alternatePort: Int?, alternateAddress: String?, group: any EventLoopGroup,
-                     logger: Logger) async throws -> AddressReflector {
-        let reflector = AddressReflector(alternateAddress: alternateAddress)
+    static func bind(host: String, port: Int, alternatePort: Int?, alternateAddress: String?, proofs: AddressProofs,
+                     group: any EventLoopGroup, logger: Logger) async throws -> AddressReflector {
+        let reflector = AddressReflector(alternateAddress: alternateAddress, proofs: proofs)
         let primary = try await reflector.bind(Slot(address: 0, port: 0), host: host, port: port, group: group)
         let primaryPort = primary.localAddress?.port ?? port
         if let alternatePort {
@@ -62,6 +65,7 @@ final class AddressReflector: Sendable {
     private func bind(_ slot: Slot, host: String, port: Int, group: any EventLoopGroup) async throws -> any Channel {
         let channel = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .ipv6Only(binding: host)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Answerer(slot: slot, reflector: self)) }
             }
@@ -109,7 +113,8 @@ final class AddressReflector: Sendable {
             guard let seen = HostPort(envelope.remoteAddress) else { return }
             switch AddressDiscoveryMessage(decoding: envelope.data.readableBytesView) {
             case .request(let transaction)?:
-                guard let answer = AddressDiscoveryMessage.answer(transaction: transaction, address: seen).bytes else { return }
+                let proof = reflector.proofs.proof(for: seen)
+                guard let answer = AddressDiscoveryMessage.answer(transaction: transaction, address: seen, proof: proof).bytes else { return }
                 context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: answer))),
                                       promise: nil)
             case .test(let transaction, let test)?:

@@ -34,9 +34,10 @@ final class UDPPort: Sendable {
 
     var localPort: Int { endpoint.localAddress.port ?? 0 }
 
-    /// The address `server` sees this socket send from, or `nil` when no answer comes
-    /// (UDP blocked, or a server without UDP). Asks up to three times within `timeout`.
-    func discoverMapping(via server: SocketAddress, timeout: Duration = .milliseconds(1500)) async -> HostPort? {
+    /// The address `server` sees this socket send from, with the server's proof of it,
+    /// or `nil` when no answer comes (UDP blocked, or a server without UDP). Asks up to
+    /// three times within `timeout`.
+    func discoverMapping(via server: SocketAddress, timeout: Duration = .milliseconds(1500)) async -> DiscoveredAddress? {
         var random = SystemRandomNumberGenerator()
         let transaction = (0..<AddressDiscoveryMessage.transactionSize).map { _ in UInt8.random(in: .min ... .max, using: &random) }
         let request = ByteBuffer(bytes: AddressDiscoveryMessage.request(transaction: transaction).bytes!)
@@ -67,11 +68,18 @@ final class UDPPort: Sendable {
     func close() async { await endpoint.close() }
 }
 
+/// Where a presence server saw one of our UDP sockets send from (our NAT's mapping, or
+/// over IPv6 our own address), and its proof of that (``AddressProofs``) when it makes them.
+struct DiscoveredAddress: Hashable, Sendable {
+    var address: HostPort
+    var proof: [UInt8]?
+}
+
 /// Discovery requests waiting for their answer, by transaction id.
 private final class DiscoveryWaiters: Sendable {
-    private let waiting = Locked<[[UInt8]: (server: SocketAddress, continuation: CheckedContinuation<HostPort?, Never>)]>([:])
+    private let waiting = Locked<[[UInt8]: (server: SocketAddress, continuation: CheckedContinuation<DiscoveredAddress?, Never>)]>([:])
 
-    func wait(for transaction: [UInt8], from server: SocketAddress, timeout: Duration) async -> HostPort? {
+    func wait(for transaction: [UInt8], from server: SocketAddress, timeout: Duration) async -> DiscoveredAddress? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 waiting.withLock { $0[transaction] = (server, continuation) }
@@ -88,13 +96,13 @@ private final class DiscoveryWaiters: Sendable {
 
     /// An answer counts only from the server that was asked.
     func received(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        guard case .answer(let transaction, let address)? = AddressDiscoveryMessage(decoding: envelope.data.readableBytesView) else { return }
+        guard case .answer(let transaction, let address, let proof)? = AddressDiscoveryMessage(decoding: envelope.data.readableBytesView) else { return }
         let expected = waiting.withLock { $0[transaction]?.server }
         guard expected == envelope.remoteAddress else { return }
-        resume(transaction, with: address)
+        resume(transaction, with: DiscoveredAddress(address: address, proof: proof))
     }
 
-    private func resume(_ transaction: [UInt8], with address: HostPort?) {
+    private func resume(_ transaction: [UInt8], with address: DiscoveredAddress?) {
         waiting.withLock { $0.removeValue(forKey: transaction) }?.continuation.resume(returning: address)
     }
 }

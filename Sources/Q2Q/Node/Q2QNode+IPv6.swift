@@ -1,0 +1,53 @@
+import Foundation
+import NIOCore
+
+/// IPv6: a listener that listens on every interface also listens on IPv6 (a TCP port
+/// and a UDP port of its own, each on `::`) and offers `tcp@` and `ptcp@` on each of
+/// this host's global IPv6 addresses. Over IPv6 there is no NAT to map or guess: the
+/// address is the host's own, and its router's firewall lets in only replies to what
+/// the host sent, so the listener seeds its firewall towards the caller's IPv6 address
+/// (`udp_source6` in `inbound`) exactly as it seeds an IPv4 NAT.
+extension Q2QNode {
+    /// The IPv6 addresses this node's listeners offer and its connections start from:
+    /// this host's global ones, when IPv6 is on and listeners listen on every interface
+    /// without published hosts of their own. Read anew each time (addresses come and go).
+    var offeredIPv6Hosts: [String] {
+        guard configuration.ipv6, configuration.publishedHosts == nil,
+              configuration.listenHost == "0.0.0.0" || configuration.listenHost == "::" else { return [] }
+        return LocalAddresses.ipv6(includingUniqueLocal: configuration.ipv6UniqueLocal)
+    }
+
+    /// The listener's IPv6 TCP acceptor and UDP port, when this host has an IPv6 address
+    /// to offer. Either failing leaves the listener on IPv4 only, which it says.
+    func startIPv6(for listener: Q2QListener) async {
+        guard !offeredIPv6Hosts.isEmpty else { return }
+        do {
+            let acceptor = try await DirectPaths.bindAcceptor(host: AddressFamily.v6.wildcard, port: 0, listener: listener,
+                                                              group: group, logger: logger)
+            listener.attach(acceptor6: acceptor)
+        } catch {
+            logger.notice("no IPv6 port for tcp paths", metadata: ["address": "\(listener.address)", "error": "\(error)"])
+        }
+        guard configuration.udpEnabled else { return }
+        do {
+            let tls = try listener.tlsContext()
+            let port = try await UDPPort.bind(host: AddressFamily.v6.wildcard, group: group, accepting: { [logger] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
+                }
+            })
+            listener.attach(udp6: port)
+        } catch {
+            logger.notice("no IPv6 UDP port for PTCP paths", metadata: ["address": "\(listener.address)", "error": "\(error)"])
+        }
+    }
+
+    /// Whether `method` would be tried over IPv6 with the UDP ports we have.
+    func triesIPv6(_ method: Q2QMethod, udpPorts: [AddressFamily: UDPPort]) -> Bool {
+        switch method {
+        case .tcp(let address): AddressFamily(host: address.host) == .v6
+        case .ptcp(let address): AddressFamily(host: address.host) == .v6 && udpPorts[.v6] != nil
+        case .rptcp, .virtual, .unknown: false
+        }
+    }
+}
