@@ -120,7 +120,7 @@ struct PeerDiagnosis: Codable {
             let client = PresenceClient(store: store)
             var nat: NATBehaviour?
             if let server = try? await client.server(for: stream.local.domain),
-               let address = try? SocketAddress.makeAddressResolvingHost(server.host, port: server.port) {
+               let address = server.socketAddresses(family: .v4).first {
                 var prober = NATProber(server: address)
                 prober.lifetimeProbe = .zero
                 nat = try? await prober.run()

@@ -181,7 +181,7 @@ struct Doctor {
     mutating func checkSelf() async {
         let domain = identity.address.domain
         // The UDP tests and the router run beside the TCP checks.
-        let udpTarget = try? SocketAddress.makeAddressResolvingHost(choice.server.host, port: choice.server.port)
+        let udpTarget = choice.server.socketAddresses(family: .v4).first
         async let nat: NATBehaviour? = {
             guard let udpTarget else { return nil }
             var prober = NATProber(server: udpTarget)

@@ -19,6 +19,19 @@ enum LocalAddresses {
         return Array(Set(addresses)).sorted()
     }
 
+    /// This host's IPv4 addresses but loopback and link-local ones (a LAN peer may reach
+    /// them; beyond a NAT, nobody), sorted.
+    static func ipv4() -> [String] {
+        guard let devices = try? System.enumerateDevices() else { return [] }
+        let addresses = devices.compactMap { device -> String? in
+            guard case .v4(let address)? = device.address else { return nil }
+            let first = withUnsafeBytes(of: address.address.sin_addr) { ($0[0], $0[1]) }
+            guard first.0 != 127, first != (169, 254) else { return nil }
+            return device.address?.ipAddress
+        }
+        return Array(Set(addresses)).sorted()
+    }
+
     /// Whether an IPv6 address is one a peer elsewhere may reach (see ``ipv6(includingUniqueLocal:)``).
     static func isReachable(_ address: in6_addr, includingUniqueLocal: Bool) -> Bool {
         let first = withUnsafeBytes(of: address) { $0[0] }

@@ -208,9 +208,10 @@ public final class Q2QListener: Sendable {
         guard let (udp, mapping, portMapped, acceptor6, udp6) = made else { return nil }
         var methods: [Q2QMethod] = []
         if let port6 = acceptor6?.localAddress?.port { methods += hosts6.map { .tcp(HostPort(host: $0, port: port6)) } }
-        if let udp6, !hosts6.isEmpty {
+        // The UDP port is bound to one of our addresses: offered while we still have it.
+        if let udp6, let host6 = udp6.endpoint.localAddress.ipAddress, hosts6.contains(host6) {
             if let caller = try? udpSource6?.peerSocketAddress(), case .v6 = caller { udp6.seed(towards: caller) }
-            methods += hosts6.map { .ptcp(HostPort(host: $0, port: udp6.localPort)) }
+            methods.append(.ptcp(HostPort(host: host6, port: udp6.localPort)))
         }
         methods += hosts.map { .tcp(HostPort(host: $0, port: port)) }
         if let mappedTCP = portMapped[.tcp], !hosts.contains(mappedTCP.host) || mappedTCP.port != port {

@@ -19,8 +19,13 @@ extension Q2QNode {
 
     /// The listener's IPv6 TCP acceptor and UDP port, when this host has an IPv6 address
     /// to offer. Either failing leaves the listener on IPv4 only, which it says.
+    ///
+    /// The UDP port is bound to one address (``udpHost6``), not to `::`: a datagram from
+    /// a socket on `::` leaves from whichever address the kernel prefers (with temporary
+    /// addresses, often another than the one the peer sent to), and the peer's firewall
+    /// drops what comes from an address it never sent to. TCP has no such problem.
     func startIPv6(for listener: Q2QListener) async {
-        guard !offeredIPv6Hosts.isEmpty else { return }
+        guard let udpHost = udpHost6 else { return }
         do {
             let acceptor = try await DirectPaths.bindAcceptor(host: AddressFamily.v6.wildcard, port: 0, listener: listener,
                                                               group: group, logger: logger)
@@ -31,7 +36,7 @@ extension Q2QNode {
         guard configuration.udpEnabled else { return }
         do {
             let tls = try listener.tlsContext()
-            let port = try await UDPPort.bind(host: AddressFamily.v6.wildcard, group: group, accepting: { [logger] channel in
+            let port = try await UDPPort.bind(host: udpHost, group: group, accepting: { [logger] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
                 }
@@ -41,6 +46,10 @@ extension Q2QNode {
             logger.notice("no IPv6 UDP port for PTCP paths", metadata: ["address": "\(listener.address)", "error": "\(error)"])
         }
     }
+
+    /// The IPv6 address UDP ports are bound to (listeners' and the shared outgoing one):
+    /// the first offered, so that what is sent from them leaves from the address offered.
+    var udpHost6: String? { offeredIPv6Hosts.first }
 
     /// Whether `method` would be tried over IPv6 with the UDP ports we have.
     func triesIPv6(_ method: Q2QMethod, udpPorts: [AddressFamily: UDPPort]) -> Bool {

@@ -555,7 +555,11 @@ public final class Q2QNode: Sendable {
         if let hosts = configuration.publishedHosts { return hosts }
         let bound = configuration.listenHost
         if bound != "0.0.0.0", bound != "::" { return [bound] }
-        return connection.localAddress?.ipAddress.map { [$0] } ?? ["127.0.0.1"]
+        // Our side of the presence connection, when it is IPv4 (the port is an IPv4 one;
+        // IPv6 is offered on its own port); else this host's IPv4 addresses.
+        if let local = connection.localAddress, case .v4 = local, let host = local.ipAddress { return [host] }
+        let own = LocalAddresses.ipv4()
+        return own.isEmpty ? ["127.0.0.1"] : own
     }
 
     // MARK: Connecting
@@ -784,11 +788,12 @@ public final class Q2QNode: Sendable {
     /// method: IPv4 always, IPv6 when this host has an address to offer.
     private func udpPaths(towards domain: String, policy: Q2QMethodPolicy) async -> [AddressFamily: (port: UDPPort, discovery: Task<DiscoveredAddress?, Never>?)] {
         guard configuration.udpEnabled, policy.allows(name: "ptcp") || policy.allows(name: "rptcp") else { return [:] }
-        let families: [AddressFamily] = offeredIPv6Hosts.isEmpty ? [.v4] : [.v4, .v6]
+        var hosts: [AddressFamily: String] = [.v4: configuration.listenHost]
+        hosts[.v6] = udpHost6
         let server = try? await client.server(for: domain)
         var paths: [AddressFamily: (port: UDPPort, discovery: Task<DiscoveredAddress?, Never>?)] = [:]
-        for family in families {
-            guard let port = await udp.outgoingPort(family, host: configuration.listenHost, group: group, logger: logger) else { continue }
+        for (family, host) in hosts {
+            guard let port = await udp.outgoingPort(family, host: host, group: group, logger: logger) else { continue }
             paths[family] = (port, server.map { udp.discovery(of: port, family: family, via: $0) })
         }
         return paths

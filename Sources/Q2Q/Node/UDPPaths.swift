@@ -25,15 +25,15 @@ final class NodeUDP: Sendable {
     /// Connections listeners opened back to the shared port (see ``ConnectBacks``).
     let connectBacks = ConnectBacks()
 
-    /// The port of `family`, bound on first use to `host` (IPv4) or `::` (IPv6); `nil`
-    /// when it cannot be bound. It also accepts the connections listeners open back to
-    /// it, for the attempts that wait for them.
+    /// The port of `family`, bound on first use to `host`; `nil` when it cannot be bound.
+    /// It also accepts the connections listeners open back to it, for the attempts that
+    /// wait for them.
     func outgoingPort(_ family: AddressFamily = .v4, host: String, group: any EventLoopGroup, logger: Logger) async -> UDPPort? {
         let task = ports.withLock { ports in
             if let task = ports[family] { return task }
             let made = Task { [connectBacks] () -> UDPPort? in
                 do {
-                    let port = try await UDPPort.bind(host: family == .v4 ? host : family.wildcard, group: group,
+                    let port = try await UDPPort.bind(host: host, group: group,
                                                       accepting: { $0.eventLoop.makeSucceededVoidFuture() })
                     Task {
                         for await channel in port.endpoint.incoming { connectBacks.arrived(channel) }
@@ -86,10 +86,10 @@ final class NodeUDP: Sendable {
 }
 
 /// IPv4 or IPv6: a node keeps a UDP port, and discovers its address, per family.
-enum AddressFamily: Hashable, Sendable {
+public enum AddressFamily: Hashable, Sendable {
     case v4, v6
 
-    init?(_ address: SocketAddress) {
+    public init?(_ address: SocketAddress) {
         switch address {
         case .v4: self = .v4
         case .v6: self = .v6
@@ -98,7 +98,7 @@ enum AddressFamily: Hashable, Sendable {
     }
 
     /// The family of an IP address given as text (`nil` for a name).
-    init?(host: String) {
+    public init?(host: String) {
         guard HostPort.isIPAddress(host) else { return nil }
         self = LocalAddresses.isIPv6(host) ? .v6 : .v4
     }
@@ -108,17 +108,11 @@ enum AddressFamily: Hashable, Sendable {
 }
 
 extension HostPort {
-    /// The socket address (a name is resolved, blocking: presence servers are usually
-    /// given by IP address, in the node's own configuration).
-    func socketAddress() throws -> SocketAddress {
-        if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
-        return try SocketAddress.makeAddressResolvingHost(host, port: port)
-    }
-
     /// Every socket address of the host (an address, or each A and AAAA record of a
-    /// name; resolving blocks, as ``socketAddress()``), IPv6 ones first as the resolver
-    /// orders them (RFC 6724); `family` keeps one family only.
-    func socketAddresses(family: AddressFamily? = nil) -> [SocketAddress] {
+    /// name; resolving blocks: presence servers are usually given by IP address, in the
+    /// node's own configuration), IPv6 ones first as the resolver orders them (RFC
+    /// 6724); `family` keeps one family only.
+    public func socketAddresses(family: AddressFamily? = nil) -> [SocketAddress] {
         let all: [SocketAddress]
         if let literal = try? SocketAddress(ipAddress: host, port: port) {
             all = [literal]

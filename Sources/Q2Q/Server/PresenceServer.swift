@@ -250,27 +250,39 @@ public final class PresenceServer: Sendable {
 
     /// Address discovery on UDP beside each server, on its port. NAT behaviour tests
     /// (a second port, a second address) are answered on the first address only.
+    ///
+    /// The IPv6 wildcard is bound address by address: a UDP socket on `::` answers from
+    /// whichever address the kernel prefers towards the asker (on a host with two, often
+    /// not the one asked), and the asker's firewall drops an answer from an address it
+    /// never sent to. (TCP has no such problem: a connection keeps its address.)
     private func bindReflectors(for servers: [AMPServer]) async {
         for (index, server) in servers.enumerated() {
-            guard let port = server.port, let host = server.localAddress?.ipAddress else { continue }
+            guard let port = server.port, let bound = server.localAddress?.ipAddress else { continue }
             let first = index == 0
-            let alternatePort = first ? configuration.alternateUDPPort ?? port + 1 : nil
-            let alternateAddress = first ? configuration.alternateAddress : nil
-            do {
-                let reflector: AddressReflector
-                do {
-                    reflector = try await AddressReflector.bind(host: host, port: port, alternatePort: alternatePort, alternateAddress: alternateAddress,
-                                                                proofs: addressProofs, group: group, logger: logger)
-                } catch where first && configuration.alternateUDPPort == nil && configuration.alternateAddress == nil {
-                    // The port after ours is taken: any free one serves the NAT tests as well.
-                    logger.notice("UDP port \(port + 1) is taken; NAT behaviour tests answer from another", metadata: ["error": "\(error)"])
-                    reflector = try await AddressReflector.bind(host: host, port: port, alternatePort: 0, alternateAddress: nil,
-                                                                proofs: addressProofs, group: group, logger: logger)
-                }
-                reflectors.withLock { $0.append(reflector) }
-            } catch {
-                logger.warning("no address discovery on UDP \(host) port \(port): \(error); nodes behind NATs will use tcp and the relay")
+            let hosts = bound == AddressFamily.v6.wildcard ? LocalAddresses.ipv6(includingUniqueLocal: true) + ["::1"] : [bound]
+            for host in hosts {
+                await bindReflector(host: host, port: port, first: first)
             }
+        }
+    }
+
+    private func bindReflector(host: String, port: Int, first: Bool) async {
+        let alternatePort = first ? configuration.alternateUDPPort ?? port + 1 : nil
+        let alternateAddress = first ? configuration.alternateAddress : nil
+        do {
+            let reflector: AddressReflector
+            do {
+                reflector = try await AddressReflector.bind(host: host, port: port, alternatePort: alternatePort, alternateAddress: alternateAddress,
+                                                            proofs: addressProofs, group: group, logger: logger)
+            } catch where first && configuration.alternateUDPPort == nil && configuration.alternateAddress == nil {
+                // The port after ours is taken: any free one serves the NAT tests as well.
+                logger.notice("UDP port \(port + 1) is taken; NAT behaviour tests answer from another", metadata: ["error": "\(error)"])
+                reflector = try await AddressReflector.bind(host: host, port: port, alternatePort: 0, alternateAddress: nil,
+                                                            proofs: addressProofs, group: group, logger: logger)
+            }
+            reflectors.withLock { $0.append(reflector) }
+        } catch {
+            logger.warning("no address discovery on UDP \(host) port \(port): \(error); nodes behind NATs will use tcp and the relay")
         }
     }
 
