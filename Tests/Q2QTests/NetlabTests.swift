@@ -13,21 +13,37 @@ struct NetlabTests {
     struct Lab {
         let name: String
 
-        static func with<T>(natA: String, natB: String, _ body: (Lab) async throws -> T) async throws -> T {
+        /// With `ipv6`, the lab has IPv6 too (`netlab up --ipv6`), and the sites resolve
+        /// ``presenceName`` to the server's IPv4 and IPv6 addresses (an /etc/hosts of
+        /// their own, which `ip netns exec` puts in place of the machine's).
+        static func with<T>(natA: String, natB: String, ipv6: Bool = false, _ body: (Lab) async throws -> T) async throws -> T {
             let lab = Lab(name: "vx\(UInt32.random(in: 0..<1_000_000))")
-            let up = try await lab.netlab(["up", "--nat-a", natA, "--nat-b", natB])
+            let up = try await lab.netlab(["up", "--nat-a", natA, "--nat-b", natB] + (ipv6 ? ["--ipv6"] : []))
             guard up.status == 0 else {
                 throw CLITests.CLIFailure("netlab up failed (it needs root): \(up.stderr)\(up.stdout)")
             }
-            do {
-                let result = try await body(lab)
+            let hostsFiles = ipv6 ? ["a", "b"].map { URL(fileURLWithPath: "/etc/netns/\(lab.name)-\($0)") } : []
+            func down() async {
                 _ = try? await lab.netlab(["down"])
+                for directory in hostsFiles { try? FileManager.default.removeItem(at: directory) }
+            }
+            do {
+                for directory in hostsFiles {
+                    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                    try "198.51.100.10 \(Self.presenceName)\n2001:db8:5::10 \(Self.presenceName)\n"
+                        .write(to: directory.appendingPathComponent("hosts"), atomically: true, encoding: .utf8)
+                }
+                let result = try await body(lab)
+                await down()
                 return result
             } catch {
-                _ = try? await lab.netlab(["down"])
+                await down()
                 throw error
             }
         }
+
+        /// The presence server's name in an IPv6 lab: both its addresses.
+        static let presenceName = "presence.example.test"
 
         func netlab(_ arguments: [String], input: String? = nil) async throws -> ChildProcess.Run {
             try await ChildProcess.run(NetlabTests.netlab, ["--name", name] + arguments, input: input)
@@ -82,7 +98,10 @@ struct NetlabTests {
         }
     }
 
-    static func across<T>(natA: String, natB: String, portmap: [String] = [], serverArguments: [String] = [], serveArguments: [String] = [],
+    /// With `ipv6` the lab has IPv6, the server listens on both its first addresses, and
+    /// users reach it by name (both families) unless `servers` names another address.
+    static func across<T>(natA: String, natB: String, ipv6: Bool = false, servers: [String: String] = [:], portmap: [String] = [],
+                          serverArguments: [String] = [], serveArguments: [String] = [],
                           _ body: (Across) async throws -> T) async throws -> T {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-netlab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -91,13 +110,13 @@ struct NetlabTests {
         let password = directory.appendingPathComponent("password")
         try "pw\n".write(to: password, atomically: true, encoding: .utf8)
 
-        return try await Lab.with(natA: natA, natB: natB) { lab in
+        return try await Lab.with(natA: natA, natB: natB, ipv6: ipv6) { lab in
             for site in portmap {
                 let gateway = try await lab.netlabStartingDaemon(["portmap", site, "on"])
                 #expect(gateway.status == 0, "netlab portmap \(site) on: \(gateway.stderr)")
             }
             let server = try lab.start(on: "server", [CLITests.vertex.path, "server", "--domain", "example.test", "--data", path("server"),
-                                                      "--bind", "198.51.100.10", "--port", "8788"] + serverArguments,
+                                                      "--bind", "198.51.100.10", "--port", "8788"] + (ipv6 ? ["--bind", "2001:db8:5::10"] : []) + serverArguments,
                                        log: directory.appendingPathComponent("server.log"))
             let ready = await server.nextLine()
             guard ready?.contains("listening on 198.51.100.10:8788") == true else {
@@ -106,7 +125,8 @@ struct NetlabTests {
             for (user, node) in [("alice", "a"), ("bob", "b")] {
                 let home = path("home-\(user)")
                 #expect(try await CLITests.vertex(["user", "add", "\(user)@example.test", "--data", path("server"), "--password-file", password.path]).status == 0)
-                #expect(try await CLITests.vertex(["servers", "set", "example.test", "198.51.100.10:8788", "--home", home]).status == 0)
+                let server = servers[user] ?? (ipv6 ? "\(Lab.presenceName):8788" : "198.51.100.10:8788")
+                #expect(try await CLITests.vertex(["servers", "set", "example.test", server, "--home", home]).status == 0)
                 let registered = try await lab.vertex(on: node, ["register", "\(user)@example.test", "--password-file", password.path, "--home", home])
                 #expect(registered.status == 0, "register \(user) from site \(node): \(registered.stderr)")
             }

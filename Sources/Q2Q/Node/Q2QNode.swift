@@ -620,7 +620,9 @@ public final class Q2QNode: Sendable {
                          adoption: PathAdoption, early: @escaping @Sendable () async throws -> [HostPort], authority: Q2QCertificate,
                          remembering key: RememberedPathKey, racer: MethodRacer<Q2QPath>) async throws -> Q2QPath {
         let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods, adoption: adoption) }
-        let earlyPaths = Task { (try? await early()) ?? [] }
+        let earlyPaths = Task { [ipv6 = configuration.ipv6] in
+            ((try? await early()) ?? []).filter { ipv6 || AddressFamily(host: $0.host) != .v6 }
+        }
         defer {
             introduction.cancel()
             earlyPaths.cancel()
@@ -742,7 +744,7 @@ public final class Q2QNode: Sendable {
             for method in offer.methods where introduction.methods.allows(method) {
                 switch method {
                 case .tcp(let address):
-                    guard !skipping.contains(address) else { continue }
+                    guard !skipping.contains(address), configuration.ipv6 || AddressFamily(host: address.host) != .v6 else { continue }
                     attempts.append(.init(label: method.description, wave: 0, delay: familyDelay(address)) { [group, logger] in
                         try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: { id },
                                                    service: service, group: group, logger: logger)
