@@ -78,7 +78,9 @@ func round(_ node: Q2QNode, seed: UInt64) async throws -> (Double?, Double, Stri
         return (firstByte, received, milliseconds(ContinuousClock.now - start))
     }
     guard echoed == payload else { throw Q2QNodeError("the echo differs from what was sent (\(echoed.count) of \(payload.count) bytes)") }
-    return (firstByte, echoTime, stream.method.name)
+    // "ptcp6": the method, and that it ran over IPv6.
+    let overIPv6 = stream.method.address.map { AddressFamily(host: $0.host) == .v6 } ?? false
+    return (firstByte, echoTime, stream.method.name + (overIPv6 ? "6" : ""))
 }
 
 var configuration = Q2QNodeConfiguration()

@@ -120,7 +120,7 @@ struct DoctorReport: Codable {
     var tcpReachable: Bool?
     var nat: NATBehaviour?
     var portMapping: PortMappingProbe?
-    var ipv6: [String] = []
+    var ipv6: IPv6Probe?
     var checks: [Check] = []
     var expectations: [Expectation] = []
     var peer: PeerDiagnosis?
@@ -189,6 +189,7 @@ struct Doctor {
             return try? await prober.run()
         }()
         async let mapped: Result<PortMappingProbe, PortMappingError>? = portMapping ? await PortMappingProbe.run() : nil
+        async let ipv6 = IPv6Probe.run(server: choice.server)
 
         await checkServer(domain: domain)
         checkIdentity()
@@ -204,7 +205,8 @@ struct Doctor {
         case nil:
             report.add("port mapping", .info, "not tried (--no-portmap)")
         }
-        checkHost()
+        report.ipv6 = await ipv6
+        checkIPv6()
         expect()
     }
 
@@ -351,10 +353,23 @@ struct Doctor {
         }
     }
 
-    private mutating func checkHost() {
-        let addresses = (try? System.enumerateDevices())?.compactMap { $0.address?.ipAddress }.filter { Self.isGlobalIPv6($0) } ?? []
-        report.ipv6 = Array(Set(addresses)).sorted()
-        report.add("IPv6", .info, addresses.isEmpty ? "no global IPv6 address on this host" : "global address(es): \(report.ipv6.joined(separator: ", "))")
+    private mutating func checkIPv6() {
+        guard let ipv6 = report.ipv6, !ipv6.addresses.isEmpty else {
+            report.add("IPv6", .info, "no global IPv6 address on this host: direct paths depend on the IPv4 NAT")
+            return
+        }
+        let addresses = ipv6.addresses.joined(separator: ", ")
+        guard let serverAddress = ipv6.serverAddress else {
+            report.add("IPv6", .warning, "global address(es) \(addresses), but the presence server's address \(choice.server.host) has no IPv6 one",
+                       advice: "peers cannot punch to you over IPv6 without the server seeing your IPv6 address: give it by a name with an AAAA record, or by its IPv6 address (vertex servers set)")
+            return
+        }
+        guard let seen = ipv6.seen else {
+            report.add("IPv6", .warning, "global address(es) \(addresses), but the server's [\(serverAddress)]:\(choice.server.port) answers no UDP from here",
+                       advice: "IPv6 UDP is blocked (a firewall?), or the server does not listen on IPv6: peers reach you over IPv4 only")
+            return
+        }
+        report.add("IPv6", .ok, "global address(es) \(addresses); the server answers over IPv6 and sees you at \(seen): peers with IPv6 reach you directly, whatever the IPv4 NAT")
     }
 
     /// Which methods a peer of each kind can be expected to use towards our listeners.
@@ -377,6 +392,9 @@ struct Doctor {
             .init(peer: "a peer behind a cone NAT", methods: methods(conePeer)),
             .init(peer: "a peer behind a symmetric NAT", methods: methods(symmetricPeer)),
         ]
+        if report.ipv6?.seen != nil {
+            report.expectations.append(.init(peer: "a peer with IPv6", methods: methods(["ptcp over IPv6"])))
+        }
     }
 
     // MARK: Helpers
@@ -417,8 +435,4 @@ struct Doctor {
             || (octets[0] == 192 && octets[1] == 168)
     }
 
-    static func isGlobalIPv6(_ host: String) -> Bool {
-        guard host.contains(":"), let first = host.split(separator: ":").first, let value = UInt16(first, radix: 16) else { return false }
-        return value & 0xE000 == 0x2000
-    }
 }
