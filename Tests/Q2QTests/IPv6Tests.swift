@@ -31,6 +31,16 @@ struct IPv6Tests {
         #expect(LocalAddresses.isReachable(Self.address("fd12:3456::1"), includingUniqueLocal: true))
     }
 
+    @Test("on-link addresses (loopback, our own subnets) get kernel TCP's head start; documentation addresses elsewhere do not")
+    func onLink() {
+        #expect(LocalAddresses.isOnLink("127.0.0.1"))
+        #expect(LocalAddresses.isOnLink("::1"))
+        #expect(!LocalAddresses.isOnLink("192.0.2.77"))
+        #expect(!LocalAddresses.isOnLink("2001:db8:ffff::1"))
+        #expect(!LocalAddresses.isOnLink("example.test"))
+        for own in LocalAddresses.ipv4() { #expect(LocalAddresses.isOnLink(own), "\(own)") }
+    }
+
     @Test("an address proof holds for its address for its lifetime, and for no other address, key, time or length")
     func addressProofs() {
         let proofs = AddressProofs()

@@ -39,6 +39,31 @@ enum LocalAddresses {
         return includingUniqueLocal && first & 0xFE == 0xFC         // fc00::/7, unique local
     }
 
+    /// Whether `host` is on one of this host's links: loopback, or inside the subnet of
+    /// one of its addresses (its netmask's prefix). A peer there is reached without a
+    /// NAT or router in between, so its `tcp@` path works as surely as PTCP.
+    static func isOnLink(_ host: String) -> Bool {
+        guard let target = try? SocketAddress(ipAddress: host, port: 0) else { return false }
+        let targetBytes = bytes(of: target)
+        if host == "::1" || targetBytes.first == 127 && targetBytes.count == 4 { return true }
+        guard let devices = try? System.enumerateDevices() else { return false }
+        return devices.contains { device in
+            guard let address = device.address, let netmask = device.netmask else { return false }
+            let (own, mask) = (bytes(of: address), bytes(of: netmask))
+            guard own.count == targetBytes.count, mask.count == own.count, mask.contains(where: { $0 != 0 }) else { return false }
+            return zip(zip(own, targetBytes), mask).allSatisfy { pair, mask in pair.0 & mask == pair.1 & mask }
+        }
+    }
+
+    /// The address's bytes in network order (4 or 16; none for a Unix socket).
+    private static func bytes(of address: SocketAddress) -> [UInt8] {
+        switch address {
+        case .v4(let v4): withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
+        case .v6(let v6): withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        case .unixDomainSocket: []
+        }
+    }
+
     /// Whether `host` is an IPv6 address (as opposed to IPv4, or a name).
     static func isIPv6(_ host: String) -> Bool { host.contains(":") }
 }

@@ -37,10 +37,12 @@ public struct Q2QNodeConfiguration: Sendable {
     /// How long a cached AMP connection (``Q2QNode/withAMPConnection(from:to:service:methods:_:)``)
     /// stays open with nobody using it.
     public var ampIdleTimeout: Duration = .seconds(60)
-    /// How long a `ptcp@` attempt waits when the same listener offers a `tcp@` path too.
-    /// Where both work (a LAN, loopback, a public listener) their handshakes finish
+    /// How long a `ptcp@` attempt waits when the same listener offers a `tcp@` path on
+    /// one of our links (loopback, our LAN). There both work, their handshakes finish
     /// within a millisecond of each other, and kernel TCP should win: PTCP costs more CPU
-    /// per byte. Behind NATs, where only PTCP works, this is all it costs.
+    /// per byte. Towards a listener elsewhere PTCP does not wait: its `tcp@` paths are
+    /// behind a NAT or firewall more often than not (a public listener's `tcp@` path
+    /// starts a round trip earlier anyway, from `direct-paths`).
     public var tcpHeadStart: Duration = .milliseconds(50)
     /// Whether listeners ask the home gateway (PCP, else NAT-PMP) to map their UDP and
     /// TCP ports, and offer the mapped public addresses. It runs beside listening and
@@ -736,6 +738,15 @@ public final class Q2QNode: Sendable {
         let ipv6Tried = introduction.offers.contains { offer in
             offer.offer.methods.contains { introduction.methods.allows($0) && triesIPv6($0, udpPorts: introduction.udpPorts) }
         }
+        // Kernel TCP gets a head start over PTCP where it surely works as well: towards a
+        // listener on one of our links. Elsewhere (behind its NAT or firewall) waiting
+        // for a `tcp@` path that may never answer would only delay PTCP.
+        func tcpNearby(_ methods: [Q2QMethod]) -> Bool {
+            methods.contains { method in
+                guard let address = method.tcpAddress, introduction.methods.allows(method) else { return false }
+                return LocalAddresses.isOnLink(address.host)
+            }
+        }
         // Happy Eyeballs: IPv4 waits a little behind IPv6 in each wave.
         func familyDelay(_ address: HostPort) -> Duration {
             ipv6Tried && AddressFamily(host: address.host) != .v6 ? configuration.ipv6HeadStart : .zero
@@ -751,8 +762,7 @@ public final class Q2QNode: Sendable {
                     })
                 case .ptcp(let address):
                     guard let udpPort = introduction.udpPorts[AddressFamily(host: address.host) ?? .v4] else { continue }
-                    let tcpOffered = offer.methods.contains { $0.tcpAddress != nil && introduction.methods.allows($0) }
-                    let headStart = (tcpOffered ? configuration.tcpHeadStart : .zero) + familyDelay(address)
+                    let headStart = (tcpNearby(offer.methods) ? configuration.tcpHeadStart : .zero) + familyDelay(address)
                     attempts.append(.init(label: method.description, wave: 0, delay: headStart) { [self] in
                         try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
                                                   listener: id, service: service)
