@@ -277,7 +277,10 @@ struct Doctor {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in channel.close() }
-        guard let acceptor = try? await bootstrap.bind(host: "0.0.0.0", port: 0).get(), let port = acceptor.localAddress?.port else { return }
+        // The server connects back to the address our connection comes from: over IPv6
+        // when the connection is (a server given by name is reached over IPv6 first).
+        let family = connection.localAddress.flatMap(AddressFamily.init) ?? .v4
+        guard let acceptor = try? await bootstrap.bind(host: family.wildcard, port: 0).get(), let port = acceptor.localAddress?.port else { return }
         defer { acceptor.close(promise: nil) }
         do {
             let answer = try await withDeadline { try await connection.call(CheckReachable.self, .init(port: port)) }

@@ -32,12 +32,16 @@ struct IPv6Tests {
     }
 
     @Test("on-link addresses (loopback, our own subnets) get kernel TCP's head start; documentation addresses elsewhere do not")
-    func onLink() {
-        #expect(LocalAddresses.isOnLink("127.0.0.1"))
-        #expect(LocalAddresses.isOnLink("::1"))
-        #expect(!LocalAddresses.isOnLink("192.0.2.77"))
-        #expect(!LocalAddresses.isOnLink("2001:db8:ffff::1"))
-        #expect(!LocalAddresses.isOnLink("example.test"))
+    func onLink() throws {
+        let links = [(address: try SocketAddress(ipAddress: "10.0.1.10", port: 0), netmask: try SocketAddress(ipAddress: "255.255.255.0", port: 0)),
+                     (address: try SocketAddress(ipAddress: "2001:db8:a:1::10", port: 0), netmask: try SocketAddress(ipAddress: "ffff:ffff:ffff:ffff::", port: 0))]
+        for near in ["127.0.0.1", "::1", "10.0.1.77", "2001:db8:a:1::77"] {
+            #expect(LocalAddresses.isOnLink(near, links: links), "\(near)")
+        }
+        for far in ["10.0.2.10", "192.0.2.77", "2001:db8:b:1::10", "example.test"] {
+            #expect(!LocalAddresses.isOnLink(far, links: links), "\(far)")
+        }
+        // This host's own addresses are on its links.
         for own in LocalAddresses.ipv4() { #expect(LocalAddresses.isOnLink(own), "\(own)") }
     }
 
@@ -131,6 +135,23 @@ struct IPv6Tests {
             #expect(found?.proof.map { domain.server.addressProofs.verifies($0, for: HostPort(host: "::1", port: udp6.localPort)) } == true)
             await udp6.close()
         }
+    }
+
+    @Test("discovery answers: the first family's is awaited, another only briefly after it, so a silent IPv6 path does not hold IPv4 back")
+    func discoveryAnswers() async throws {
+        let v4 = DiscoveredAddress(address: HostPort(host: "203.0.113.10", port: 40000), proof: nil)
+        let v6 = DiscoveredAddress(address: HostPort(host: "2001:db8:a:1::10", port: 40001), proof: nil)
+        func answering(_ answer: DiscoveredAddress?, after delay: Duration) -> Task<DiscoveredAddress?, Never> {
+            Task { try? await Task.sleep(for: delay); return answer }
+        }
+        #expect(await Q2QNode.answers(of: [answering(v4, after: .zero), answering(v6, after: .milliseconds(5))], grace: .seconds(5)) == [v4, v6])
+        // IPv6 silent for 10 s: given up after the grace, not waited for.
+        let clock = ContinuousClock()
+        let start = clock.now
+        #expect(await Q2QNode.answers(of: [answering(v4, after: .zero), answering(v6, after: .seconds(10))]) == [v4])
+        #expect(clock.now - start < .seconds(5))
+        // IPv4 failing (UDP blocked over IPv4): the IPv6 answer still counts.
+        #expect(await Q2QNode.answers(of: [answering(nil, after: .zero), answering(v6, after: .milliseconds(5))], patience: .seconds(5)) == [v6])
     }
 
     @Test("Happy Eyeballs: an attempt's delay holds it behind the others of its wave, and a failed IPv6 attempt delays IPv4 by no more than that")

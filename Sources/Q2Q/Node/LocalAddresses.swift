@@ -43,13 +43,19 @@ enum LocalAddresses {
     /// one of its addresses (its netmask's prefix). A peer there is reached without a
     /// NAT or router in between, so its `tcp@` path works as surely as PTCP.
     static func isOnLink(_ host: String) -> Bool {
+        let links = ((try? System.enumerateDevices()) ?? []).compactMap { device in
+            device.address.flatMap { address in device.netmask.map { (address: address, netmask: $0) } }
+        }
+        return isOnLink(host, links: links)
+    }
+
+    /// ``isOnLink(_:)`` against the given addresses and their netmasks.
+    static func isOnLink(_ host: String, links: [(address: SocketAddress, netmask: SocketAddress)]) -> Bool {
         guard let target = try? SocketAddress(ipAddress: host, port: 0) else { return false }
         let targetBytes = bytes(of: target)
         if host == "::1" || targetBytes.first == 127 && targetBytes.count == 4 { return true }
-        guard let devices = try? System.enumerateDevices() else { return false }
-        return devices.contains { device in
-            guard let address = device.address, let netmask = device.netmask else { return false }
-            let (own, mask) = (bytes(of: address), bytes(of: netmask))
+        return links.contains { link in
+            let (own, mask) = (bytes(of: link.address), bytes(of: link.netmask))
             guard own.count == targetBytes.count, mask.count == own.count, mask.contains(where: { $0 != 0 }) else { return false }
             return zip(zip(own, targetBytes), mask).allSatisfy { pair, mask in pair.0 & mask == pair.1 & mask }
         }

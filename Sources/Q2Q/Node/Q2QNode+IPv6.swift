@@ -17,6 +17,12 @@ extension Q2QNode {
         return LocalAddresses.ipv6(includingUniqueLocal: configuration.ipv6UniqueLocal)
     }
 
+    /// Where IPv4 sockets are bound: `listenHost`, `::` meaning every interface as
+    /// `0.0.0.0` does (IPv6 has sockets of its own, each family being served apart).
+    var ipv4ListenHost: String {
+        configuration.listenHost == AddressFamily.v6.wildcard ? AddressFamily.v4.wildcard : configuration.listenHost
+    }
+
     /// The listener's IPv6 TCP acceptor and UDP port, when this host has an IPv6 address
     /// to offer. Either failing leaves the listener on IPv4 only, which it says.
     ///

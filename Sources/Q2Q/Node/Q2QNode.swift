@@ -7,7 +7,8 @@ import NIOPosix
 
 /// How a node listens and connects.
 public struct Q2QNodeConfiguration: Sendable {
-    /// Where direct (`tcp@`) ports are bound; `0.0.0.0` listens on every interface.
+    /// Where direct (`tcp@`) ports are bound; `0.0.0.0` (or `::`) listens on every
+    /// interface, of both families (IPv6 on sockets of its own: ``ipv6``).
     public var listenHost: String
     /// Hosts to publish in `tcp@` methods instead of the automatic choice (the bound
     /// host, or when that is unspecified, our side of the presence connection).
@@ -386,7 +387,7 @@ public final class Q2QNode: Sendable {
             throw Q2QNodeError("this node already listens as \(address) for '\(service)'")
         }
         do {
-            let acceptor = try await DirectPaths.bindAcceptor(host: configuration.listenHost, port: 0, listener: listener,
+            let acceptor = try await DirectPaths.bindAcceptor(host: ipv4ListenHost, port: 0, listener: listener,
                                                               group: group, logger: logger)
             listener.attach(acceptor: acceptor)
             await startIPv6(for: listener)
@@ -412,7 +413,7 @@ public final class Q2QNode: Sendable {
         let port: UDPPort
         do {
             let tls = try listener.tlsContext()
-            port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { [logger] channel in
+            port = try await UDPPort.bind(host: ipv4ListenHost, group: group, accepting: { [logger] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
                 }
@@ -695,6 +696,28 @@ public final class Q2QNode: Sendable {
         var udpPorts: [AddressFamily: UDPPort]
         /// Our IPv4 NAT mapping, as the presence server saw it.
         var mapping: HostPort?
+        /// Whether the presence server answered our IPv6 discovery in time (nil: not
+        /// asked). When it did not, IPv6 looks broken here and gets no head start.
+        var ipv6Answered: Bool?
+    }
+
+    /// Our addresses as `inbound` names them: the answers of `discoveries` (most often
+    /// already known), waiting at most `patience` for the first (with UDP blocked we go
+    /// on without PTCP) and then at most `grace` for each other family, so that an
+    /// IPv6 path that drops everything holds IPv4 back by no more than that.
+    static func answers(of discoveries: [Task<DiscoveredAddress?, Never>], patience: Duration = .milliseconds(250),
+                        grace: Duration = .milliseconds(50)) async -> [DiscoveredAddress] {
+        let clock = ContinuousClock()
+        var deadline = clock.now + patience
+        var found: [DiscoveredAddress] = []
+        for discovery in discoveries {
+            // A millisecond at least: an answer already known is always taken.
+            let wait = max(deadline - clock.now, .milliseconds(1))
+            guard let answer = try? await withTimeout(wait, "address discovery", { await discovery.value }) ?? nil else { continue }
+            if found.isEmpty { deadline = min(deadline, clock.now + grace) }
+            found.append(answer)
+        }
+        return found
     }
 
     /// Asks `to`'s presence server (`inbound`) for its listeners of `service`.
@@ -705,12 +728,7 @@ public final class Q2QNode: Sendable {
         // no answer soon after (UDP blocked), we go on without PTCP.
         let udp = await udpPaths(towards: to.domain, policy: methods)
         let connection = try await link(as: identity, to: to.domain)
-        let sources = await withTaskGroup(of: DiscoveredAddress?.self) { group in
-            for (_, discovery) in udp.values {
-                group.addTask { try? await withTimeout(.milliseconds(250), "address discovery") { await discovery?.value ?? nil } }
-            }
-            return await group.reduce(into: [DiscoveredAddress]()) { if let found = $1 { $0.append(found) } }
-        }
+        let sources = await Self.answers(of: [AddressFamily.v4, .v6].compactMap { udp[$0]?.discovery })
         let offers: [ListenerOffer]
         do {
             offers = try await callServer(connection, Inbound.self, .init(from: identity.address, to: to, service: service,
@@ -724,7 +742,8 @@ public final class Q2QNode: Sendable {
         return Introduction(identity: identity, to: to, service: service, methods: methods,
                             offers: offers.map { ($0, ListenerClaim($0.identifier, adoption: adoption)) }, connection: connection,
                             authority: authority, udpPorts: udp.mapValues(\.port),
-                            mapping: sources.first { AddressFamily(host: $0.address.host) == .v4 }?.address)
+                            mapping: sources.first { AddressFamily(host: $0.address.host) == .v4 }?.address,
+                            ipv6Answered: udp[.v6]?.discovery == nil ? nil : sources.contains { AddressFamily(host: $0.address.host) == .v6 })
     }
 
     /// An attempt per method of every offer that `methods` allows, but `skipping`
@@ -735,7 +754,7 @@ public final class Q2QNode: Sendable {
         let (identity, to, service, authority, connection) = (introduction.identity, introduction.to, introduction.service,
                                                               introduction.authority, introduction.connection)
         var attempts: [MethodRacer<Q2QPath>.Attempt] = []
-        let ipv6Tried = introduction.offers.contains { offer in
+        let ipv6Tried = introduction.ipv6Answered != false && introduction.offers.contains { offer in
             offer.offer.methods.contains { introduction.methods.allows($0) && triesIPv6($0, udpPorts: introduction.udpPorts) }
         }
         // Kernel TCP gets a head start over PTCP where it surely works as well: towards a
@@ -765,7 +784,7 @@ public final class Q2QNode: Sendable {
                     let headStart = (tcpNearby(offer.methods) ? configuration.tcpHeadStart : .zero) + familyDelay(address)
                     attempts.append(.init(label: method.description, wave: 0, delay: headStart) { [self] in
                         try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
-                                                  listener: id, service: service)
+                                           listener: id, service: service)
                     })
                 case .rptcp(let address):
                     guard let publicHost = introduction.mapping?.host else { continue }
@@ -800,7 +819,7 @@ public final class Q2QNode: Sendable {
     /// method: IPv4 always, IPv6 when this host has an address to offer.
     private func udpPaths(towards domain: String, policy: Q2QMethodPolicy) async -> [AddressFamily: (port: UDPPort, discovery: Task<DiscoveredAddress?, Never>?)] {
         guard configuration.udpEnabled, policy.allows(name: "ptcp") || policy.allows(name: "rptcp") else { return [:] }
-        var hosts: [AddressFamily: String] = [.v4: configuration.listenHost]
+        var hosts: [AddressFamily: String] = [.v4: ipv4ListenHost]
         hosts[.v6] = udpHost6
         let server = try? await client.server(for: domain)
         var paths: [AddressFamily: (port: UDPPort, discovery: Task<DiscoveredAddress?, Never>?)] = [:]

@@ -104,7 +104,7 @@ public enum AddressFamily: Hashable, Sendable {
     }
 
     /// The address a socket of this family binds to listen on every interface.
-    var wildcard: String { self == .v4 ? "0.0.0.0" : "::" }
+    public var wildcard: String { self == .v4 ? "0.0.0.0" : "::" }
 }
 
 extension HostPort {
@@ -182,7 +182,7 @@ extension Q2QNode {
     /// fresh port lives as long as the stream.
     func dialReversePTCP(_ address: HostPort, publicHost: String, over connection: AMPConnection, as identity: Q2QIdentity,
                          peer: Q2QAddress, authority: Q2QCertificate, listener ticket: ListenerClaim, service: String) async throws -> Q2QPath {
-        let port = try await UDPPort.bind(host: configuration.listenHost, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
+        let port = try await UDPPort.bind(host: ipv4ListenHost, group: group, accepting: { $0.eventLoop.makeSucceededVoidFuture() })
         do {
             port.seed(towards: try address.peerSocketAddress())
             let request = BindUDP.Arguments(service: service, listener: peer, caller: identity.address, from: address,

@@ -333,7 +333,7 @@ public final class PresenceServer: Sendable {
     /// ``RelayLimits/budget``).
     public var relayReservedBytes: Int { relay.reservedBytes }
 
-    func track(_ connection: AMPConnection) {
+    private func track(_ connection: AMPConnection) {
         let source = connection.remoteAddress?.ipAddress ?? "?"
         guard unauthenticated.withLock({ $0.admit(source, total: configuration.maximumUnauthenticatedConnections,
                                                   perSource: configuration.maximumUnauthenticatedPerSource) }) else {
