@@ -25,6 +25,10 @@ extension NetlabTests {
             let without = try await across.connect(["--no-ipv6"])
             #expect(without.echoed, "\(without.stderr)")
             #expect(Self.method(in: without.stderr) == "virtual", "\(without.stderr)")
+            // vertex doctor sees IPv6 working end to end, and expects IPv6 peers to come direct.
+            let doctor = try await across.lab.vertex(on: "a", ["doctor", "--lifetime-probe", "1", "--no-portmap", "--home", across.path("home-alice")])
+            #expect(doctor.stdout.contains("the server answers over IPv6 and sees you at [2001:db8:a:1::10]:"), "\(doctor.stdout)\(doctor.stderr)")
+            #expect(doctor.stdout.contains("a peer with IPv6"), "\(doctor.stdout)")
         }
     }
 
