@@ -1,9 +1,10 @@
 import Foundation
 import NIOCore
 
-/// The addresses of this host that peers can reach it at without a NAT in between:
-/// its IPv6 addresses of global scope. Over IPv6 a host is seen at its own address
-/// (its router is a firewall, not a NAT), so these are what a listener offers.
+/// This host's own addresses, as offers and head starts need them: its IPv6 addresses
+/// of global scope (over IPv6 a host is seen at its own address, its router being a
+/// firewall, not a NAT, so these are what a listener offers), its IPv4 ones, and
+/// whether a peer's address is on one of its links.
 enum LocalAddresses {
     /// This host's global unicast IPv6 addresses (2000::/3), and with
     /// `includingUniqueLocal` its unique local ones (fc00::/7, reachable inside one

@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 
 /// IPv6: a listener that listens on every interface also listens on IPv6 (a TCP port
-/// and a UDP port of its own, each on `::`) and offers `tcp@` and `ptcp@` on each of
-/// this host's global IPv6 addresses. Over IPv6 there is no NAT to map or guess: the
+/// on `::` and a UDP port on its first global address) and offers `tcp@` on each of this
+/// host's global IPv6 addresses and `ptcp@` on that first one. Over IPv6 there is no NAT to map or guess: the
 /// address is the host's own, and its router's firewall lets in only replies to what
 /// the host sent, so the listener seeds its firewall towards the caller's IPv6 address
 /// (`udp_source6` in `inbound`) exactly as it seeds an IPv4 NAT.
