@@ -122,7 +122,7 @@ public enum Inbound: AMPCommand {
         init(from: Q2QAddress, to: Q2QAddress, service: String, udpSources: [DiscoveredAddress]) {
             self.init(from: from, to: to, service: service)
             for source in udpSources {
-                if source.address.host.contains(":") {
+                if AddressFamily(host: source.address.host) == .v6 {
                     (udpSource6, udpProof6) = (source.address, source.proof)
                 } else {
                     (udpSource, udpProof) = (source.address, source.proof)

@@ -44,10 +44,14 @@ enum LocalAddresses {
     /// one of its addresses (its netmask's prefix). A peer there is reached without a
     /// NAT or router in between, so its `tcp@` path works as surely as PTCP.
     static func isOnLink(_ host: String) -> Bool {
-        let links = ((try? System.enumerateDevices()) ?? []).compactMap { device in
+        isOnLink(host, links: links())
+    }
+
+    /// This host's addresses with their netmasks (read once for several ``isOnLink(_:links:)``).
+    static func links() -> [(address: SocketAddress, netmask: SocketAddress)] {
+        ((try? System.enumerateDevices()) ?? []).compactMap { device in
             device.address.flatMap { address in device.netmask.map { (address: address, netmask: $0) } }
         }
-        return isOnLink(host, links: links)
     }
 
     /// ``isOnLink(_:)`` against the given addresses and their netmasks.

@@ -41,13 +41,7 @@ extension Q2QNode {
         }
         guard configuration.udpEnabled else { return }
         do {
-            let tls = try listener.tlsContext()
-            let port = try await UDPPort.bind(host: udpHost, group: group, accepting: { [logger] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
-                }
-            })
-            listener.attach(udp6: port)
+            listener.attach(udp6: try await bindUDP(host: udpHost, for: listener))
         } catch {
             logger.notice("no IPv6 UDP port for PTCP paths", metadata: ["address": "\(listener.address)", "error": "\(error)"])
         }
@@ -56,6 +50,17 @@ extension Q2QNode {
     /// The IPv6 address UDP ports are bound to (listeners' and the shared outgoing one):
     /// the first offered, so that what is sent from them leaves from the address offered.
     var udpHost6: String? { offeredIPv6Hosts.first }
+
+    /// Whether a path to `address` may be tried: an IPv6 one only with IPv6 on.
+    func mayTry(_ address: HostPort) -> Bool {
+        configuration.ipv6 || AddressFamily(host: address.host) != .v6
+    }
+
+    /// Happy Eyeballs (RFC 8305): how long an attempt towards `address` waits behind the
+    /// IPv6 attempts of its wave, when some are tried (`ipv6Tried`); IPv6 ones never wait.
+    func familyDelay(_ address: HostPort, ipv6Tried: Bool) -> Duration {
+        ipv6Tried && AddressFamily(host: address.host) != .v6 ? configuration.ipv6HeadStart : .zero
+    }
 
     /// Whether `method` would be tried over IPv6 with the UDP ports we have.
     func triesIPv6(_ method: Q2QMethod, udpPorts: [AddressFamily: UDPPort]) -> Bool {

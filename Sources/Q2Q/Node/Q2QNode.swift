@@ -412,12 +412,7 @@ public final class Q2QNode: Sendable {
         guard configuration.udpEnabled else { return }
         let port: UDPPort
         do {
-            let tls = try listener.tlsContext()
-            port = try await UDPPort.bind(host: ipv4ListenHost, group: group, accepting: { [logger] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
-                }
-            })
+            port = try await bindUDP(host: ipv4ListenHost, for: listener)
         } catch {
             logger.notice("no UDP port for PTCP paths", metadata: ["address": "\(listener.address)", "error": "\(error)"])
             return
@@ -430,6 +425,17 @@ public final class Q2QNode: Sendable {
         }
         listener.attach(udp: port, mapper: mapper)
         if listener.isClosed { await listener.close() }
+    }
+
+    /// A UDP port on `host` for `listener`'s PTCP paths: every connection that arrives
+    /// on it runs the listener's side of ``PathHandshake``.
+    func bindUDP(host: String, for listener: Q2QListener) async throws -> UDPPort {
+        let tls = try listener.tlsContext()
+        return try await UDPPort.bind(host: host, group: group, accepting: { [logger] channel in
+            channel.eventLoop.makeCompletedFuture {
+                try PathHandshake.installAcceptor(on: channel, for: listener, tls: tls, logger: logger)
+            }
+        })
     }
 
     private func discoverMapping(of port: UDPPort, for domain: String) async -> DiscoveredAddress? {
@@ -623,9 +629,7 @@ public final class Q2QNode: Sendable {
                          adoption: PathAdoption, early: @escaping @Sendable () async throws -> [HostPort], authority: Q2QCertificate,
                          remembering key: RememberedPathKey, racer: MethodRacer<Q2QPath>) async throws -> Q2QPath {
         let introduction = Task { try await introduce(identity, to: to, service: service, methods: methods, adoption: adoption) }
-        let earlyPaths = Task { [ipv6 = configuration.ipv6] in
-            ((try? await early()) ?? []).filter { ipv6 || AddressFamily(host: $0.host) != .v6 }
-        }
+        let earlyPaths = Task { [self] in ((try? await early()) ?? []).filter(mayTry) }
         defer {
             introduction.cancel()
             earlyPaths.cancel()
@@ -635,8 +639,7 @@ public final class Q2QNode: Sendable {
             guard !addresses.isEmpty else { throw Q2QNodeError("no tcp path known before inbound") }
             let ipv6Tried = addresses.contains { AddressFamily(host: $0.host) == .v6 }
             return try await racer.race(addresses.map { address in
-                .init(label: "\(Q2QMethod.tcp(address)) (early)",
-                      delay: ipv6Tried && AddressFamily(host: address.host) != .v6 ? configuration.ipv6HeadStart : .zero) { [self] in
+                .init(label: "\(Q2QMethod.tcp(address)) (early)", delay: familyDelay(address, ipv6Tried: ipv6Tried)) { [self] in
                     try await dialEarly(address, as: identity, to: to, service: service, authority: authority,
                                         offers: { try await introduction.value.offers }, forgetting: key)
                 }
@@ -760,28 +763,25 @@ public final class Q2QNode: Sendable {
         // Kernel TCP gets a head start over PTCP where it surely works as well: towards a
         // listener on one of our links. Elsewhere (behind its NAT or firewall) waiting
         // for a `tcp@` path that may never answer would only delay PTCP.
+        let links = LocalAddresses.links()
         func tcpNearby(_ methods: [Q2QMethod]) -> Bool {
             methods.contains { method in
                 guard let address = method.tcpAddress, introduction.methods.allows(method) else { return false }
-                return LocalAddresses.isOnLink(address.host)
+                return LocalAddresses.isOnLink(address.host, links: links)
             }
-        }
-        // Happy Eyeballs: IPv4 waits a little behind IPv6 in each wave.
-        func familyDelay(_ address: HostPort) -> Duration {
-            ipv6Tried && AddressFamily(host: address.host) != .v6 ? configuration.ipv6HeadStart : .zero
         }
         for (offer, id) in introduction.offers {
             for method in offer.methods where introduction.methods.allows(method) {
                 switch method {
                 case .tcp(let address):
-                    guard !skipping.contains(address), configuration.ipv6 || AddressFamily(host: address.host) != .v6 else { continue }
-                    attempts.append(.init(label: method.description, wave: 0, delay: familyDelay(address)) { [group, logger] in
+                    guard !skipping.contains(address), mayTry(address) else { continue }
+                    attempts.append(.init(label: method.description, wave: 0, delay: familyDelay(address, ipv6Tried: ipv6Tried)) { [group, logger] in
                         try await DirectPaths.dial(address, as: identity, peer: to, authority: authority, listener: { id },
                                                    service: service, group: group, logger: logger)
                     })
                 case .ptcp(let address):
                     guard let udpPort = introduction.udpPorts[AddressFamily(host: address.host) ?? .v4] else { continue }
-                    let headStart = (tcpNearby(offer.methods) ? configuration.tcpHeadStart : .zero) + familyDelay(address)
+                    let headStart = (tcpNearby(offer.methods) ? configuration.tcpHeadStart : .zero) + familyDelay(address, ipv6Tried: ipv6Tried)
                     attempts.append(.init(label: method.description, wave: 0, delay: headStart) { [self] in
                         try await dialPTCP(address, from: udpPort, as: identity, peer: to, authority: authority,
                                            listener: id, service: service)
