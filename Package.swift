@@ -27,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The local web app (vertex app). No default traits: swift-configuration is not needed.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // A value behind a lock ThreadSanitizer understands (Synchronization.Mutex's shape).
@@ -115,9 +118,25 @@ let package = Package(
             // so that the tests' swarms are not held up by the unoptimised build.
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
+        // vertex app: a node for the user's identities and a local web page over it
+        // (sign in, contacts, prompts for incoming files, sending with live progress).
+        .target(
+            name: "VertexWebApp",
+            dependencies: [
+                "Locking",
+                "Q2Q",
+                "VertexApps",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "vertex",
             dependencies: [
+                "VertexWebApp",
                 "Locking",
                 "CVertexSystem",
                 "AMP",

@@ -52,8 +52,8 @@ struct NodeOptions: ParsableArguments {
         guard (2...86_400).contains(portmapLifetime) else { throw ValidationError("--portmap-lifetime must be 2–86400 seconds.") }
     }
 
-    func openNode(listenHost: String = "0.0.0.0", published: [String] = []) throws -> Q2QNode {
-        let store = try home.openStore()
+    func openNode(listenHost: String = "0.0.0.0", published: [String] = [], store: SQLiteNodeStore? = nil) throws -> Q2QNode {
+        let store = try store ?? home.openStore()
         var configuration = Q2QNodeConfiguration(listenHost: listenHost, publishedHosts: published.isEmpty ? nil : published,
                                                  udpEnabled: !noUdp)
         configuration.portMapping = !noPortmap

@@ -20,7 +20,7 @@ struct Vertex: AsyncParsableCommand {
             RegisterCommand.self, IdentityCommand.self, ServersCommand.self, PinsCommand.self, WhoAmICommand.self,
             SendCommand.self, ReceiveCommand.self, AuthorizeCommand.self,
             ServeCommand.self, ConnectCommand.self, TunnelCommand.self, DoctorCommand.self,
-            SigmaCommand.self, AMPCommandGroup.self,
+            AppCommand.self, SigmaCommand.self, AMPCommandGroup.self,
         ]
     )
 

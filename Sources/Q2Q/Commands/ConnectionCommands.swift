@@ -80,7 +80,13 @@ public enum DirectPathsQuery: AMPCommand {
     }
     public struct Response: Codable, Sendable {
         public var methods: [Q2QMethod]
-        public init(methods: [Q2QMethod]) { self.methods = methods }
+        /// Whether anyone listens as `to` for the service (ours): a listener reachable
+        /// only through the relay registers no direct path. Absent from older servers.
+        public var listening: Bool?
+        public init(methods: [Q2QMethod], listening: Bool? = nil) {
+            self.methods = methods
+            self.listening = listening
+        }
     }
     public typealias Failure = ConnectionError
 }

@@ -686,6 +686,15 @@ public final class Q2QNode: Sendable {
         return answer.methods.compactMap(\.tcpAddress)
     }
 
+    /// Whether `to` listens for `service` now, as its presence server knows (no listener
+    /// is asked, nothing is offered): what a contact list shows as "reachable".
+    public func isListening(as from: Q2QAddress, to: Q2QAddress, service: String) async throws -> Bool {
+        let identity = try await identity(from)
+        let connection = try await link(as: identity, to: to.domain)
+        let answer = try await callServer(connection, DirectPathsQuery.self, .init(from: identity.address, to: to, service: service))
+        return answer.listening ?? !answer.methods.isEmpty
+    }
+
     /// What the presence server told us about `to`'s listeners, and what we need to try them.
     struct Introduction: Sendable {
         var identity: Q2QIdentity

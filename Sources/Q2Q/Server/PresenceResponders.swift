@@ -285,7 +285,8 @@ extension PresenceServer {
             throw ConnectionError.verifyError("direct-paths from \(arguments.from) needs a connection secured with that address's certificate")
         }
         let registrations = listeners.listeners(of: arguments.to, service: arguments.service, now: Date())
-        return DirectPathsQuery.Response(methods: registrations.flatMap { $0.direct.map(Q2QMethod.tcp) })
+        return DirectPathsQuery.Response(methods: registrations.flatMap { $0.direct.map(Q2QMethod.tcp) },
+                                         listening: !registrations.isEmpty)
     }
 
     /// `address` when it is the caller's: its connection's source, or proven by `proof`.

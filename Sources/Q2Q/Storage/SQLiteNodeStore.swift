@@ -45,6 +45,22 @@ public final class SQLiteNodeStore: NodeStore {
                 t.primaryKey(["receiver", "sender"])
             }
         }
+        migrator.registerMigration("v3: contacts, received files") { db in
+            try db.create(table: "contact") { t in
+                t.primaryKey("address", .text)
+                t.column("name", .text).notNull()
+                t.column("added", .integer).notNull()
+            }
+            try db.create(table: "receivedFile") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("receiver", .text).notNull()
+                t.column("sender", .text).notNull()
+                t.column("path", .text).notNull()
+                t.column("size", .integer).notNull()
+                t.column("verified", .boolean).notNull()
+                t.column("received", .double).notNull()
+            }
+        }
         return migrator
     }
 

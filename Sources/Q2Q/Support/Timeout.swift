@@ -12,8 +12,8 @@ public struct Q2QTimeoutError: Error, Sendable, CustomStringConvertible {
 /// a continuation nobody resumes): a task group would wait for it, and a silent peer
 /// would then hold the caller forever. Such a body runs on until it ends by itself,
 /// its result dropped.
-func withTimeout<Result: Sendable>(_ timeout: Duration, _ what: String,
-                                   _ body: @escaping @Sendable () async throws -> Result) async throws -> Result {
+public func withTimeout<Result: Sendable>(_ timeout: Duration, _ what: String,
+                                          _ body: @escaping @Sendable () async throws -> Result) async throws -> Result {
     let race = TimeoutRace<Result>()
     let work = Task {
         do {

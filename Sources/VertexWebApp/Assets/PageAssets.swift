@@ -1,0 +1,2 @@
+/// The page, its script and its style, embedded in the binary (no external assets).
+enum PageAssets {}

@@ -1,0 +1,37 @@
+import Foundation
+import Hummingbird
+import Locking
+import Logging
+
+/// Serves a ``VertexApp``'s page on `host:port` until cancelled.
+public enum AppWebServer {
+    /// Runs the server; `ready` is told the port it listens on (the one given, or the
+    /// one the system chose for 0). `extraHosts` are names besides loopback the page may
+    /// be reached by (the address given to `--listen`).
+    public static func run(_ app: VertexApp, host: String, port: Int, token: String, extraHosts: Set<String> = [],
+                           logger: Logger, ready: @escaping @Sendable (Int) -> Void) async throws {
+        let policy = Locked<AccessPolicy?>(nil)
+        let router = Router()
+        router.add(middleware: AccessGuard(policy: policy, logger: logger))
+        AppRoutes.add(to: router, app: app)
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .warning)
+        let application = Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                policy.withLock { $0 = AccessPolicy(token: token, port: bound, hosts: AccessPolicy.loopbackHosts.union(extraHosts)) }
+                ready(bound)
+            },
+            logger: quiet
+        )
+        // Cancelled (Ctrl-C in vertex app): the pages' event streams end first, or the
+        // server would wait for them.
+        try await withTaskCancellationHandler {
+            try await application.run()
+        } onCancel: {
+            app.closeEventStreams()
+        }
+    }
+}
