@@ -231,6 +231,7 @@ let package = Package(
                 "Locking",
                 "Q2Q",
                 "VertexApps",
+                "VertexWebApp",
                 "Sigma",
                 "AMP",
                 "VertexFuzzing",

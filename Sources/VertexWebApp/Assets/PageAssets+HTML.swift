@@ -42,7 +42,7 @@ extension PageAssets {
         </form>
       </section>
 
-      <section>
+      <section id="transfers-section">
         <h2>Transfers</h2>
         <p id="transfers-empty" class="empty">No transfers yet.</p>
         <table id="transfers"><tbody></tbody></table>

@@ -61,14 +61,24 @@ extension PageAssets {
       events.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "pill off"; };
     }
 
+    // Each part is drawn again only when its own data changed: a progress tick does not
+    // rebuild the prompts under the user's pointer.
+    const drawn = {};
+    function part(name, data, draw) {
+      const key = JSON.stringify(data);
+      if (drawn[name] === key) return;
+      drawn[name] = key;
+      draw();
+    }
+
     function render() {
-      renderPrompts();
-      renderSendForm();
-      renderTransfers();
-      renderContacts();
-      renderInbox();
-      renderIdentities();
-      renderStatus();
+      part("prompts", state.prompts.map((prompt) => prompt.id), renderPrompts);
+      part("send", [state.identities.map((identity) => identity.address), state.contacts], renderSendForm);
+      part("transfers", state.transfers, renderTransfers);
+      part("contacts", state.contacts, renderContacts);
+      part("inbox", [state.inbox, state.downloads], renderInbox);
+      part("identities", [state.identities, state.pins], renderIdentities);
+      part("status", [state.services, state.connections, state.errors], renderStatus);
     }
 
     function renderPrompts() {
@@ -127,7 +137,7 @@ extension PageAssets {
         body.append(el("tr", { class: "transfer", "data-id": transfer.id, "data-direction": transfer.direction, "data-state": transfer.state, "data-peer": transfer.peer },
           el("td", { text: (transfer.direction === "send" ? "→ " : "← ") + transfer.peer }),
           el("td", { text: files, title: transfer.files.join("\n") }),
-          el("td", {}, el("progress", { max: 100, value: percent }), " ", el("span", { class: "percent", text: percent + " %" })),
+          el("td", { class: "progress" }, el("progress", { max: 100, value: percent }), " ", el("span", { class: "percent", text: percent + " %" })),
           el("td", { class: "small", text: transfer.bytesPerSecond > 0 ? size(transfer.bytesPerSecond) + "/s" : "" }),
           el("td", { class: "small method", text: transfer.method || "" }),
           el("td", { class: "outcome" }, outcome)));

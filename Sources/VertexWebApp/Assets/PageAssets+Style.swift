@@ -9,6 +9,9 @@ extension PageAssets {
     main { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1rem; padding: 1rem 1.5rem; }
     section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: .8rem 1rem; }
     #prompts-section { grid-column: 1 / -1; border-color: var(--accent); }
+    #transfers-section { grid-column: 1 / -1; }
+    td.progress { white-space: nowrap; }
+    td.outcome { max-width: 24rem; }
     h2 { margin: 0 0 .6rem; font-size: 1.05rem; }
     h3 { font-size: .95rem; margin: 1rem 0 .3rem; }
     ul { list-style: none; padding: 0; margin: 0; }
@@ -44,6 +47,6 @@ extension PageAssets {
     #notice { margin: .8rem 1.5rem 0; padding: .5rem .8rem; border-radius: 6px; background: #eef3ff; }
     #notice.error { background: #f9dedc; color: var(--bad); }
     #errors li { color: var(--bad); font-size: .85rem; }
-    code { font-size: .85rem; }
+    code { font-size: .85rem; word-break: break-all; }
     """#
 }
