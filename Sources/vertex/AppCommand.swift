@@ -56,6 +56,11 @@ struct AppCommand: AsyncParsableCommand {
         if let listen, !HostPort(host: listen, port: 1).hostIsIPAddress {
             throw ValidationError("--listen takes an IP address, e.g. 192.0.2.5.")
         }
+        // The page answers only to the names it is served under (DNS rebinding): a
+        // wildcard has no name a browser would use.
+        if let listen, ["0.0.0.0", "::"].contains(listen) {
+            throw ValidationError("--listen needs the address others will open, not a wildcard.")
+        }
     }
 
     func run() async throws {

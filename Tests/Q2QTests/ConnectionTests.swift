@@ -186,8 +186,15 @@ struct ConnectionTests {
                 // The same path the listener offers in its answer to inbound.
                 let offers = try await link.call(Inbound.self, .init(from: Self.alice, to: Self.bob, service: "echo")).listeners
                 #expect(offers.flatMap(\.methods).contains(paths.methods[0]))
+                #expect(paths.listening == true)
                 let nobody = try await link.call(DirectPathsQuery.self, .init(from: Self.alice, to: Self.bob, service: "none"))
                 #expect(nobody.methods.isEmpty)
+                #expect(nobody.listening == false)
+                // What a contact list shows: listening, whether or not with direct paths.
+                #expect(try await aliceNode.isListening(as: Self.alice, to: Self.bob, service: "echo"))
+                #expect(try await !aliceNode.isListening(as: Self.alice, to: Self.bob, service: "none"))
+                _ = try await link.call(Listen.self, .init(from: Self.alice, protocols: ["relayed only"], description: "", direct: []))
+                #expect(try await aliceNode.isListening(as: Self.alice, to: Self.alice, service: "relayed only"))
                 // A listener registering more than 8 paths, or other methods: 8 at most are
                 // kept, and only tcp ones.
                 let many = (1...12).map { Q2QMethod.tcp(HostPort(host: "127.0.0.\($0)", port: 4000)) }

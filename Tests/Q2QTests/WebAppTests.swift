@@ -45,6 +45,32 @@ struct WebAppTests {
         #expect(!reason.isEmpty && !reason.contains("\n"))
     }
 
+    @Test("property: without the exact token, no request is let in, whatever its Host, Origin, method and credentials")
+    func refusesWithoutToken() {
+        var random = SplitMix64(seed: 2_101)
+        let pieces = ["127.0.0.1:8790", "localhost:8790", "[::1]:8790", "evil.test:8790", "127.0.0.1", ":8790", "", "secret-token",
+                      "secret-toke", "Secret-token", "secret-token ", "http://127.0.0.1:8790", "null", "\u{0}", "é", "[::1]"]
+        func pick() -> String? {
+            let choice = Int(random.next() % UInt64(pieces.count + 1))
+            guard choice < pieces.count else { return nil }
+            // Sometimes two pieces run together, or a piece with a byte more.
+            switch random.next() % 4 {
+            case 0: return pieces[choice] + pieces[Int(random.next() % UInt64(pieces.count))]
+            case 1: return pieces[choice] + String(UnicodeScalar(UInt8(random.next() % 128)))
+            default: return pieces[choice]
+            }
+        }
+        for _ in 0..<20_000 {
+            let request = AccessPolicy.Request(method: ["GET", "POST", "DELETE", "get"][Int(random.next() % 4)], authority: pick(),
+                                               origin: pick(), queryToken: pick(), cookieToken: pick(), bearerToken: pick())
+            let decision = Self.policy.decide(request)
+            let hasToken = [request.queryToken, request.cookieToken, request.bearerToken].contains("secret-token")
+            if case .refuse = decision { continue }
+            #expect(hasToken, "let in without the token: \(request)")
+            #expect(["127.0.0.1:8790", "localhost:8790", "[::1]:8790"].contains(request.authority?.lowercased()), "\(request)")
+        }
+    }
+
     @Test("tokens are 43 URL-safe characters and differ each time")
     func tokens() {
         let tokens = (0..<100).map { _ in AccessPolicy.newToken() }
@@ -90,6 +116,7 @@ struct WebAppTests {
         (["--port", "70000"], "--port must be 0–65535"),
         (["--prompt-timeout", "0"], "--prompt-timeout must be 1–3600 seconds"),
         (["--listen", "example.com"], "--listen takes an IP address"),
+        (["--listen", "0.0.0.0"], "--listen needs the address others will open"),
         (["--as", "nobody@nowhere.test"], "no identity nobody@nowhere.test"),
     ])
     func badCommandLines(arguments: [String], message: String) async throws {
