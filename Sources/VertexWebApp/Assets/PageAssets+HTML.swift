@@ -42,12 +42,6 @@ extension PageAssets {
         </form>
       </section>
 
-      <section id="transfers-section">
-        <h2>Transfers</h2>
-        <p id="transfers-empty" class="empty">No transfers yet.</p>
-        <table id="transfers"><tbody></tbody></table>
-      </section>
-
       <section>
         <h2>Contacts</h2>
         <p id="contacts-empty" class="empty">No contacts yet: add the people you send to.</p>
@@ -58,6 +52,12 @@ extension PageAssets {
           <input id="contact-server" autocomplete="off" placeholder="their server, host:port (optional)">
           <button id="contact-submit" type="submit">Add or rename</button>
         </form>
+      </section>
+
+      <section id="transfers-section">
+        <h2>Transfers</h2>
+        <p id="transfers-empty" class="empty">No transfers yet.</p>
+        <table id="transfers"><tbody></tbody></table>
       </section>
 
       <section>
@@ -81,7 +81,7 @@ extension PageAssets {
         <ul id="pins"></ul>
       </section>
 
-      <section>
+      <section id="status-section">
         <h2>Status</h2>
         <ul id="services"></ul>
         <table id="connections"><tbody></tbody></table>

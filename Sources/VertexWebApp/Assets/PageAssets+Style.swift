@@ -9,7 +9,7 @@ extension PageAssets {
     main { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1rem; padding: 1rem 1.5rem; }
     section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: .8rem 1rem; }
     #prompts-section { grid-column: 1 / -1; border-color: var(--accent); }
-    #transfers-section { grid-column: 1 / -1; }
+    #transfers-section, #status-section { grid-column: 1 / -1; }
     td.progress { white-space: nowrap; }
     td.outcome { max-width: 24rem; }
     h2 { margin: 0 0 .6rem; font-size: 1.05rem; }
