@@ -99,7 +99,7 @@ struct StoreTests {
             let certificate = try authority.issue(for: try Q2QCertificateRequest(address: alice, key: key), validity: 3600)
             do {
                 let store = try SQLiteNodeStore(home: home)
-                #expect(try store.appliedMigrations() == ["v1: identities, pins, servers", "v2: authorized senders"])
+                #expect(try store.appliedMigrations() == ["v1: identities, pins, servers", "v2: authorized senders", "v3: contacts, received files"])
                 try await store.saveIdentity(Q2QIdentity(address: alice, privateKey: key, certificate: certificate))
                 try await store.pin(authority.certificate, for: "example.test", now: Date())
                 try await store.pin(authority.certificate, for: "example.test", now: Date())  // same: fine
