@@ -128,6 +128,33 @@ struct WebAppTests {
         #expect(run.stderr.split(separator: "\n").first?.contains(message) == true, "\(run.stderr)")
     }
 
+    @Test("SIGINT ends vertex app at once and cleanly, with a page's event stream open", .timeLimit(.minutes(1)))
+    func interrupted() async throws {
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-app-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: home) }
+        let log = home.appendingPathComponent("app.log")
+        let app = try ChildProcess(CLITests.vertex, ["app", "--home", home.path, "--port", "0", "--to", home.path], stderrFile: log)
+        let line = try #require(await app.nextLine())
+        let url = try #require(URLComponents(string: String(line.split(separator: " ").last ?? "")))
+        let port = try #require(url.port)
+        let token = try #require(url.queryItems?.first { $0.name == "token" }?.value)
+        let request = "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nAuthorization: Bearer \(token)\r\n\r\n"
+        async let events = RawSocket.exchange(port: port, bytes: Array(request.utf8), window: .seconds(30))
+        try await Task.sleep(for: .seconds(1))
+        let start = ContinuousClock.now
+        app.signal(SIGINT)
+        let status = await app.exited.value
+        let (bytes, closed) = try await events
+        #expect(status == 0)
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(String(decoding: bytes, as: UTF8.self).contains("event: state\ndata: {"))
+        #expect(closed)
+        // Nothing alarming said on the way out.
+        let said = try String(contentsOf: log, encoding: .utf8)
+        #expect(!said.contains("error"), "\(said)")
+    }
+
     /// Two `vertex app` processes (alice, bob) on two domains of one presence server,
     /// driven in headless Chromium by Tests/Browser/app_flow.py.
     @Test("in a real browser: sign in, add a contact, send; bob accepts once, refuses, lets a prompt time out, trusts always",

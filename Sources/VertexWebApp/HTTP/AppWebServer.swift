@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Locking
 import Logging
+import ServiceLifecycle
 
 /// Serves a ``VertexApp``'s page on `host:port` until cancelled.
 public enum AppWebServer {
@@ -26,12 +27,16 @@ public enum AppWebServer {
             },
             logger: quiet
         )
-        // Cancelled (Ctrl-C in vertex app): the pages' event streams end first, or the
-        // server would wait for them.
+        // Cancelled (Ctrl-C in vertex app): the pages' event streams end, then the server
+        // shuts down gracefully (requests in flight finish). The group runs in a task of
+        // its own so that the cancellation does not reach it as such.
+        let group = ServiceGroup(configuration: .init(services: [application], logger: quiet))
+        let running = Task { try await group.run() }
         try await withTaskCancellationHandler {
-            try await application.run()
+            try await running.value
         } onCancel: {
             app.closeEventStreams()
+            Task { await group.triggerGracefulShutdown() }
         }
     }
 }

@@ -144,9 +144,14 @@ public final class VertexApp: Sendable {
         }
     }
 
+    /// 128 random bits in hex: ids of prompts, transfers and uploads, not guessable by
+    /// anyone who sees another.
     static func newID() -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<2).map { _ in let hex = String(generator.next() as UInt64, radix: 16); return String(repeating: "0", count: 16 - hex.count) + hex }.joined()
+        return (0..<16).map { _ in
+            let byte = UInt8.random(in: .min ... .max, using: &generator)
+            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
     }
 }
 
