@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PresenceHTTP
+import Prometheus
 import Q2Q
 import ServiceLifecycle
 
@@ -56,8 +58,19 @@ struct ServerCommand: AsyncParsableCommand {
                                valueName: "MiB"))
     var relayBudget: Int = RelayLimits().budget >> 20
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics (/metrics) and a status page (/) over HTTP on [HOST:]PORT; HOST defaults to 127.0.0.1 (the page has no login: expose it deliberately).",
+                               valueName: "[host:]port"))
+    var http: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
+
+    /// `--http` as an address: a port alone means loopback.
+    var httpAddress: HostPort? {
+        guard let http else { return nil }
+        if let port = Int(http) { return HostPort(host: "127.0.0.1", port: port) }
+        return HostPort(http)
+    }
 
     func validate() throws {
         guard relayBudget >= 16, relayBudget <= 1 << 20 else { throw ValidationError("--relay-budget must be 16…1048576 MiB") }
@@ -69,6 +82,11 @@ struct ServerCommand: AsyncParsableCommand {
             guard HostPort.isIPAddress(alternateAddress) else { throw ValidationError("--alternate-address must be an IP address") }
             guard let first = bind.first, first != "0.0.0.0", first != "::", HostPort.isIPAddress(first) else {
                 throw ValidationError("--alternate-address needs --bind with this host's first address (not every interface)")
+            }
+        }
+        if http != nil {
+            guard let address = httpAddress, HostPort.isIPAddress(address.host), (0...65535).contains(address.port) else {
+                throw ValidationError("--http takes [HOST:]PORT with an IP address, e.g. 9788 or 127.0.0.1:9788")
             }
         }
         for address in bind where !HostPort.isIPAddress(address) {
@@ -99,6 +117,8 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.alternateUDPPort = alternateUdpPort
         configuration.alternateAddress = alternateAddress
         configuration.relayLimits.budget = relayBudget << 20
+        let observability = httpAddress.map { _ in PresenceHTTPServer.makeMetrics() }
+        if let observability { configuration.metrics = observability.metrics }
         let server: PresenceServer
         do {
             server = try await PresenceServer.start(configuration: configuration, store: store, logger: logger)
@@ -115,8 +135,12 @@ struct ServerCommand: AsyncParsableCommand {
         let udp = udpAddresses.isEmpty ? "no UDP" : "address discovery on UDP \(udpAddresses.joined(separator: ", "))"
         print("data in \(data.directory.path)\(openRegistration ? ", open registration on" : ""), \(udp)")
         fflush(nil)
+        var http: PresenceService.HTTP?
+        if let address = httpAddress, let observability {
+            http = PresenceService.HTTP(host: address.host, port: address.port, registry: observability.registry)
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: PresenceService(server: server))],
+            services: [.init(service: PresenceService(server: server, http: http, logger: logger))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
@@ -124,12 +148,36 @@ struct ServerCommand: AsyncParsableCommand {
     }
 }
 
-/// Runs until graceful shutdown, then stops listening.
+/// Runs until graceful shutdown, then stops listening; with `http`, serves the metrics
+/// and the status page meanwhile.
 struct PresenceService: Service {
+    struct HTTP {
+        var host: String
+        var port: Int
+        var registry: PrometheusCollectorRegistry
+    }
+
     let server: PresenceServer
+    let http: HTTP?
+    let logger: Logger
 
     func run() async throws {
+        let serving = http.map { http in
+            Task { [server, logger] in
+                do {
+                    try await PresenceHTTPServer.run(server, registry: http.registry, host: http.host, port: http.port, logger: logger) { port in
+                        let shown = http.host.contains(":") ? "[\(http.host)]" : http.host
+                        print("metrics and status page on http://\(shown):\(port)/")
+                        fflush(nil)
+                    }
+                } catch {
+                    logger.error("the status page's HTTP server stopped: \(error)")
+                }
+            }
+        }
         try? await gracefulShutdown()
+        serving?.cancel()
+        await serving?.value
         await server.close()
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import PTCP
 
 extension PresenceServer {
     /// The commands one connection may send. `session` is that connection's state.
@@ -72,6 +73,7 @@ extension PresenceServer {
     }
 
     func identify(_ subject: Q2QAddress) throws(PresenceError) -> Identify.Response {
+        metrics.identify.increment()
         guard let authority = authority(for: subject.domain) else {
             throw .unknownDomain("this server is not the presence server of '\(subject.domain)'")
         }
@@ -139,11 +141,15 @@ extension PresenceServer {
         // given back when the password was right.
         let keys = ["ip " + source, "net " + RateLimiter.network(of: source), "user " + address.description]
         guard failedSigns.withLock({ $0.allowAll(keys, now: Date()) }) else {
+            metrics.limited(.sign)
+            metrics.signRefused.increment()
             throw PresenceError.rateLimited("too many failed sign attempts from \(source) or for \(address); try again later")
         }
         // Hashing is the expensive part: a few at a time, the rest told to come back.
         guard passwordChecks.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.concurrentPasswordChecks else {
             passwordChecks.wrappingSubtract(1, ordering: .relaxed)
+            metrics.limited(.passwordChecks)
+            metrics.signRefused.increment()
             throw PresenceError.rateLimited("the server is busy checking passwords; try again in a moment")
         }
         let matches: Bool
@@ -161,6 +167,8 @@ extension PresenceServer {
         }
         guard matches else {
             logger.notice("sign refused", metadata: ["address": "\(address)", "peer": "\(source)"])
+            metrics.signRefused.increment()
+            problems.add("sign refused for \(address) from \(source): no such user or a wrong password")
             throw PresenceError.noSuchUser("no user \(address), or a wrong password")
         }
         failedSigns.withLock { $0.refundAll(keys, now: Date()) }
@@ -168,6 +176,7 @@ extension PresenceServer {
         let certificate = try authority.issue(for: arguments.certificateRequest, validity: configuration.certificateValidity, now: now)
         try await store.recordIssued(certificate, for: address, now: now)
         logger.info("issued a certificate", metadata: ["address": "\(address)", "serial": "\(certificate.serial)"])
+        metrics.signIssued.increment()
         return Sign.Response(certificate: certificate)
     }
 
@@ -189,6 +198,7 @@ extension PresenceServer {
         guard !arguments.password.isEmpty else { throw PresenceError.notAllowed("the password is empty") }
         let source = context.remoteAddress?.ipAddress ?? "?"
         guard registrations.withLock({ $0.allow(source, now: Date()) }) else {
+            metrics.limited(.registration)
             throw PresenceError.rateLimited("too many registrations from \(source); try again later")
         }
         let password = arguments.password
@@ -306,8 +316,12 @@ extension PresenceServer {
         }
         let now = Date()
         guard inbounds.withLock({ $0.allow(caller.description, now: now) }), relay.mayOffer(to: caller, now: now) else {
+            metrics.limited(.inbound)
+            metrics.inboundRefused.increment()
             throw ConnectionError.notFound("too many connection attempts from \(caller); try again in a moment")
         }
+        let started = ContinuousClock.now
+        defer { metrics.inboundLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         // Listeners send to `udp_source` and `udp_source6`: each must be the caller's own
         // address (the one its TCP connection comes from, or one our address discovery
         // answered at, as its proof shows), or a caller could aim them at somebody else.
@@ -336,8 +350,10 @@ extension PresenceServer {
         }
         guard !offers.isEmpty else {
             // A listener that refused this caller says why; otherwise nobody listens.
+            (refusal == nil ? metrics.inboundNotFound : metrics.inboundRefused).increment()
             throw refusal ?? ConnectionError.notFound("\(arguments.to) is not listening for '\(arguments.service)'")
         }
+        metrics.inboundAnswered.increment()
         return Inbound.Response(listeners: offers)
     }
 
@@ -422,6 +438,7 @@ extension PresenceServer {
         }
         if let refusal = relay.splice(caller, arguments.id, window: towardsCaller, with: target, targetID, caller: callerAddress) {
             logger.notice("relayed channel refused", metadata: ["caller": "\(callerAddress)", "reason": "\(refusal)"])
+            problems.add("relayed channel from \(callerAddress) refused: \(refusal)")
             throw ConnectionError.notFound(refusal)
         }
         let towardsTarget: Int

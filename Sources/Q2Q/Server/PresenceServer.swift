@@ -76,6 +76,9 @@ public struct PresenceServerConfiguration: Sendable {
     /// `MaxStartups`). Registered listeners are authenticated and never count.
     public var maximumUnauthenticatedConnections = 4096
     public var maximumUnauthenticatedPerSource = 64
+    /// Where the server's counters and histograms go (``PresenceMetrics``); nowhere by
+    /// default.
+    public var metrics: PresenceMetrics = .none
 
     public init(domains: [String], host: String? = nil, port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -147,6 +150,11 @@ public final class PresenceServer: Sendable {
     private let purger: Locked<Task<Void, Never>?> = Locked(nil)
     let listeners: ListenerRegistry
     let relay: RelayTable
+    var metrics: PresenceMetrics { configuration.metrics }
+    /// The relay's forwarded bytes at the last sample (the counter moves by the difference).
+    private let sampledRelayBytes = Locked(0)
+    /// The newest problems worth an operator's look, for the status page.
+    let problems = RecentProblems()
     /// The next relay channel number per node connection (ours are negative there:
     /// the server accepted those connections).
     let relayNumbers = Locked<[ObjectIdentifier: Int]>([:])
@@ -155,7 +163,7 @@ public final class PresenceServer: Sendable {
                  authorities: [String: DomainAuthority], group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
         self.group = group
-        self.store = store
+        self.store = TimedPresenceStore(store: store, metrics: configuration.metrics)
         self.authorities = authorities
         self.logger = logger
         self.registrations = Locked(RateLimiter(burst: configuration.registrationsPerHour, perHour: configuration.registrationsPerHour))
@@ -379,6 +387,7 @@ public final class PresenceServer: Sendable {
     /// One log line a second at most for connections refused by the caps, with how many.
     private func refusedUnauthenticated(from source: String) {
         refusedInAll.withLock { $0 += 1 }
+        metrics.limited(.unauthenticated)
         let report = refusals.withLock { refusals -> Int? in
             refusals.count += 1
             let now = ContinuousClock.now
@@ -388,10 +397,37 @@ public final class PresenceServer: Sendable {
             return refusals.count
         }
         if let count = report {
+            problems.add("refused \(count) connection(s) not yet authenticated (from \(source) last)")
             logger.warning("refusing connections: too many not yet authenticated",
                            metadata: ["source": "\(source)", "refused": "\(count)",
                                       "caps": "\(configuration.maximumUnauthenticatedConnections) in all, \(configuration.maximumUnauthenticatedPerSource) per source"])
         }
+    }
+
+    /// Sets the gauges from the server's tables, and moves the relay's byte counter on
+    /// by what it forwarded since the last sample: called before each scrape.
+    public func sampleGauges() {
+        metrics.sessions.record(connections.withLock { $0.count })
+        metrics.authenticatedSessions.record(authenticatedConnections.withLock { $0.count })
+        metrics.listeners.record(listeners.count)
+        metrics.relayChannels.record(relay.count)
+        // One node: no cluster peers (yet).
+        metrics.clusterPeersUp.record(0)
+        let forwarded = relay.statistics.forwardedBytes
+        let delta = sampledRelayBytes.withLock { sampled in
+            defer { sampled = forwarded }
+            return forwarded - sampled
+        }
+        if delta > 0 { metrics.relayBytes.increment(by: delta) }
+    }
+
+    /// What the status page shows of this node, now.
+    public func status() -> PresenceStatus {
+        PresenceStatus(domains: authorities.keys.sorted(), addresses: localAddresses.compactMap { HostPort($0)?.description },
+                       sessions: connections.withLock { $0.count },
+                       authenticatedSessions: authenticatedConnections.withLock { $0.count },
+                       listeners: listeners.count, relayChannels: relay.count,
+                       relayedBytes: relay.statistics.forwardedBytes, problems: problems.list())
     }
 
     /// Connections refused by the caps on unauthenticated connections since the start.

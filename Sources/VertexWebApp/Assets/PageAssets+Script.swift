@@ -75,7 +75,7 @@ extension PageAssets {
       part("prompts", state.prompts.map((prompt) => prompt.id), renderPrompts);
       part("send", [state.identities.map((identity) => identity.address), state.contacts], renderSendForm);
       part("transfers", state.transfers, renderTransfers);
-      part("contacts", state.contacts, renderContacts);
+      part("contacts", [state.contacts, state.identities.length], renderContacts);
       part("inbox", [state.inbox, state.downloads], renderInbox);
       part("identities", [state.identities, state.pins], renderIdentities);
       part("status", [state.services, state.connections, state.errors], renderStatus);
@@ -149,7 +149,8 @@ extension PageAssets {
       list.replaceChildren();
       $("contacts-empty").hidden = state.contacts.length > 0;
       for (const contact of state.contacts) {
-        const reach = contact.reachable === null || contact.reachable === undefined ? ["", "checking…"] : contact.reachable ? ["on", "reachable"] : ["off", "not reachable"];
+        const unknown = state.identities.length === 0 ? "sign in to see" : "checking…";
+        const reach = contact.reachable === null || contact.reachable === undefined ? ["", unknown] : contact.reachable ? ["on", "reachable"] : ["off", "not reachable"];
         list.append(el("li", { class: "contact", "data-address": contact.address, "data-reachable": String(contact.reachable) },
           el("span", { class: "dot " + reach[0], title: reach[1] }),
           el("strong", { text: contact.name }),

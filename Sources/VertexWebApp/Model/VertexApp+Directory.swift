@@ -69,9 +69,16 @@ extension VertexApp {
     }
 
     /// Asks the presence servers whether each contact listens for files, and whether
-    /// each of our identities is registered (our side of "reachable").
+    /// each of our identities is registered (our side of "reachable"). A full refresh
+    /// also tries again to receive as identities whose listening failed (their server
+    /// was down, say).
     func refreshReachability(of only: [Q2QAddress]? = nil) async {
         guard let identities = try? await ourIdentities(), let asker = identities.first?.address else { return }
+        if only == nil {
+            for identity in identities where state.withLock({ $0.listeners[identity.address] == nil }) {
+                await startReceiving(as: identity.address)
+            }
+        }
         let contacts: [Q2QAddress]
         if let only {
             contacts = only

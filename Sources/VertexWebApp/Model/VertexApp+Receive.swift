@@ -23,11 +23,17 @@ struct PendingPrompt {
 extension VertexApp {
     /// Listens for files as `address`, unless it does already.
     func startReceiving(as address: Q2QAddress) async {
-        guard state.withLock({ $0.listeners[address] == nil && !$0.stopped }) else { return }
+        // One attempt at a time per address (signing in and the refresher may both try).
+        guard state.withLock({ state in
+            guard state.listeners[address] == nil, !state.stopped, !state.starting.contains(address) else { return false }
+            state.starting.insert(address)
+            return true
+        }) else { return }
+        defer { state.withLock { _ = $0.starting.remove(address) } }
         do {
             let listener = try await node.listen(as: address, service: FileTransferMessage.service, description: "vertex app")
             let accepted = state.withLock { state -> Bool in
-                guard !state.stopped, state.listeners[address] == nil else { return false }
+                guard !state.stopped else { return false }
                 state.listeners[address] = listener
                 state.listenProblems[address] = nil
                 return true
@@ -39,9 +45,13 @@ extension VertexApp {
             let serving = Task { [self] in await serve(listener) }
             state.withLock { $0.tasks.append(serving) }
         } catch {
+            // Tried again at each refresh; said once per distinct problem.
             let problem = "cannot receive as \(address): \(error)"
-            state.withLock { $0.listenProblems[address] = problem }
-            note(problem)
+            let isNew = state.withLock { state in
+                defer { state.listenProblems[address] = problem }
+                return state.listenProblems[address] != problem
+            }
+            if isNew { note(problem) }
         }
         changes.changed()
     }

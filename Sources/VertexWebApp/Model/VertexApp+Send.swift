@@ -3,7 +3,15 @@ import NIOCore
 import Q2Q
 import VertexApps
 
+/// A file the browser uploaded, waiting to be sent.
+struct PendingUpload {
+    var directory: URL
+    var added: ContinuousClock.Instant
+}
+
 extension VertexApp {
+    static let uploadLifetime: Duration = .seconds(86_400)
+
     /// What an upload became: an id to name it in ``send(from:to:uploads:paths:)``.
     public struct Upload: Codable, Sendable {
         public var id: String
@@ -39,7 +47,14 @@ extension VertexApp {
             try? FileManager.default.removeItem(at: directory)
             throw error
         }
-        state.withLock { $0.uploads[id] = directory }
+        // Uploads never sent (the page was closed before Send) are dropped after a day.
+        let stale = state.withLock { state in
+            state.uploads[id] = PendingUpload(directory: directory, added: .now)
+            let old = state.uploads.filter { .now - $0.value.added > Self.uploadLifetime }
+            for key in old.keys { state.uploads[key] = nil }
+            return old.values.map(\.directory)
+        }
+        for directory in stale { try? FileManager.default.removeItem(at: directory) }
         return Upload(id: id, name: name, size: size)
     }
 
@@ -55,10 +70,10 @@ extension VertexApp {
         }
         let uploaded = try state.withLock { state in
             try uploads.map { id in
-                guard let directory = state.uploads.removeValue(forKey: id) else {
+                guard let upload = state.uploads.removeValue(forKey: id) else {
                     throw VertexAppError(.notFound, "no upload \(id) (sent already, or the app restarted)")
                 }
-                return directory
+                return upload.directory
             }
         }
         let typed = paths.map { path in

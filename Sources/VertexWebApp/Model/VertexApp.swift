@@ -158,6 +158,8 @@ public final class VertexApp: Sendable {
 /// What the app holds in memory (the rest is in the home database).
 struct AppState {
     var listeners: [Q2QAddress: Q2QListener] = [:]
+    /// Addresses whose listener is being started.
+    var starting: Set<Q2QAddress> = []
     var listenProblems: [Q2QAddress: String] = [:]
     /// Our presence servers' answer to "are we registered?", per identity.
     var registered: [Q2QAddress: Bool] = [:]
@@ -167,8 +169,8 @@ struct AppState {
     var transfers: [TransferRecord] = []
     var connections: [AppSnapshot.Connection] = []
     var errors: [String] = []
-    /// Uploads waiting to be sent: id → the directory holding the one file.
-    var uploads: [String: URL] = [:]
+    /// Uploads waiting to be sent, by id.
+    var uploads: [String: PendingUpload] = [:]
     var receiving = 0
     var tasks: [Task<Void, Never>] = []
     var stopped = false
