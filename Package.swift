@@ -33,6 +33,8 @@ let package = Package(
         // The presence server's metrics, and their Prometheus text format (vertex server --http).
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // A domain's store shared by several presence nodes (vertex server --database postgres://…).
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // A value behind a lock ThreadSanitizer understands (Synchronization.Mutex's shape).
@@ -138,6 +140,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The presence store on PostgreSQL, for a domain served by several nodes.
+        .target(
+            name: "PresencePostgres",
+            dependencies: [
+                "Q2Q",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // vertex server --http: Prometheus metrics and the status page.
         .target(
             name: "PresenceHTTP",
@@ -154,6 +166,7 @@ let package = Package(
             name: "vertex",
             dependencies: [
                 "PresenceHTTP",
+                "PresencePostgres",
                 "VertexWebApp",
                 "Locking",
                 "CVertexSystem",
@@ -251,6 +264,7 @@ let package = Package(
                 "Q2Q",
                 "VertexApps",
                 "VertexWebApp",
+                "PresencePostgres",
                 "Sigma",
                 "AMP",
                 "VertexFuzzing",
@@ -264,6 +278,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Logging
+import PresencePostgres
 import Q2Q
 
 /// A failure reported as one line ("Error: …") with a non-zero exit status.
@@ -62,11 +64,53 @@ struct DataOptions: ParsableArguments {
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".vertex/server")
     }
 
-    func openStore() throws -> SQLitePresenceStore {
+    @Option(help: ArgumentHelp("Keep users, certificates and CAs in PostgreSQL instead of SQLite, shared by every presence node of the domain (default: $VERTEX_DATABASE_URL, else SQLite in --data).",
+                               valueName: "postgres://user:password@host:port/database"))
+    var database: String?
+
+    @Option(help: ArgumentHelp("With --database: the key that seals the CAs' private keys in the database; every node of the domain needs the same file (default: ca-sealing.key in --data, created by vertex server when missing).",
+                               valueName: "file"))
+    var caKeyFile: String?
+
+    /// `--database`, else `$VERTEX_DATABASE_URL`.
+    var databaseURL: String? {
+        if let database, !database.isEmpty { return database }
+        if let fromEnvironment = ProcessInfo.processInfo.environment["VERTEX_DATABASE_URL"], !fromEnvironment.isEmpty {
+            return fromEnvironment
+        }
+        return nil
+    }
+
+    var sealingKeyFile: URL { caKeyFile.map { URL(fileURLWithPath: $0) } ?? directory.appendingPathComponent("ca-sealing.key") }
+
+    /// The store: PostgreSQL when a database URL is given, else SQLite in the data
+    /// directory. `server` creates the sealing key file when it is missing (the other
+    /// commands never touch CA keys and do without one).
+    func openStore(server: Bool = false, logger: Logger = Logger(label: "vertex.store")) async throws -> any PresenceStore {
+        guard let text = databaseURL else {
+            do {
+                return try SQLitePresenceStore(directory: directory)
+            } catch {
+                throw CLIError("cannot open the data directory \(directory.path): \(error)")
+            }
+        }
         do {
-            return try SQLitePresenceStore(directory: directory)
-        } catch {
-            throw CLIError("cannot open the data directory \(directory.path): \(error)")
+            let url = try DatabaseURL(text)
+            var sealing: CAKeySealing?
+            if server || FileManager.default.fileExists(atPath: sealingKeyFile.path) {
+                let (loaded, created) = try CAKeySealing.load(from: sealingKeyFile, create: server)
+                if created {
+                    logger.notice("created the CA sealing key \(sealingKeyFile.path): give the same file to every presence node of this database")
+                }
+                sealing = loaded
+            }
+            return try await PostgresPresenceStore.open(url, sealing: sealing, logger: logger)
+        } catch let error as DatabaseURLError {
+            throw CLIError(error.description)
+        } catch let error as CAKeySealingError {
+            throw CLIError(error.description)
+        } catch let error as PostgresStoreError {
+            throw CLIError(error.description)
         }
     }
 }

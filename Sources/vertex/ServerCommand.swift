@@ -106,7 +106,7 @@ struct ServerCommand: AsyncParsableCommand {
         var logger = Logger(label: "vertex.presence")
         logger.logLevel = logLevel
         raiseDescriptorLimit(logger: logger)
-        let store = try data.openStore()
+        let store = try await data.openStore(server: true, logger: logger)
         var configuration = PresenceServerConfiguration(
             domains: domains, port: port,
             certificateValidity: TimeInterval(certificateDays) * 86_400,

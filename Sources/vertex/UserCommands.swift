@@ -22,7 +22,7 @@ struct UserCommand: AsyncParsableCommand {
             let address = try parseAddress(address)
             guard !address.resource.isEmpty else { throw ValidationError("give a user address, user@\(address.domain)") }
             if let problem = DomainAuthority.problem(naming: address) { throw ValidationError(problem) }
-            let store = try data.openStore()
+            let store = try await data.openStore()
             let secret = try password.read(prompt: "Password for \(address): ", confirm: true)
             let hash = try PasswordHash(hashing: secret)
             guard try await store.addUser(address, password: hash, now: Date()) else {

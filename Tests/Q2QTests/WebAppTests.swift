@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Q2Q
 import Testing
 import VertexTestSupport
@@ -140,16 +141,25 @@ struct WebAppTests {
         let port = try #require(url.port)
         let token = try #require(url.queryItems?.first { $0.name == "token" }?.value)
         let request = "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nAuthorization: Bearer \(token)\r\n\r\n"
-        async let events = RawSocket.exchange(port: port, bytes: Array(request.utf8), window: .seconds(30))
-        try await Task.sleep(for: .seconds(1))
-        let start = ContinuousClock.now
-        app.signal(SIGINT)
-        let status = await app.exited.value
-        let (bytes, closed) = try await events
-        #expect(status == 0)
-        #expect(ContinuousClock.now - start < .seconds(5))
-        #expect(String(decoding: bytes, as: UTF8.self).contains("event: state\ndata: {"))
-        #expect(closed)
+        // The page's event stream is open (its first event came) when SIGINT arrives.
+        let channel = try await RawSocket.connect(port: port)
+        var received = ""
+        var signalled: ContinuousClock.Instant?
+        try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: request))
+            for try await chunk in inbound {
+                received += String(buffer: chunk)
+                if signalled == nil, received.contains("event: state\ndata: {") {
+                    signalled = .now
+                    app.signal(SIGINT)
+                }
+            }
+        }
+        let start = try #require(signalled, "no event came: \(received)")
+        // The stream ended because the app did: at once, and with success.
+        #expect(await app.exited.value == 0)
+        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(received.contains("event: state\ndata: {"))
         // Nothing alarming said on the way out.
         let said = try String(contentsOf: log, encoding: .utf8)
         #expect(!said.contains("error"), "\(said)")

@@ -18,6 +18,8 @@ public enum PresenceError: AMPDeclaredError, Hashable, CustomStringConvertible {
     case secureRequired(String)
     /// ours — too many attempts from one source; try later.
     case rateLimited(String)
+    /// ours — the server cannot do it now (its database is unreachable); try later.
+    case unavailable(String)
 
     public var code: String {
         switch self {
@@ -28,13 +30,14 @@ public enum PresenceError: AMPDeclaredError, Hashable, CustomStringConvertible {
         case .unknownDomain: return "UnknownDomain"
         case .secureRequired: return "SecureRequired"
         case .rateLimited: return "RateLimited"
+        case .unavailable: return "Unavailable"
         }
     }
 
     public var errorDescription: String {
         switch self {
         case .noSuchUser(let text), .badCertificateRequest(let text), .notAllowed(let text), .verifyError(let text),
-             .unknownDomain(let text), .secureRequired(let text), .rateLimited(let text):
+             .unknownDomain(let text), .secureRequired(let text), .rateLimited(let text), .unavailable(let text):
             return text
         }
     }
@@ -48,6 +51,7 @@ public enum PresenceError: AMPDeclaredError, Hashable, CustomStringConvertible {
         case "UnknownDomain": self = .unknownDomain(description)
         case "SecureRequired": self = .secureRequired(description)
         case "RateLimited": self = .rateLimited(description)
+        case "Unavailable": self = .unavailable(description)
         default: return nil
         }
     }

@@ -72,6 +72,18 @@ extension PresenceServer {
         return responders
     }
 
+    /// A store call on behalf of a caller: when the store fails (its database is
+    /// unreachable), the caller is told so in one line, and the operator sees it.
+    func stored<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            logger.error("the store failed", metadata: ["while": "\(what)", "error": "\(error)"])
+            problems.add("store failure while \(what): \(error)")
+            throw PresenceError.unavailable("the presence server cannot reach its database; try again in a moment")
+        }
+    }
+
     func identify(_ subject: Q2QAddress) throws(PresenceError) -> Identify.Response {
         metrics.identify.increment()
         guard let authority = authority(for: subject.domain) else {
@@ -148,6 +160,8 @@ extension PresenceServer {
         // Hashing is the expensive part: a few at a time, the rest told to come back.
         guard passwordChecks.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.concurrentPasswordChecks else {
             passwordChecks.wrappingSubtract(1, ordering: .relaxed)
+            // Turned away before any password was checked: not a failed attempt.
+            failedSigns.withLock { $0.refundAll(keys, now: Date()) }
             metrics.limited(.passwordChecks)
             metrics.signRefused.increment()
             throw PresenceError.rateLimited("the server is busy checking passwords; try again in a moment")
@@ -155,7 +169,14 @@ extension PresenceServer {
         let matches: Bool
         do {
             defer { passwordChecks.wrappingSubtract(1, ordering: .relaxed) }
-            let hash = try await store.passwordHash(for: address)
+            let hash: PasswordHash?
+            do {
+                hash = try await stored("checking the password of \(address)") { try await store.passwordHash(for: address) }
+            } catch {
+                // The database failed, not the caller: no attempt is charged.
+                failedSigns.withLock { $0.refundAll(keys, now: Date()) }
+                throw error
+            }
             let password = arguments.password
             matches = try await NIOThreadPool.singleton.runIfActive {
                 guard let hash else {
@@ -174,7 +195,7 @@ extension PresenceServer {
         failedSigns.withLock { $0.refundAll(keys, now: Date()) }
         let now = Date()
         let certificate = try authority.issue(for: arguments.certificateRequest, validity: configuration.certificateValidity, now: now)
-        try await store.recordIssued(certificate, for: address, now: now)
+        try await stored("recording certificate \(certificate.serial)") { try await store.recordIssued(certificate, for: address, now: now) }
         logger.info("issued a certificate", metadata: ["address": "\(address)", "serial": "\(certificate.serial)"])
         metrics.signIssued.increment()
         return Sign.Response(certificate: certificate)

@@ -4,6 +4,11 @@ import Foundation
 public struct UserRecord: Sendable, Hashable {
     public var address: Q2QAddress
     public var created: Date
+
+    package init(address: Q2QAddress, created: Date) {
+        self.address = address
+        self.created = created
+    }
 }
 
 /// A certificate the domain issued.
@@ -13,6 +18,14 @@ public struct IssuedCertificateRecord: Sendable, Hashable {
     public var issued: Date
     public var notValidAfter: Date
     public var revoked: Bool
+
+    package init(serial: String, address: Q2QAddress, issued: Date, notValidAfter: Date, revoked: Bool) {
+        self.serial = serial
+        self.address = address
+        self.issued = issued
+        self.notValidAfter = notValidAfter
+        self.revoked = revoked
+    }
 }
 
 /// What a presence server keeps: its domains' CAs, users with password hashes, the
@@ -81,6 +94,12 @@ public struct Q2QPinError: Error, Sendable, Hashable, CustomStringConvertible {
     public var domain: String
     public var pinned: String
     public var presented: String
+
+    package init(domain: String, pinned: String, presented: String) {
+        self.domain = domain
+        self.pinned = pinned
+        self.presented = presented
+    }
 
     public var description: String {
         "the CA certificate of \(domain) has changed: pinned \(pinned), server presents \(presented). "
