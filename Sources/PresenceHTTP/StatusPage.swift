@@ -90,9 +90,18 @@ enum StatusPage {
       }
       previous = { at: now, bytes: status.relayedBytes };
       const row = document.createElement("tr");
-      row.append(cell("this node"), cell(status.addresses.join(", ")), cell("up", "ok"), cell(String(status.listeners)));
-      document.querySelector("#nodes tbody").replaceChildren(row);
-      document.getElementById("peers").textContent = "One node serves these domains: no peers.";
+      row.className = "node";
+      row.append(cell(status.node + " (this node)"), cell(status.addresses.join(", ")), cell("up", "ok"), cell(String(status.listeners)));
+      const peers = status.peers.map((peer) => {
+        const tr = document.createElement("tr");
+        tr.className = "peer";
+        tr.dataset.name = peer.name;
+        tr.append(cell(peer.name), cell(peer.address), cell("up, seen " + peer.lastSeen.toFixed(1) + " s ago", "ok"), cell("—"));
+        return tr;
+      });
+      document.querySelector("#nodes tbody").replaceChildren(row, ...peers);
+      document.getElementById("peers").textContent = status.peers.length === 0
+        ? "No other node is up for these domains." : status.peers.length + (status.peers.length === 1 ? " other node is up." : " other nodes are up.");
       const problems = status.problems.map((problem) => {
         const li = document.createElement("li");
         li.textContent = new Date(problem.time).toLocaleString() + " — " + problem.text;

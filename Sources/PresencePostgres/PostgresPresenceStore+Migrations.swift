@@ -18,6 +18,9 @@ extension PostgresPresenceStore {
             "CREATE INDEX certificate_by_address ON certificate (domain, resource)",
             "CREATE TABLE pin (domain text PRIMARY KEY, certificate bytea NOT NULL, pinned bigint NOT NULL)",
         ]),
+        ("v2: presence nodes", [
+            "CREATE TABLE presence_node (name text PRIMARY KEY, address text NOT NULL, heartbeat timestamptz NOT NULL)",
+        ]),
     ]
 
     /// An arbitrary number all nodes agree on: the advisory lock of migrations.

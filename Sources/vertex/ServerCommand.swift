@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import PresenceHTTP
+import PresencePostgres
 import Prometheus
 import Q2Q
 import ServiceLifecycle
@@ -62,6 +63,10 @@ struct ServerCommand: AsyncParsableCommand {
                                valueName: "[host:]port"))
     var http: String?
 
+    @Option(help: ArgumentHelp("This node's name among the domain's presence nodes sharing --database (default: HOST:PORT of its first address).",
+                               valueName: "name"))
+    var nodeName: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -117,6 +122,7 @@ struct ServerCommand: AsyncParsableCommand {
         configuration.alternateUDPPort = alternateUdpPort
         configuration.alternateAddress = alternateAddress
         configuration.relayLimits.budget = relayBudget << 20
+        if let nodeName { configuration.nodeName = nodeName }
         let observability = httpAddress.map { _ in PresenceHTTPServer.makeMetrics() }
         if let observability { configuration.metrics = observability.metrics }
         let server: PresenceServer
@@ -135,12 +141,17 @@ struct ServerCommand: AsyncParsableCommand {
         let udp = udpAddresses.isEmpty ? "no UDP" : "address discovery on UDP \(udpAddresses.joined(separator: ", "))"
         print("data in \(data.directory.path)\(openRegistration ? ", open registration on" : ""), \(udp)")
         fflush(nil)
+        // Nodes sharing a database know each other: heartbeats in it.
+        var membership: PresenceMembership?
+        if let shared = store as? PostgresPresenceStore, let first = server.localAddresses.compactMap({ HostPort($0) }).first {
+            membership = PresenceMembership(store: shared, name: nodeName ?? first.description, address: first.description)
+        }
         var http: PresenceService.HTTP?
         if let address = httpAddress, let observability {
             http = PresenceService.HTTP(host: address.host, port: address.port, registry: observability.registry)
         }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: PresenceService(server: server, http: http, logger: logger))],
+            services: [.init(service: PresenceService(server: server, http: http, membership: membership, logger: logger))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
@@ -159,9 +170,13 @@ struct PresenceService: Service {
 
     let server: PresenceServer
     let http: HTTP?
+    let membership: PresenceMembership?
     let logger: Logger
 
     func run() async throws {
+        let beating = membership.map { membership in
+            Task { [server] in await membership.run { server.setPeers($0) } }
+        }
         let serving = http.map { http in
             Task { [server, logger] in
                 do {
@@ -177,7 +192,9 @@ struct PresenceService: Service {
         }
         try? await gracefulShutdown()
         serving?.cancel()
+        beating?.cancel()
         await serving?.value
+        await beating?.value
         await server.close()
     }
 }

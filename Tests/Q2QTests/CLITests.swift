@@ -16,9 +16,13 @@ struct CLITests {
         let port: Int
         let fingerprint: String
 
-        static func start(domain: String = "example.test", data: URL, log: URL, extra: [String] = []) async throws -> ServerProcess {
-            let process = try ChildProcess(vertex, ["server", "--domain", domain, "--data", data.path,
-                                                    "--port", "0", "--bind", "127.0.0.1"] + extra, stderrFile: log)
+        /// `niceness` above 0 runs it at a lower priority (a test that loads its servers
+        /// heavily must not take the CPU the tests beside it need for their deadlines).
+        static func start(domain: String = "example.test", data: URL, log: URL, extra: [String] = [], niceness: Int = 0) async throws -> ServerProcess {
+            let arguments = ["server", "--domain", domain, "--data", data.path, "--port", "0", "--bind", "127.0.0.1"] + extra
+            let process = niceness > 0
+                ? try ChildProcess(ChildProcess.env, ["nice", "-n", "\(niceness)", vertex.path] + arguments, stderrFile: log)
+                : try ChildProcess(vertex, arguments, stderrFile: log)
             guard let line = await process.nextLine(),
                   let range = line.range(of: #"listening on 127\.0\.0\.1:(\d+), CA (SHA256:[0-9A-F:]+)"#, options: .regularExpression) else {
                 await process.stop()

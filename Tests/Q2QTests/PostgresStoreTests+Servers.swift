@@ -7,7 +7,7 @@ import VertexTestSupport
 extension PostgresStoreTests {
     /// Presence nodes for example.test on `database`, sharing a sealing key file, with
     /// `users` created (password "pw") through the CLI.
-    static func withNodes(_ count: Int, on database: PrivatePostgres, users: [String],
+    static func withNodes(_ count: Int, on database: PrivatePostgres, users: [String], extra: (Int) -> [String] = { _ in [] },
                           _ body: (_ nodes: [CLITests.ServerProcess], _ directory: URL) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-pg-nodes-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -18,7 +18,8 @@ extension PostgresStoreTests {
         do {
             for index in 0..<count {
                 nodes.append(try await CLITests.ServerProcess.start(data: directory.appendingPathComponent("data-\(index)"),
-                                                                    log: directory.appendingPathComponent("node-\(index).log"), extra: shared))
+                                                                    log: directory.appendingPathComponent("node-\(index).log"),
+                                                                    extra: shared + extra(index), niceness: 10))
             }
             #expect(Set(nodes.map(\.fingerprint)).count == 1, "every node serves the same CA")
             for user in users {
@@ -141,7 +142,8 @@ extension PostgresStoreTests {
                                 var seen: [String] = []
                                 var round = 0
                                 while ContinuousClock.now < stop {
-                                    let run = try await CLITests.vertex([
+                                    let run = try await ChildProcess.run(ChildProcess.env, [
+                                        "nice", "-n", "10", CLITests.vertex.path,
                                         "register", users[worker], "--server", "127.0.0.1:\(nodes[worker % 2].port)",
                                         "--home", directory.appendingPathComponent("load-\(worker)-\(round)").path,
                                         "--password-file", directory.appendingPathComponent("password").path,
@@ -181,6 +183,53 @@ extension PostgresStoreTests {
                 #expect(users.stdout.split(separator: "\n").count == 4, "\(users.stdout)")
                 let revokedLine = listed.stdout.split(separator: "\n").first { $0.contains(revoked) }
                 #expect(revokedLine?.contains("revoked") == true, "\(revokedLine ?? "")")
+            }
+        }
+    }
+
+    /// `GET path` on a node's HTTP port, decoded.
+    static func status(_ port: Int) async throws -> PresenceStatus {
+        let request = "GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n"
+        let (bytes, _) = try await RawSocket.exchange(port: port, bytes: Array(request.utf8), window: .seconds(10))
+        let text = String(decoding: bytes, as: UTF8.self)
+        let body = try #require(text.range(of: "\r\n\r\n").map { text[$0.upperBound...] }, "\(text)")
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(PresenceStatus.self, from: Data(body.utf8))
+    }
+
+    @Test("nodes on one database know each other from heartbeats; a node killed with SIGKILL is gone for the others within seconds",
+          .timeLimit(.minutes(2)))
+    func membership() async throws {
+        try await Self.withDatabase { database in
+            try await Self.withNodes(2, on: database, users: [], extra: { ["--http", "0", "--node-name", "node-\($0)"] }) { nodes, _ in
+                var ports: [Int] = []
+                for node in nodes {
+                    while let line = await node.process.nextLine(timeout: .seconds(30)) {
+                        if line.hasPrefix("metrics and status page on "), let port = URLComponents(string: String(line.split(separator: " ").last!))?.port {
+                            ports.append(port)
+                            break
+                        }
+                    }
+                }
+                try #require(ports.count == 2)
+                var first = try await Self.status(ports[0])
+                for _ in 0..<100 where first.peers.isEmpty {
+                    try await Task.sleep(for: .milliseconds(100))
+                    first = try await Self.status(ports[0])
+                }
+                #expect(first.node == "node-0")
+                #expect(first.peers.map(\.name) == ["node-1"])
+                #expect(first.peers.first?.address == "127.0.0.1:\(nodes[1].port)")
+                #expect(try await Self.status(ports[1]).peers.map(\.name) == ["node-0"])
+                // kill -9: no goodbye; its heartbeats stop.
+                await nodes[1].process.stop()
+                let killed = ContinuousClock.now
+                while try await !Self.status(ports[0]).peers.isEmpty {
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                let gone = ContinuousClock.now - killed
+                #expect(gone < .seconds(8), "node-1 counted as up for \(gone) after it died")
             }
         }
     }

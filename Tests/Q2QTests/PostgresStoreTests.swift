@@ -68,7 +68,7 @@ struct PostgresStoreTests {
             let sealing = CAKeySealing(key: SymmetricKey(size: .bits256))
             let store = try await Self.open(database, sealing: sealing)
             defer { store.close() }
-            #expect(try await store.appliedMigrations() == ["v1: authorities, users, certificates, pins"])
+            #expect(try await store.appliedMigrations() == ["v1: authorities, users, certificates, pins", "v2: presence nodes"])
             // A second store on the same database applies nothing twice.
             let second = try await Self.open(database, sealing: sealing)
             defer { second.close() }

@@ -79,6 +79,8 @@ public struct PresenceServerConfiguration: Sendable {
     /// Where the server's counters and histograms go (``PresenceMetrics``); nowhere by
     /// default.
     public var metrics: PresenceMetrics = .none
+    /// This node's name among the domain's presence nodes (status page, membership).
+    public var nodeName: String = ProcessInfo.processInfo.hostName
 
     public init(domains: [String], host: String? = nil, port: Int = 8788,
                 certificateValidity: TimeInterval = 30 * 86_400, openRegistration: Bool = false,
@@ -155,6 +157,11 @@ public final class PresenceServer: Sendable {
     private let sampledRelayBytes = Locked(0)
     /// The newest problems worth an operator's look, for the status page.
     let problems = RecentProblems()
+    /// The domain's other presence nodes that are up, as membership last found them.
+    private let peers = Locked<[PresencePeer]>([])
+
+    /// Tells the server which other presence nodes are up (membership, each heartbeat).
+    public func setPeers(_ up: [PresencePeer]) { peers.withLock { $0 = up } }
     /// The next relay channel number per node connection (ours are negative there:
     /// the server accepted those connections).
     let relayNumbers = Locked<[ObjectIdentifier: Int]>([:])
@@ -411,8 +418,7 @@ public final class PresenceServer: Sendable {
         metrics.authenticatedSessions.record(authenticatedConnections.withLock { $0.count })
         metrics.listeners.record(listeners.count)
         metrics.relayChannels.record(relay.count)
-        // One node: no cluster peers (yet).
-        metrics.clusterPeersUp.record(0)
+        metrics.clusterPeersUp.record(peers.withLock { $0.count })
         let forwarded = relay.statistics.forwardedBytes
         let delta = sampledRelayBytes.withLock { sampled in
             defer { sampled = forwarded }
@@ -423,11 +429,12 @@ public final class PresenceServer: Sendable {
 
     /// What the status page shows of this node, now.
     public func status() -> PresenceStatus {
-        PresenceStatus(domains: authorities.keys.sorted(), addresses: localAddresses.compactMap { HostPort($0)?.description },
+        PresenceStatus(node: configuration.nodeName, domains: authorities.keys.sorted(),
+                       addresses: localAddresses.compactMap { HostPort($0)?.description },
                        sessions: connections.withLock { $0.count },
                        authenticatedSessions: authenticatedConnections.withLock { $0.count },
                        listeners: listeners.count, relayChannels: relay.count,
-                       relayedBytes: relay.statistics.forwardedBytes, problems: problems.list())
+                       relayedBytes: relay.statistics.forwardedBytes, peers: peers.withLock { $0 }, problems: problems.list())
     }
 
     /// Connections refused by the caps on unauthenticated connections since the start.
