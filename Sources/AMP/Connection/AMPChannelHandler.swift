@@ -144,9 +144,7 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
             logger[metadataKey: "amp.peer"] = "\(remote)"
         }
         if let seconds = limits.firstBoxTimeout {
-            firstBoxDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [self] in
-                expire("no complete box within \(seconds) s of connecting")
-            }
+            scheduleFirstBoxCheck(deadline: .now() + Self.timeAmount(seconds), seconds: seconds)
         }
     }
 
@@ -157,6 +155,32 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var lastInput = NIODeadline.now()
     private var partialBoxCheck: Scheduled<Void>?
 
+    /// How late a deadline check may run before we doubt our own measurement. A check
+    /// that runs later than this found an event loop that did not run for a while (a
+    /// loaded machine, a sanitizer's slowdown): the peer's bytes may be waiting in the
+    /// socket unread, so the check looks again once the loop has had a turn to read
+    /// them. A connection is closed only by a check that ran on time.
+    static let loopStallTolerance = TimeAmount.milliseconds(500)
+
+    private static func timeAmount(_ seconds: Double) -> TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
+
+    /// Whether a check meant for `deadline` ran so late that the loop itself stalled.
+    private static func ranLate(_ deadline: NIODeadline) -> Bool {
+        NIODeadline.now() - deadline > loopStallTolerance
+    }
+
+    private func scheduleFirstBoxCheck(deadline: NIODeadline, seconds: Double) {
+        guard let context else { return }
+        firstBoxDeadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            firstBoxDeadline = nil
+            if Self.ranLate(deadline) {
+                scheduleFirstBoxCheck(deadline: .now() + Self.loopStallTolerance, seconds: seconds)
+            } else {
+                expire("no complete box within \(seconds) s of connecting")
+            }
+        }
+    }
+
     /// Whether part of a box from the peer is buffered, waiting for the rest.
     private var holdsPartialBox: Bool {
         parsesBoxes && (received.readableBytes > 0 || parser.bufferedBoxBytes > 0)
@@ -164,30 +188,37 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// After each read: watch a half-received box until it completes or stalls.
     private func notePartialBox() {
-        guard let seconds = limits.partialBoxTimeout, let context else { return }
+        guard let seconds = limits.partialBoxTimeout else { return }
         lastInput = .now()
         guard holdsPartialBox, partialBoxCheck == nil else { return }
-        let limit = TimeAmount.nanoseconds(Int64(seconds * 1e9))
-        func check() {
+        schedulePartialBoxCheck(deadline: lastInput + Self.timeAmount(seconds), seconds: seconds)
+    }
+
+    private func schedulePartialBoxCheck(deadline: NIODeadline, seconds: Double) {
+        guard let context else { return }
+        partialBoxCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             partialBoxCheck = nil
             guard holdsPartialBox else { return }
             // While we hold reads (our own backpressure: answers not draining, too many
             // requests in progress) the rest of the box waits on us, not on the peer.
             if readHeld { lastInput = .now() }
-            if NIODeadline.now() - lastInput >= limit {
+            let limit = Self.timeAmount(seconds)
+            if Self.ranLate(deadline) {
+                schedulePartialBoxCheck(deadline: max(lastInput + limit, .now() + Self.loopStallTolerance), seconds: seconds)
+            } else if NIODeadline.now() - lastInput >= limit {
                 expire("half a box and nothing more for \(seconds) s")
             } else {
-                partialBoxCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastInput + limit) { check() }
+                schedulePartialBoxCheck(deadline: lastInput + limit, seconds: seconds)
             }
         }
-        partialBoxCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastInput + limit) { check() }
     }
 
-    /// Closes a connection that ran out of time; a debug line only (a server facing the
-    /// internet sees many, and its caller counts them).
+    /// Closes a connection that ran out of time. Before TLS, a debug line only (a server
+    /// facing the internet sees many, and its caller counts them); a connection secured
+    /// by TLS belongs to an authenticated peer, whose operator wants to know.
     private func expire(_ why: String) {
         if case .closed = mode { return }
-        logger.debug("closing AMP connection", metadata: ["why": "\(why)"])
+        logger.log(level: tlsStarted ? .notice : .debug, "closing AMP connection", metadata: ["why": "\(why)"])
         shutDown(reason: why)
         context?.close(promise: nil)
     }
