@@ -2,6 +2,7 @@ import AMP
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import NIOSSL
 import Testing
 import VertexTestSupport
@@ -330,31 +331,37 @@ struct ConnectionTests {
 
     @Test("a deadline check that runs late because its event loop stalled reads what waits before it closes")
     func stalledLoopIsNotAStalledPeer() async throws {
+        // The server on a loop of its own, which the test stalls; the client elsewhere.
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let serverLoop = NIOLockedValueBox<(any EventLoop)?>(nil)
         let server = try await AMPServer.bind(host: "127.0.0.1", port: 0, responders: makeTestResponders(),
-                                              limits: AMPLimits(partialBoxTimeout: 1)) { connection in
+                                              limits: AMPLimits(partialBoxTimeout: 1), group: serverGroup) { connection in
             serverLoop.withLockedValue { $0 = connection.channel.eventLoop }
         }
-        defer { Task { await server.close() } }
         var box = try AMPBox(["_command": "Ping", "_ask": "1", "value": "1"]).serialized()
         let start = box.readSlice(length: 10)!
         let channel = try await RawSocket.connect(port: server.port!)
-        try await channel.channel.writeAndFlush(start)
         let accepting = ContinuousClock.now + .seconds(10)
         while serverLoop.withLockedValue({ $0 }) == nil, ContinuousClock.now < accepting {
             try await Task.sleep(for: .milliseconds(5))
         }
         let loop = try #require(serverLoop.withLockedValue { $0 })
-        // The server's loop stops from just before the half-box deadline until well after
-        // it, as on a machine too loaded to run it; the rest of the box arrives meanwhile
-        // and waits in the socket. The check then runs late, in the same turn as the
-        // stalling task, before the loop reads: it must look again rather than close.
-        loop.scheduleTask(in: .milliseconds(900)) { usleep(1_000_000) }
-        try await Task.sleep(for: .milliseconds(1200))
-        try await channel.channel.writeAndFlush(box)
-        let (bytes, closed) = try await RawSocket.readAll(channel, window: .seconds(3))
+        // The server's loop stops from just before the half-box deadline (the half box is
+        // sent after this is scheduled) until well after it, as on a machine too loaded to
+        // run it; the rest of the box is sent as the stall begins and waits in the socket.
+        // The check then runs late, in the same turn as the stalling task, before the
+        // loop reads: it must look again rather than close.
+        let rest = box
+        loop.scheduleTask(in: .milliseconds(900)) {
+            channel.channel.writeAndFlush(rest, promise: nil)
+            usleep(1_600_000)
+        }
+        try await channel.channel.writeAndFlush(start)
+        let (bytes, closed) = try await RawSocket.readAll(channel, window: .seconds(4))
         let answers = String(decoding: bytes, as: UTF8.self).components(separatedBy: "_answer").count - 1
         #expect(answers == 1, "\(answers) of 1 call answered")
         #expect(!closed)
+        await server.close()
+        try await serverGroup.shutdownGracefully()
     }
 }

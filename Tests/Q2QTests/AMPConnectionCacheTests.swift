@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 @testable import Q2Q
 import Testing
+import VertexTestSupport
 
 /// A command for the cache tests: adds two numbers, and says who asked.
 private enum Add: AMPCommand {
@@ -85,7 +86,7 @@ struct AMPConnectionCacheTests {
             let connection = try await aliceNode.ampConnection(from: Self.alice, to: Self.bob, service: "calc")
             try await Task.sleep(for: .milliseconds(1_200))
             #expect(await aliceNode.ampConnections.count == 0, "dropped from the cache once idle")
-            let closed: Void? = try? await withTimeout(.seconds(10), "the idle connection closing") {
+            let closed: Void? = try? await withTimeout(TestTime.scaled(.seconds(10)), "the idle connection closing") {
                 try await connection.channel.closeFuture.get()
             }
             #expect(closed != nil)

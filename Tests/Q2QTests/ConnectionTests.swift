@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 @testable import Q2Q
 import Testing
+import VertexTestSupport
 
 /// A node with a registered identity, in its own home, using `domain`'s server.
 func makeNode(_ address: String, password: String = "pw", in domain: TestDomain, knowing others: [TestDomain] = [],
@@ -19,7 +20,7 @@ func makeNode(_ address: String, password: String = "pw", in domain: TestDomain,
     // claims it with the answer: the path's deadline must cover the server's answer,
     // which TestDomain allows 30 s on a loaded machine (tests of the deadline set it).
     if configuration.pathClaimTimeout == Q2QNodeConfiguration(listenHost: "127.0.0.1").pathClaimTimeout {
-        configuration.pathClaimTimeout = .seconds(30)
+        configuration.pathClaimTimeout = TestTime.scaled(.seconds(30))
     }
     return Q2QNode(store: store, configuration: configuration)
 }

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import Q2Q
 import Testing
+import VertexTestSupport
 
 /// A presence server on loopback with its own temporary data directory, and homes
 /// for clients.
@@ -27,10 +28,7 @@ struct TestDomain {
         var configuration = PresenceServerConfiguration(domains: [domain], host: "127.0.0.1", port: 0,
                                                         openRegistration: openRegistration, registrationsPerHour: registrationsPerHour)
         configuration.peerServers = peerServers
-        // No test here is about a listener too slow to answer `inbound`; under a loaded
-        // full run (netlab setting up namespaces beside it) answers were seen taking more
-        // than the default 5 s.
-        configuration.inboundTimeout = .seconds(30)
+        configuration.stretchDeadlinesForTests()
         configure(&configuration)
         let server = try await PresenceServer.start(configuration: configuration, store: store)
         return TestDomain(name: domain, directory: directory, store: store, server: server)
@@ -43,6 +41,19 @@ struct TestDomain {
     func stop() async {
         await server.close()
         try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+extension PresenceServerConfiguration {
+    /// No test here is about a listener too slow to answer `inbound`; under a loaded full
+    /// run (netlab setting up namespaces beside it) answers were seen taking more than the
+    /// default 5 s. Under a sanitizer (``TestTime``) handshakes and boxes take longer to
+    /// arrive than the deadlines of a server facing the internet allow.
+    mutating func stretchDeadlinesForTests() {
+        inboundTimeout = TestTime.scaled(.seconds(30))
+        firstBoxTimeout = TestTime.scaled(firstBoxTimeout)
+        partialBoxTimeout = TestTime.scaled(partialBoxTimeout)
+        unauthenticatedLifetime = TestTime.scaled(unauthenticatedLifetime)
     }
 }
 

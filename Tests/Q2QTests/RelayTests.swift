@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 @testable import Q2Q
 import Testing
+import VertexTestSupport
 
 @Suite("Relayed connections (virtual channels through the presence server)")
 struct RelayTests {
@@ -22,6 +23,7 @@ struct RelayTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-relay-\(UUID().uuidString)")
         let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
         var configuration = PresenceServerConfiguration(domains: ["example.test"], host: "127.0.0.1", port: 0)
+        configuration.stretchDeadlinesForTests()
         configuration.relayObserver = { buffer in
             forwarded.withLockedValue { forwarded in
                 forwarded.count += buffer.readableBytes
@@ -41,7 +43,7 @@ struct RelayTests {
 
     /// `body`'s result; past `limit` (a flow-control stall: nothing would wake it), the
     /// windows at the relay and at both nodes are recorded, and it fails.
-    static func orStall<T: Sendable>(_ what: String, within limit: Duration = .seconds(60), domain: TestDomain, nodes: [Q2QNode],
+    static func orStall<T: Sendable>(_ what: String, within limit: Duration = TestTime.scaled(.seconds(60)), domain: TestDomain, nodes: [Q2QNode],
                                      _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         do {
             return try await withTimeout(limit, what, body)
@@ -85,7 +87,7 @@ struct RelayTests {
                 // directions, which once made both ends stop reading.
                 let block = (0..<65_521).map { UInt8(truncatingIfNeeded: $0 &* 31) }
                 let payload = Array((0..<256).map { _ in block }.joined())
-                let echoed = try await withTimeout(.seconds(60), "a 16 MiB echo through the relay") { try await roundTrip(stream, payload) }
+                let echoed = try await withTimeout(TestTime.scaled(.seconds(60)), "a 16 MiB echo through the relay") { try await roundTrip(stream, payload) }
                 #expect(echoed == payload)
             }
         }
@@ -194,7 +196,7 @@ struct RelayTests {
             }
             let stream = try await aliceNode.connect(from: Self.alice, to: Self.bob, service: "sink", methods: .relay)
             // The claim is pipelined: bob has his side only once he has accepted it.
-            let accepting = ContinuousClock.now + .seconds(10)
+            let accepting = ContinuousClock.now + TestTime.scaled(.seconds(10))
             while !bobHasStream.withLockedValue({ $0 }), ContinuousClock.now < accepting {
                 try await Task.sleep(for: .milliseconds(10))
             }
@@ -206,8 +208,8 @@ struct RelayTests {
             let link = try await aliceNode.link(as: identity, to: "example.test")
             let block = AMPBytes(ByteBuffer(repeating: 0xEE, count: 65_535))
             for _ in 0..<64 { try link.sendWithoutWaiting(Write.self, .init(id: 1, body: block)) }
-            #expect(try await withTimeout(.seconds(10), "bob's channel closing") { await bobSaw.value })
-            let deadline = ContinuousClock.now + .seconds(5)
+            #expect(try await withTimeout(TestTime.scaled(.seconds(10)), "bob's channel closing") { await bobSaw.value })
+            let deadline = ContinuousClock.now + TestTime.scaled(.seconds(5))
             while domain.server.relayedChannelCount > 0, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }

@@ -117,13 +117,8 @@ struct UDPPathTests {
 
     @Test("a presence server without UDP: listeners offer no PTCP paths, and tcp still connects")
     func serverWithoutUDP() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vertex-noudp-\(UUID().uuidString)")
-        let store = try SQLitePresenceStore(directory: directory.appendingPathComponent("data"))
-        var configuration = PresenceServerConfiguration(domains: ["example.test"], host: "127.0.0.1", port: 0)
-        configuration.udpEnabled = false
-        let server = try await PresenceServer.start(configuration: configuration, store: store)
-        let domain = TestDomain(directory: directory, store: store, server: server)
-        #expect(server.udpAddress == nil)
+        let domain = try await TestDomain.start { $0.udpEnabled = false }
+        #expect(domain.server.udpAddress == nil)
         let aliceNode = try await makeNode("alice@example.test", in: domain)
         let bobNode = try await makeNode("bob@example.test", in: domain)
         let listener = try await bobNode.listen(as: Self.bob, service: "echo")
