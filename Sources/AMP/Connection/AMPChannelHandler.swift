@@ -159,7 +159,9 @@ final class AMPChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// that runs later than this found an event loop that did not run for a while (a
     /// loaded machine, a sanitizer's slowdown): the peer's bytes may be waiting in the
     /// socket unread, so the check looks again once the loop has had a turn to read
-    /// them. A connection is closed only by a check that ran on time.
+    /// them. A connection is closed only by a check that ran on time. (A loop that lags
+    /// this much all the time keeps such connections longer; the presence server's caps
+    /// on connections not yet authenticated still bound how many.)
     static let loopStallTolerance = TimeAmount.milliseconds(500)
 
     private static func timeAmount(_ seconds: Double) -> TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
