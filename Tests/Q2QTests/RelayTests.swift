@@ -48,15 +48,19 @@ struct RelayTests {
         do {
             return try await withTimeout(limit, what, body)
         } catch let timeout as Q2QTimeoutError {
-            var state = ["relay:"] + domain.server.relay.windowsDescription
-            for node in nodes {
-                let flows = await node.relayedChannelFlows()
-                state += ["node:"] + flows
-            }
-            let report = "\(timeout); flow-control state:\n" + state.joined(separator: "\n")
-            Issue.record(Comment(rawValue: report))
+            Issue.record(Comment(rawValue: "\(timeout); flow-control state:\n" + (await flowState(domain: domain, nodes: nodes))))
             throw timeout
         }
+    }
+
+    /// The windows at the relay and at each node, one line per channel end.
+    static func flowState(domain: TestDomain, nodes: [Q2QNode]) async -> String {
+        var state = ["relay:"] + domain.server.relay.windowsDescription
+        for node in nodes {
+            let flows = await node.relayedChannelFlows()
+            state += ["node:"] + flows
+        }
+        return state.joined(separator: "\n")
     }
 
     @Test("relay: byte-exact, and the server forwards only TLS records, never the plaintext")
@@ -167,7 +171,11 @@ struct RelayTests {
             // buffered for the application), not the 64 MiB alice offers.
             try await Task.sleep(for: .seconds(2))
             let crossedBeforeReading = forwarded.withLockedValue { $0.count }
-            #expect(crossedBeforeReading <= 4 * window, "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing")
+            if crossedBeforeReading > 4 * window {
+                // Seen rarely under load, not understood yet: where the credit went.
+                Issue.record(Comment(rawValue: "\(crossedBeforeReading) bytes relayed to a receiver that reads nothing; "
+                                     + "flow-control state:\n" + (await Self.flowState(domain: domain, nodes: nodes))))
+            }
             startReading.withLockedValue { $0 = true }
             #expect(try await Self.orStall("bob reading 64 MiB", domain: domain, nodes: nodes) { await received.value } == total)
             try await Self.orStall("alice sending 64 MiB", domain: domain, nodes: nodes) { try await sender.value }

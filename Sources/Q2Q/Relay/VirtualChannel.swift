@@ -46,6 +46,8 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
     private var closeWhenSent: (mode: CloseMode, promise: EventLoopPromise<Void>?)?
     private var deliveryScheduled = false
     private var readDeliveryScheduled = false
+    /// Bytes handed to the pipeline in all (for ``flowDescription``).
+    private var deliveredInAll = 0
     /// The most one read delivers (as a socket delivers at most its buffer).
     static let readBatch = 64 * 1024
     /// Writes go out in bursts of this much, so that the event loop also reads the
@@ -241,7 +243,8 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
             + "writable \(isWritable), choked \(chokedByPeer), parent writable \(multiplexer.parentIsWritable), "
             + "waiting for the parent \(multiplexer.isWaitingForWritable), delivery scheduled \(deliveryScheduled); held to read "
             + "\(pendingReads.reduce(0) { $0 + $1.readableBytes }), read requested \(readRequested), "
-            + "read delivery scheduled \(readDeliveryScheduled), peer may send \(receiveWindow.outstanding), "
+            + "read delivery scheduled \(readDeliveryScheduled), delivered in all \(deliveredInAll), "
+            + "peer may send \(receiveWindow.outstanding), "
             + "consumed since the last grant \(receiveWindow.consumedSinceGrant), closed \(closed)"
     }
 
@@ -258,6 +261,7 @@ final class VirtualChannel: Channel, ChannelCore, @unchecked Sendable {
             pipeline.fireChannelRead(buffer)
         }
         pipeline.fireChannelReadComplete()
+        deliveredInAll += delivered
         // The pipeline took them (its own backpressure stops asking to read): the peer
         // may send as much again.
         if !closed, let grant = receiveWindow.consumed(delivered) {
