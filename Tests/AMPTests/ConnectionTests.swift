@@ -306,13 +306,18 @@ struct ConnectionTests {
 
     @Test("half a box read while we hold reads (our own backpressure) is not taken for a stalled peer")
     func heldReadsAreNotAStall() async throws {
+        // The first request is held until 2 s after the test has sent the rest of the
+        // second box (however late a loaded machine lets the test send it), so the rest
+        // waits in the socket, behind our held reads, longer than the half-box timeout.
+        let release = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
         var responders = AMPResponders()
         responders.register(Ping.self) { arguments, _ in
-            try await Task.sleep(for: .seconds(2))
+            while release.withLockedValue({ $0 }).map({ ContinuousClock.now < $0 }) ?? true {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             return Ping.Response(value: arguments.value)
         }
-        // One request at a time: while the first runs, reads are held, and the rest of
-        // the second box waits in the socket, longer than the half-box timeout.
+        // One request at a time: while the first runs, reads are held.
         let server = try await Self.server(responders, limits: AMPLimits(maximumConcurrentIncomingRequests: 1, partialBoxTimeout: 1))
         defer { Task { await server.close() } }
         // The first box and the start of the second in one write, so that one read
@@ -324,7 +329,8 @@ struct ConnectionTests {
         try await channel.channel.writeAndFlush(opening)
         try await Task.sleep(for: .milliseconds(300))
         try await channel.channel.writeAndFlush(second)
-        let (bytes, _) = try await RawSocket.readAll(channel, window: .seconds(8))
+        release.withLockedValue { $0 = ContinuousClock.now + .seconds(2) }
+        let (bytes, _) = try await RawSocket.readAll(channel, window: TestTime.scaled(.seconds(6)))
         let answers = String(decoding: bytes, as: UTF8.self).components(separatedBy: "_answer").count - 1
         #expect(answers == 2, "\(answers) of 2 calls answered")
     }
@@ -357,7 +363,7 @@ struct ConnectionTests {
             usleep(1_600_000)
         }
         try await channel.channel.writeAndFlush(start)
-        let (bytes, closed) = try await RawSocket.readAll(channel, window: .seconds(4))
+        let (bytes, closed) = try await RawSocket.readAll(channel, window: TestTime.scaled(.seconds(4)))
         let answers = String(decoding: bytes, as: UTF8.self).components(separatedBy: "_answer").count - 1
         #expect(answers == 1, "\(answers) of 1 call answered")
         #expect(!closed)

@@ -184,12 +184,12 @@ extension SecurityTests {
     func unauthenticatedConnectionsExpire() async throws {
         // Long enough for bob's own registration and link on a loaded machine (each an
         // unauthenticated connection until its handshake), short for a test.
-        try await withDomain(configure: { $0.unauthenticatedLifetime = .seconds(8) }) { domain in
+        try await withDomain(configure: { $0.unauthenticatedLifetime = TestTime.scaled(.seconds(8)) }) { domain in
             let bobNode = try await makeNode(Self.bob.description, in: domain)
             let listener = try await bobNode.listen(as: Self.bob, service: "echo")
             let link = try await Self.link(bobNode, as: Self.bob)
             let half: [UInt8] = [0, 8] + Array("_command".utf8) + [0, 40]   // a key, then a value that never comes
-            let (_, closed) = try await RawSocket.exchange(port: domain.port, bytes: half, window: .seconds(30))
+            let (_, closed) = try await RawSocket.exchange(port: domain.port, bytes: half, window: TestTime.scaled(.seconds(30)))
             #expect(closed, "the server kept a connection that never authenticated")
             try await Task.sleep(for: .seconds(2))
             // bob's presence connection authenticated: still there, still listening.
