@@ -45,11 +45,13 @@ extension VertexApp {
             let serving = Task { [self] in await serve(listener) }
             state.withLock { $0.tasks.append(serving) }
         } catch {
-            // Tried again at each refresh; said once per distinct problem.
+            // Tried again at each refresh. The identity shows the latest problem; the
+            // list of errors says it once until listening works (a retry may word the
+            // same outage differently: the link is then opened by another path).
             let problem = "cannot receive as \(address): \(error)"
             let isNew = state.withLock { state in
                 defer { state.listenProblems[address] = problem }
-                return state.listenProblems[address] != problem
+                return state.listenProblems[address] == nil
             }
             if isNew { note(problem) }
         }
