@@ -48,7 +48,7 @@ public final class PresenceMembership: Sendable {
 
     /// The other nodes whose last heartbeat is younger than ``expiry``.
     public func peers() async throws -> [PresencePeer] {
-        let seconds = Double(expiry.components.seconds) + Double(expiry.components.attoseconds) / 1e18
+        let seconds = expiry.secondsValue
         return try await store.run("listing presence nodes") { [self] in
             let rows = try await store.client.query("""
                 SELECT name, address, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM presence_node

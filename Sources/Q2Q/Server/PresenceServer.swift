@@ -479,5 +479,5 @@ struct UnauthenticatedCount {
 
 extension Duration {
     /// Seconds as a floating-point number.
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    package var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
